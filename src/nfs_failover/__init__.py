@@ -1,0 +1,3 @@
+"""nfs-failover: automatic, guarded failover between replicated NFS volumes."""
+
+__version__ = "0.1.0"
