@@ -1,0 +1,90 @@
+"""``nfs-failover lab``: build, inspect, cut off, restore and remove the two-zone lab."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nfs_failover.lab import Lab, LabStatus
+from nfs_failover.lab.lab import STATE_DIR_ENV
+
+app = typer.Typer(help="The two-zone NFS lab on this machine (needs root).", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        envvar=STATE_DIR_ENV,
+        help="The lab's state folder [default: /var/lib/nfs-failover/lab].",
+        show_default=False,
+    ),
+]
+ZoneArg = Annotated[str, typer.Argument(help="The zone: az1 (source) or az2 (destination).")]
+
+
+def _progress(message: str) -> None:
+    err.print(f"[dim]lab:[/dim] {message}")
+
+
+@app.command()
+def up(state_dir: StateDir = None) -> None:
+    """Build the lab (or check the one that is up) and write its config file."""
+    status = Lab.from_state_dir(state_dir).up(_progress)
+    _print_status(status)
+
+
+@app.command()
+def down(state_dir: StateDir = None) -> None:
+    """Remove every namespace, process, rule and file the lab made."""
+    Lab.from_state_dir(state_dir).down(_progress)
+    err.print("lab: down")
+
+
+@app.command()
+def status(
+    state_dir: StateDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Each zone's address, export, and whether it is up or cut off."""
+    lab_status = Lab.from_state_dir(state_dir).status()
+    if as_json:
+        typer.echo(json.dumps(lab_status.to_json(), indent=2))
+    else:
+        _print_status(lab_status)
+
+
+@app.command()
+def outage(zone: ZoneArg, state_dir: StateDir = None) -> None:
+    """Cut a zone off: drop ports 111, 635 and 2049 like the seed's NSG rule."""
+    lab = Lab.from_state_dir(state_dir)
+    changed = lab.outage(zone)
+    err.print(f"lab: {zone} {'cut off' if changed else 'was already cut off'}")
+
+
+@app.command()
+def restore(zone: ZoneArg, state_dir: StateDir = None) -> None:
+    """Lift a zone's outage."""
+    lab = Lab.from_state_dir(state_dir)
+    changed = lab.restore(zone)
+    err.print(f"lab: {zone} {'restored' if changed else 'was not cut off'}")
+
+
+def _print_status(status: LabStatus) -> None:
+    table = Table(title=f"lab in {status.state_dir}")
+    for column in ("zone", "role", "export", "state", "access"):
+        table.add_column(column, no_wrap=True)
+    colours = {"up": "green", "cut-off": "red", "stopped": "yellow", "absent": "dim"}
+    for zone in status.zones:
+        table.add_row(
+            zone.name, zone.role, zone.export,
+            f"[{colours[zone.state]}]{zone.state}[/]", zone.access,
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"config: {status.config or '(none: run `nfs-failover lab up`)'}")

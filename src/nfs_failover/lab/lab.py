@@ -1,0 +1,435 @@
+"""The lab itself: two zones, each a network namespace serving one export.
+
+Zone ``az1`` holds the source (read-write), zone ``az2`` the destination (read-only), as
+in the seed. A lab has a ``tag`` and a ``slot`` so that a test lab never collides with a
+lab left running: the tag goes into namespace and interface names, the slot picks the
+subnets inside 198.18.0.0/15.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from nfs_failover.errors import LabError
+from nfs_failover.lab import ganesha, system
+from nfs_failover.probe import ProbeResult, probe_export
+
+DEFAULT_STATE_DIR = Path("/var/lib/nfs-failover/lab")
+STATE_DIR_ENV = "NFS_FAILOVER_LAB_DIR"
+MARKER = "lab.json"
+CONFIG_NAME = "lab.yaml"
+OUTAGE_TABLE = "nfo_outage"
+OUTAGE_PORTS = (ganesha.PORTMAP_PORT, ganesha.MOUNT_PORT, ganesha.NFS_PORT)
+VOLUME = "crr"
+READY_TIMEOUT = 20.0
+
+Progress = Callable[[str], None]
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
+
+
+@dataclass(frozen=True)
+class Zone:
+    """One zone of the lab and the replica it serves."""
+
+    name: str
+    role: str  # "source" or "destination"
+    replica: str
+    namespace: str
+    host_veth: str
+    address: str
+    gateway: str
+    pseudo: str
+    folder: Path
+    zone_dir: Path
+
+    @property
+    def export(self) -> str:
+        return f"{self.address}:{self.pseudo}"
+
+    @property
+    def conf(self) -> Path:
+        return self.zone_dir / "ganesha.conf"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.zone_dir / "ganesha.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.zone_dir / "ganesha.log"
+
+
+@dataclass(frozen=True)
+class ZoneStatus:
+    name: str
+    role: str
+    namespace: str
+    address: str
+    export: str
+    state: str  # "up", "cut-off", "stopped" or "absent"
+    access: str  # "rw", "ro" or "unknown"
+    pid: int | None
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    state_dir: str
+    config: str | None
+    zones: list[ZoneStatus]
+
+    @property
+    def up(self) -> bool:
+        return all(z.state == "up" for z in self.zones)
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class Lab:
+    """Build, inspect, cut off, restore and tear down the two-zone lab."""
+
+    def __init__(self, state_dir: Path | None = None, *, tag: str = "", slot: int = 0) -> None:
+        if not re.fullmatch(r"[a-z0-9]{0,4}", tag):
+            raise LabError(f"lab tag {tag!r}: expected up to 4 lowercase letters or digits")
+        if not 0 <= slot <= 62:
+            raise LabError(f"lab slot {slot}: expected 0 to 62")
+        self.state_dir = (state_dir or default_state_dir()).resolve()
+        self.tag = tag
+        self.slot = slot
+        self.config_path = self.state_dir / CONFIG_NAME
+        self.zones = (self._zone(1, "source", "site1"), self._zone(2, "destination", "dest1"))
+
+    @classmethod
+    def from_state_dir(cls, state_dir: Path | None = None) -> Lab:
+        """The lab recorded in a state folder (its tag and slot), or the default one."""
+        state_dir = (state_dir or default_state_dir()).resolve()
+        try:
+            saved = json.loads((state_dir / MARKER).read_text())
+            return cls(state_dir, tag=str(saved["tag"]), slot=int(saved["slot"]))
+        except FileNotFoundError:
+            return cls(state_dir)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise LabError(f"{state_dir / MARKER}: unreadable lab record ({exc})") from exc
+
+    def _zone(self, index: int, role: str, replica: str) -> Zone:
+        net = f"198.18.{self.slot * 4 + index}"
+        name = f"az{index}"
+        return Zone(
+            name=name,
+            role=role,
+            replica=replica,
+            namespace=f"nfo{self.tag}-{name}",
+            host_veth=f"nfo{self.tag}-{name}",
+            address=f"{net}.5",
+            gateway=f"{net}.1",
+            pseudo=f"/{VOLUME}-{replica}",
+            folder=self.state_dir / name / f"{VOLUME}-{replica}",
+            zone_dir=self.state_dir / name,
+        )
+
+    def zone(self, name: str) -> Zone:
+        for zone in self.zones:
+            if name in (zone.name, zone.replica):
+                return zone
+        names = ", ".join(z.name for z in self.zones)
+        raise LabError(f"unknown zone {name!r}: expected one of {names}")
+
+    # -- up --------------------------------------------------------------------------
+
+    def up(self, progress: Progress | None = None) -> LabStatus:
+        """Build whatever is missing; a lab that is already up is left as it is."""
+        say = progress or (lambda _msg: None)
+        system.require_root()
+        system.require_tools()
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.state_dir, 0o700)
+        with self._locked():
+            _write_if_changed(
+                self.state_dir / MARKER,
+                json.dumps({"tag": self.tag, "slot": self.slot}, indent=2) + "\n",
+            )
+            for zone in self.zones:
+                self._ensure_network(zone, say)
+                self._ensure_server(zone, say)
+            self._write_config(say)
+        self.wait_ready(READY_TIMEOUT, say)
+        return self.status()
+
+    def _ensure_network(self, zone: Zone, say: Progress) -> None:
+        if not _netns_exists(zone.namespace):
+            say(f"{zone.name}: creating network namespace {zone.namespace}")
+            system.run(["ip", "netns", "add", zone.namespace])
+        if not _link_exists(zone.host_veth):
+            say(f"{zone.name}: linking {zone.host_veth} <-> {zone.namespace}/eth0")
+            system.run(
+                [
+                    "ip",
+                    "link",
+                    "add",
+                    zone.host_veth,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "netns",
+                    zone.namespace,
+                ]
+            )
+        in_zone = ["ip", "netns", "exec", zone.namespace]
+        system.run(["ip", "addr", "replace", f"{zone.gateway}/24", "dev", zone.host_veth])
+        system.run(["ip", "link", "set", zone.host_veth, "up"])
+        system.run([*in_zone, "ip", "addr", "replace", f"{zone.address}/24", "dev", "eth0"])
+        system.run([*in_zone, "ip", "link", "set", "eth0", "up"])
+        system.run([*in_zone, "ip", "link", "set", "lo", "up"])
+
+    def _ensure_server(self, zone: Zone, say: Progress) -> None:
+        zone.folder.mkdir(parents=True, exist_ok=True)
+        (zone.zone_dir / "recovery").mkdir(exist_ok=True)
+        if not zone.conf.exists():
+            # Written once: later the replication engine flips Access_Type on break/resync.
+            spec = ganesha.ExportSpec(1, zone.folder, zone.pseudo, zone.role == "destination")
+            zone.conf.write_text(
+                ganesha.render_config(zone.address, [spec], zone.zone_dir / "recovery")
+            )
+        pids = _netns_pids(zone.namespace)
+        if ganesha.running_pid(zone.pidfile, pids) is not None:
+            return
+        # A half-started zone (rpcbind without Ganesha) must go: a fresh Ganesha beside
+        # an old rpcbind registers with the wrong one (LAB.md).
+        _stop_pids(pids)
+        say(f"{zone.name}: starting rpcbind and NFS-Ganesha on {zone.address}")
+        ganesha.start(zone.namespace, zone.conf, zone.log, zone.pidfile)
+
+    def _write_config(self, say: Progress) -> None:
+        source, destination = self.zones
+        config = {
+            "volumes": [
+                {
+                    "name": VOLUME,
+                    "mode": "read-write",
+                    "mount": {"map_key": VOLUME, "options": "rw,hard,tcp,vers=3,timeo=50"},
+                    "replicas": [
+                        {"name": z.replica, "export": z.export, "zone": z.name} for z in self.zones
+                    ],
+                    "replication": {
+                        "provider": "local",
+                        "source_path": str(source.folder),
+                        "destination_path": str(destination.folder),
+                        "schedule": "10s",
+                    },
+                }
+            ],
+            "policy": {
+                "probe_interval": "1s",
+                "probe_timeout": "2s",
+                "failover_after": "5s",
+                "recover_after": "5s",
+                "max_lag": "1m",
+                "failback": "manual",
+            },
+            "autofs": {
+                "mount_root": "/misc",
+                "root": str(self.state_dir / "client"),
+                "timeout": "10s",
+                "negative_timeout": "1s",
+            },
+            "store": f"sqlite://{self.state_dir / 'state.db'}",
+        }
+        text = "# Written by `nfs-failover lab up` for the lab's volume pair.\n" + yaml.safe_dump(
+            config, sort_keys=False
+        )
+        if _write_if_changed(self.config_path, text):
+            say(f"wrote {self.config_path}")
+
+    def wait_ready(self, timeout: float, say: Progress | None = None) -> None:
+        """Wait until every zone's export answers a full probe, or raise LabError."""
+        deadline = time.monotonic() + timeout
+        pending = list(self.zones)
+        while pending:
+            results = asyncio.run(_probe_all([z.export for z in pending]))
+            pending = [z for z, r in zip(pending, results, strict=True) if not r.up]
+            if not pending:
+                break
+            if time.monotonic() >= deadline:
+                reasons = "; ".join(
+                    f"{z.name}: {r.summary()}" for z, r in zip(pending, results, strict=False)
+                )
+                raise LabError(
+                    f"the lab did not come up within {timeout:g}s: {reasons} "
+                    f"(logs: {', '.join(str(z.log) for z in pending)})"
+                )
+            time.sleep(0.2)
+        if say:
+            say("both zones answer NFS")
+
+    # -- outage and restore -------------------------------------------------------------
+
+    def outage(self, name: str) -> bool:
+        """Drop the NFS ports in a zone, like the seed's NSG rule. False if already cut."""
+        zone = self.zone(name)
+        system.require_root()
+        if not _netns_exists(zone.namespace):
+            raise LabError(f"{zone.name}: the lab is not up (run `nfs-failover lab up`)")
+        if _outage_active(zone.namespace):
+            return False
+        ports = "{ " + ", ".join(str(p) for p in OUTAGE_PORTS) + " }"
+        ruleset = (
+            f"table inet {OUTAGE_TABLE} {{\n"
+            "  chain input {\n"
+            "    type filter hook input priority 0; policy accept;\n"
+            f"    tcp dport {ports} drop\n"
+            f"    udp dport {ports} drop\n"
+            "  }\n"
+            "}\n"
+        )
+        rules = zone.zone_dir / "outage.nft"
+        rules.write_text(ruleset)
+        system.run(["ip", "netns", "exec", zone.namespace, "nft", "-f", str(rules)])
+        return True
+
+    def restore(self, name: str) -> bool:
+        """Lift a zone's outage. False if it was not cut off."""
+        zone = self.zone(name)
+        system.require_root()
+        if not _netns_exists(zone.namespace) or not _outage_active(zone.namespace):
+            return False
+        system.run(
+            ["ip", "netns", "exec", zone.namespace, "nft", "delete", "table", "inet", OUTAGE_TABLE]
+        )
+        return True
+
+    # -- status ------------------------------------------------------------------------
+
+    def status(self) -> LabStatus:
+        zones = [self._zone_status(z) for z in self.zones]
+        config = str(self.config_path) if self.config_path.exists() else None
+        return LabStatus(state_dir=str(self.state_dir), config=config, zones=zones)
+
+    def _zone_status(self, zone: Zone) -> ZoneStatus:
+        pid: int | None = None
+        if not _netns_exists(zone.namespace):
+            state = "absent"
+        else:
+            pid = ganesha.running_pid(zone.pidfile, _netns_pids(zone.namespace))
+            if pid is None:
+                state = "stopped"
+            else:
+                state = "cut-off" if _outage_active(zone.namespace) else "up"
+        return ZoneStatus(
+            name=zone.name,
+            role=zone.role,
+            namespace=zone.namespace,
+            address=zone.address,
+            export=zone.export,
+            state=state,
+            access=_access(zone.conf),
+            pid=pid,
+        )
+
+    # -- down --------------------------------------------------------------------------
+
+    def down(self, progress: Progress | None = None) -> None:
+        """Remove every namespace, process, rule and file the lab made, even after a crash."""
+        say = progress or (lambda _msg: None)
+        system.require_root()
+        for zone in self.zones:
+            if _netns_exists(zone.namespace):
+                say(f"{zone.name}: stopping its processes and removing {zone.namespace}")
+                _stop_pids(_netns_pids(zone.namespace))
+                system.run(["ip", "netns", "del", zone.namespace])
+            if _link_exists(zone.host_veth):
+                system.run(["ip", "link", "del", zone.host_veth])
+        if (self.state_dir / MARKER).exists():
+            say(f"removing {self.state_dir}")
+            shutil.rmtree(self.state_dir)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.state_dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+
+async def _probe_all(exports: list[str]) -> list[ProbeResult]:
+    return list(await asyncio.gather(*(probe_export(e, timeout=2.0) for e in exports)))
+
+
+def _netns_exists(name: str) -> bool:
+    return Path("/run/netns", name).exists()
+
+
+def _link_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
+
+
+def _netns_pids(name: str) -> set[int]:
+    out = system.run(["ip", "netns", "pids", name], check=False)
+    return {int(p) for p in out.split() if p.isdigit()}
+
+
+def _outage_active(namespace: str) -> bool:
+    out = system.run(["ip", "netns", "exec", namespace, "nft", "list", "tables"], check=False)
+    return f"inet {OUTAGE_TABLE}" in out
+
+
+def _stop_pids(pids: set[int], grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL whatever is still there after the grace period."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            pids = {p for p in pids if Path(f"/proc/{p}").exists() and not _is_zombie(p)}
+            time.sleep(0.05)
+        if not pids:
+            return
+    raise LabError(f"processes {sorted(pids)} did not exit after SIGKILL")
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _access(conf: Path) -> str:
+    try:
+        text = conf.read_text()
+    except OSError:
+        return "unknown"
+    match = re.search(r"Access_Type\s*=\s*(\w+)", text)
+    return match.group(1).lower() if match else "unknown"
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    """Atomic write (temporary file, fsync, rename), only when the content differs."""
+    with contextlib.suppress(OSError):
+        if path.read_text() == text:
+            return False
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return True
