@@ -354,8 +354,7 @@ class Lab:
                 say(f"{zone.name}: stopping its processes and removing {zone.namespace}")
                 _stop_pids(_netns_pids(zone.namespace))
                 system.run(["ip", "netns", "del", zone.namespace])
-            if _link_exists(zone.host_veth):
-                system.run(["ip", "link", "del", zone.host_veth])
+            _remove_link(zone.host_veth)
         if (self.state_dir / MARKER).exists():
             say(f"removing {self.state_dir}")
             shutil.rmtree(self.state_dir)
@@ -377,6 +376,16 @@ def _netns_exists(name: str) -> bool:
 
 def _link_exists(name: str) -> bool:
     return Path("/sys/class/net", name).exists()
+
+
+def _remove_link(name: str, wait: float = 3.0) -> None:
+    """Delete the host end of a zone's veth pair; the kernel may already be removing it."""
+    deadline = time.monotonic() + wait
+    while _link_exists(name):
+        system.run(["ip", "link", "del", name], check=False)
+        if time.monotonic() >= deadline:
+            raise LabError(f"link {name} is still there {wait:g}s after deleting it")
+        time.sleep(0.05)
 
 
 def _netns_pids(name: str) -> set[int]:
