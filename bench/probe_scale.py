@@ -1,9 +1,14 @@
 """How many full NFS probes a second, and at what CPU cost, against the real lab.
 
-Builds its own lab (tag "b", so a running lab is untouched), runs many concurrent full
-probes (portmapper, GETPORT x2, mountd NULL + MNT, nfs NULL + GETATTR) and the same number
-of ``rpcinfo -t HOST nfs 3`` runs (one NULL call each, the usual script probe), and prints
-probes per second and CPU seconds per 1,000 probes for both, with the ratio.
+Builds its own lab (tag "b", so a running lab is untouched) and runs, against both zones:
+- monitor probes: each of 32 monitors keeps its connections between probes, as the
+  controller does when it probes every endpoint every second;
+- one-shot probes: fresh connections each time, as `nfs-failover probe` does;
+- `rpcinfo -t HOST nfs 3` once per probe, the usual scripted check (it only connects to
+  the portmapper and calls NFS NULL).
+A full probe is portmapper, GETPORT of mountd and nfs, NULL + MNT on mountd, NULL +
+GETATTR on nfs. CPU is this process's user+system time; for rpcinfo it adds the children
+(rpcinfo itself) to what spawning them cost here.
 
 Run as root after scripts/setup:  .venv/bin/python bench/probe_scale.py [--probes 4000]
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import subprocess
 import sys
@@ -20,32 +26,52 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from nfs_failover import aio
 from nfs_failover.lab import Lab
 from nfs_failover.lab.system import which
-from nfs_failover.probe import probe_export
+from nfs_failover.probe import Prober
 
 GOAL_CPU_PER_1000 = 0.5
 GOAL_RATIO = 20.0
+MONITORS = 32
 
 
-async def run_probes(exports: list[str], count: int, concurrency: int) -> tuple[float, float, int]:
-    """Wall seconds, CPU seconds of this process, and failures for ``count`` probes."""
-    queue = iter(range(count))
+def cpu_now(children: bool = False) -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    total = usage.ru_utime + usage.ru_stime
+    if children:
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        total += kids.ru_utime + kids.ru_stime
+    return total
+
+
+async def run_probes(exports: list[str], count: int, keep: bool) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds and failures for ``count`` probes by MONITORS workers."""
+    probers = [Prober(timeout=5.0, keep=keep) for _ in range(MONITORS)]
     failures = 0
 
-    async def worker() -> None:
+    async def monitor(prober: Prober, work: list[int]) -> None:
         nonlocal failures
-        for i in queue:
-            result = await probe_export(exports[i % len(exports)], timeout=5.0)
-            failures += not result.up
+        for i in work:
+            failures += not (await prober.probe(exports[i % len(exports)])).up
 
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.perf_counter() - wall0, time.process_time() - cpu0, failures
+    async def round_(n: int) -> None:
+        await asyncio.gather(
+            *(monitor(p, list(range(i, n, MONITORS))) for i, p in enumerate(probers))
+        )
+
+    await round_(MONITORS * 4)  # connect (when kept) and warm up
+    failures = 0
+    cpu0, wall0 = cpu_now(), time.perf_counter()
+    await round_(count)
+    wall, cpu = time.perf_counter() - wall0, cpu_now() - cpu0
+    for prober in probers:
+        await prober.close()
+    return wall, cpu, failures
 
 
-def run_rpcinfo(hosts: list[str], count: int, concurrency: int) -> tuple[float, float, int]:
-    """Wall seconds, CPU seconds of the rpcinfo children, and failures."""
+def run_rpcinfo(hosts: list[str], count: int) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (spawning plus the rpcinfo children) and failures."""
     rpcinfo = which("rpcinfo")
     if rpcinfo is None:
         sys.exit("rpcinfo not found (package rpcbind)")
@@ -54,21 +80,22 @@ def run_rpcinfo(hosts: list[str], count: int, concurrency: int) -> tuple[float, 
         argv = [rpcinfo, "-t", hosts[i % len(hosts)], "nfs", "3"]
         return subprocess.run(argv, capture_output=True, timeout=30, check=False).returncode
 
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wall0 = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
+    cpu0, wall0 = cpu_now(children=True), time.perf_counter()
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         failures = sum(rc != 0 for rc in pool.map(one, range(count)))
-    wall = time.perf_counter() - wall0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, failures
+    return time.perf_counter() - wall0, cpu_now(children=True) - cpu0, failures
+
+
+def row(name: str, count: int, wall: float, cpu: float, failed: int) -> float:
+    per_1000 = cpu / count * 1000
+    print(f"{name:34}{count:>7}{count / wall:>10.0f}{per_1000:>12.3f}{failed:>8}")
+    return per_1000
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--probes", type=int, default=4000, help="full probes to run")
-    parser.add_argument("--rpcinfo", type=int, default=400, help="rpcinfo runs to time")
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--probes", type=int, default=4000, help="full probes of each kind")
+    parser.add_argument("--rpcinfo", type=int, default=400, help="rpcinfo runs")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="nfo-bench-") as tmp:
@@ -77,34 +104,23 @@ def main() -> None:
         try:
             lab.up()
             exports = [z.export for z in lab.zones]
-            asyncio.run(run_probes(exports, 200, args.concurrency))  # warm up
-            wall, cpu, failed = asyncio.run(run_probes(exports, args.probes, args.concurrency))
-            r_wall, r_cpu, r_failed = run_rpcinfo(
-                [z.address for z in lab.zones], args.rpcinfo, min(args.concurrency, 16)
-            )
+            kept = aio.run(run_probes(exports, args.probes, keep=True))
+            fresh = aio.run(run_probes(exports, args.probes, keep=False))
+            rpcinfo = run_rpcinfo([z.address for z in lab.zones], args.rpcinfo)
         finally:
             lab.down()
 
-    ours_per_1000 = cpu / args.probes * 1000
-    rpcinfo_per_1000 = r_cpu / args.rpcinfo * 1000
-    ratio = rpcinfo_per_1000 / ours_per_1000 if ours_per_1000 else float("inf")
-    print(f"{'':28}{'probes/s':>10}{'CPU s/1000':>12}{'failed':>8}")
+    print(f"{'':34}{'count':>7}{'probes/s':>10}{'CPU s/1000':>12}{'failed':>8}")
+    monitor = row("full probe, monitor (kept conns)", args.probes, *kept)
+    one_shot = row("full probe, one-shot (new conns)", args.probes, *fresh)
+    script = row("rpcinfo -t HOST nfs 3", args.rpcinfo, *rpcinfo)
     print(
-        f"{'nfs-failover full probe':28}{args.probes / wall:>10.0f}"
-        f"{ours_per_1000:>12.3f}{failed:>8}"
+        f"monitor probe: {monitor:.3f} CPU s/1000 (goal <= {GOAL_CPU_PER_1000}), "
+        f"{script / monitor:.1f}x cheaper than rpcinfo (goal >= {GOAL_RATIO:g}x); "
+        f"one-shot: {script / one_shot:.1f}x"
     )
     print(
-        f"{'rpcinfo -t HOST nfs 3':28}{args.rpcinfo / r_wall:>10.0f}"
-        f"{rpcinfo_per_1000:>12.3f}{r_failed:>8}"
-    )
-    print(
-        f"rpcinfo costs {ratio:.1f}x the CPU of a full probe "
-        f"(goal >= {GOAL_RATIO:g}x); probe CPU {ours_per_1000:.3f} s/1000 "
-        f"(goal <= {GOAL_CPU_PER_1000} s)"
-    )
-    print(
-        f"interpreter: {sys.version.split()[0]}, event loop: "
-        f"{type(asyncio.new_event_loop()).__module__}"
+        f"python {sys.version.split()[0]}, {aio.LOOP}, {os.cpu_count()} cores, {MONITORS} monitors"
     )
 
 

@@ -8,10 +8,9 @@ deadline for the whole walk, and says which stage failed, why, and how long each
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import TypeVar
@@ -29,7 +28,7 @@ from nfs_failover.errors import (
 from nfs_failover.rpc.client import AuthSys, ProgramClient
 from nfs_failover.rpc.mount import MOUNT_PROGRAM, MOUNT_VERSION, MountClient
 from nfs_failover.rpc.nfs3 import NFS_PROGRAM, NFS_VERSION, Nfs3Client, StableHow
-from nfs_failover.rpc.portmap import IPPROTO_TCP, PortmapClient
+from nfs_failover.rpc.portmap import PMAP_PORT, PMAP_PROGRAM, PortmapClient
 
 T = TypeVar("T")
 C = TypeVar("C", bound=ProgramClient)
@@ -105,7 +104,11 @@ class _StageFailed(Exception):
 
 @dataclass
 class _Walk:
-    """The bookkeeping of one probe: a shared deadline and the stages done so far."""
+    """The bookkeeping of one probe: a shared deadline and the stages done so far.
+
+    Every call in a stage gets ``remaining()`` as its own deadline, so the whole walk
+    ends by the probe's deadline without a timer per stage.
+    """
 
     deadline: float
     timeout: float
@@ -117,17 +120,19 @@ class _Walk:
     async def stage(self, stage: Stage, work: Awaitable[T]) -> T:
         start = time.monotonic()
         try:
-            async with asyncio.timeout(self.remaining()):
-                value = await work
-        except (RpcError, TimeoutError) as exc:
+            value = await work
+        except RpcError as exc:
             reason, detail = classify(exc)
             if reason is Reason.TIMEOUT:
                 detail = f"no answer within the probe's {self.timeout:g}s deadline"
-            result = StageResult(stage, False, time.monotonic() - start, reason, detail)
-            self.stages.append(result)
-            raise _StageFailed(result) from exc
+            raise self.fail(stage, start, reason, detail) from exc
         self.stages.append(StageResult(stage, True, time.monotonic() - start))
         return value
+
+    def fail(self, stage: Stage, start: float, reason: Reason, detail: str) -> _StageFailed:
+        result = StageResult(stage, False, time.monotonic() - start, reason, detail)
+        self.stages.append(result)
+        return _StageFailed(result)
 
 
 def classify(exc: BaseException) -> tuple[Reason, str]:
@@ -145,79 +150,162 @@ def classify(exc: BaseException) -> tuple[Reason, str]:
     return Reason.RPC_ERROR, str(exc) or type(exc).__name__
 
 
+class Prober:
+    """Probes exports again and again, keeping its connections between probes.
+
+    A monitor that probes every second should not pay three TCP handshakes each time:
+    connections (portmapper, mountd, nfs per server) are kept and reused. A reused
+    connection that the server closed meanwhile is reopened once within the same probe,
+    so an idle-timeout close never reads as an outage; any other failure drops the
+    server's connections, and the next probe starts from a fresh connect.
+    """
+
+    def __init__(
+        self, *, timeout: float = 2.0, keep: bool = True, portmap_port: int = PMAP_PORT
+    ) -> None:
+        self.timeout = timeout
+        self.keep = keep
+        self.portmap_port = portmap_port
+        self._pool: dict[tuple[str, int, int], ProgramClient] = {}
+
+    async def probe(self, export: Export | str, *, check_write: bool = False) -> ProbeResult:
+        """Probe one export; returns by the deadline (plus scheduling slack), never raises."""
+        target = export if isinstance(export, Export) else Export.parse(export)
+        start = time.monotonic()
+        walk = _Walk(deadline=start + self.timeout, timeout=self.timeout)
+        writable: bool | None = None
+        try:
+            mount_port, nfs_port = await self._ports(walk, target.host)
+            fhandle = await self._mount(walk, target, mount_port)
+            writable = await self._nfs(walk, target.host, nfs_port, fhandle, check_write)
+        except _StageFailed:
+            await self._drop(target.host)
+        finally:
+            if not self.keep:
+                await self.close()
+        failed = any(not s.ok for s in walk.stages)
+        return ProbeResult(
+            export=str(target),
+            up=not failed,
+            stages=tuple(walk.stages),
+            latency_s=time.monotonic() - start,
+            writable=None if failed else writable,
+        )
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, {}
+        for client in pool.values():
+            await client.close()
+
+    async def __aenter__(self) -> Prober:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _drop(self, host: str) -> None:
+        for key in [k for k in self._pool if k[0] == host]:
+            await self._pool.pop(key).close()
+
+    async def _client(
+        self,
+        walk: _Walk,
+        stage: Stage,
+        key: tuple[str, int, int],
+        opening: Callable[[], Awaitable[C]],
+    ) -> tuple[C, bool]:
+        """The pooled client for ``key`` (reused=True), or a new one connected in ``stage``."""
+        client = self._pool.get(key)
+        if client is not None and not client.rpc.closed:
+            return client, True  # type: ignore[return-value]
+        client = await walk.stage(stage, opening())
+        self._pool[key] = client
+        return client, False
+
+    async def _with_client(
+        self,
+        walk: _Walk,
+        stages: tuple[Stage, Stage],
+        key: tuple[str, int, int],
+        opening: Callable[[], Awaitable[C]],
+        action: Callable[[C], Awaitable[T]],
+    ) -> T:
+        """Connect (or reuse) in the first stage, run ``action`` in the second.
+
+        A reused connection found closed by the server is reopened once.
+        """
+        for _ in range(2):
+            client, reused = await self._client(walk, stages[0], key, opening)
+            if reused:
+                walk.stages.append(StageResult(stages[0], True, 0.0, detail="reused"))
+            mark = len(walk.stages)
+            try:
+                return await walk.stage(stages[1], action(client))
+            except _StageFailed as failed:
+                if not (reused and failed.result.reason is Reason.REFUSED):
+                    raise
+                del walk.stages[mark - 1 :]
+                await self._pool.pop(key).close()
+        raise AssertionError("unreachable: the second attempt uses a fresh connection")
+
+    async def _ports(self, walk: _Walk, host: str) -> tuple[int, int]:
+        async def getports(pmap: PortmapClient) -> tuple[int, int]:
+            mount = await pmap.getport(MOUNT_PROGRAM, MOUNT_VERSION, timeout=walk.remaining())
+            nfs = await pmap.getport(NFS_PROGRAM, NFS_VERSION, timeout=walk.remaining())
+            return mount, nfs
+
+        ports = await self._with_client(
+            walk,
+            (Stage.PORTMAP, Stage.GETPORT),
+            (host, self.portmap_port, PMAP_PROGRAM),
+            lambda: PortmapClient.connect(host, port=self.portmap_port, timeout=walk.remaining()),
+            getports,
+        )
+        for name, port in zip(("mountd", "nfs"), ports, strict=True):
+            if port == 0:
+                walk.stages.pop()
+                raise walk.fail(
+                    Stage.GETPORT, time.monotonic(), Reason.NOT_REGISTERED,
+                    f"{name} v3 over TCP is not registered with the portmapper",
+                )  # fmt: skip
+        return ports
+
+    async def _mount(self, walk: _Walk, target: Export, port: int) -> bytes:
+        async def null_mnt(mountd: MountClient) -> bytes:
+            await mountd.null(timeout=walk.remaining())
+            return (await mountd.mnt(target.path, timeout=walk.remaining())).fhandle
+
+        return await self._with_client(
+            walk,
+            (Stage.MOUNTD, Stage.MNT),
+            (target.host, port, MOUNT_PROGRAM),
+            lambda: MountClient.connect(target.host, port, timeout=walk.remaining()),
+            null_mnt,
+        )
+
+    async def _nfs(
+        self, walk: _Walk, host: str, port: int, fhandle: bytes, check_write: bool
+    ) -> bool | None:
+        async def null_getattr(nfs: Nfs3Client) -> Nfs3Client:
+            await nfs.null(timeout=walk.remaining())
+            await nfs.getattr(fhandle, timeout=walk.remaining())
+            return nfs
+
+        nfs = await self._with_client(
+            walk,
+            (Stage.NFS, Stage.GETATTR),
+            (host, port, NFS_PROGRAM),
+            lambda: Nfs3Client.connect(host, port, timeout=walk.remaining(), auth=AuthSys()),
+            null_getattr,
+        )
+        return await _write_check(walk, nfs, fhandle) if check_write else None
+
+
 async def probe_export(
     export: Export | str, *, timeout: float = 2.0, check_write: bool = False
 ) -> ProbeResult:
-    """Probe one export; never takes longer than ``timeout`` (plus scheduling slack)."""
-    target = export if isinstance(export, Export) else Export.parse(export)
-    start = time.monotonic()
-    walk = _Walk(deadline=start + timeout, timeout=timeout)
-    writable: bool | None = None
-    try:
-        mount_port, nfs_port = await _ports(walk, target.host)
-        fhandle = await _mount(walk, target, mount_port)
-        writable = await _nfs(walk, target.host, nfs_port, fhandle, check_write)
-    except _StageFailed:
-        pass
-    failed = any(not s.ok for s in walk.stages)
-    return ProbeResult(
-        export=str(target),
-        up=not failed,
-        stages=tuple(walk.stages),
-        latency_s=time.monotonic() - start,
-        writable=None if failed else writable,
-    )
-
-
-async def _ports(walk: _Walk, host: str) -> tuple[int, int]:
-    async with _closing(
-        walk.stage(Stage.PORTMAP, PortmapClient.connect(host, timeout=walk.remaining()))
-    ) as pmap:
-        mount_port, nfs_port = await walk.stage(
-            Stage.GETPORT,
-            asyncio.gather(
-                pmap.getport(MOUNT_PROGRAM, MOUNT_VERSION, IPPROTO_TCP, timeout=walk.remaining()),
-                pmap.getport(NFS_PROGRAM, NFS_VERSION, IPPROTO_TCP, timeout=walk.remaining()),
-            ),
-        )
-    for name, port in (("mountd", mount_port), ("nfs", nfs_port)):
-        if port == 0:
-            result = StageResult(
-                Stage.GETPORT,
-                False,
-                0.0,
-                Reason.NOT_REGISTERED,
-                f"{name} v3 over TCP is not registered with the portmapper",
-            )
-            walk.stages[-1] = result
-            raise _StageFailed(result)
-    return mount_port, nfs_port
-
-
-async def _mount(walk: _Walk, target: Export, port: int) -> bytes:
-    async with _closing(
-        walk.stage(
-            Stage.MOUNTD,
-            _connected_null(MountClient.connect(target.host, port, timeout=walk.remaining()), walk),
-        )
-    ) as mountd:
-        mounted = await walk.stage(Stage.MNT, mountd.mnt(target.path, timeout=walk.remaining()))
-    return mounted.fhandle
-
-
-async def _nfs(walk: _Walk, host: str, port: int, fhandle: bytes, check_write: bool) -> bool | None:
-    async with _closing(
-        walk.stage(
-            Stage.NFS,
-            _connected_null(
-                Nfs3Client.connect(host, port, timeout=walk.remaining(), auth=AuthSys()), walk
-            ),
-        )
-    ) as nfs:
-        await walk.stage(Stage.GETATTR, nfs.getattr(fhandle, timeout=walk.remaining()))
-        if not check_write:
-            return None
-        return await _write_check(walk, nfs, fhandle)
+    """Probe one export on fresh connections, closed afterwards."""
+    return await Prober(timeout=timeout, keep=False).probe(export, check_write=check_write)
 
 
 async def _write_check(walk: _Walk, nfs: Nfs3Client, root: bytes) -> bool:
@@ -242,30 +330,10 @@ async def _write_file(nfs: Nfs3Client, root: bytes, name: str, walk: _Walk) -> N
     await nfs.remove(root, name, timeout=walk.remaining())
 
 
-async def _connected_null(connecting: Awaitable[C], walk: _Walk) -> C:
-    """Connect, then a NULL call: the program answers, not just the port."""
-    client = await connecting
-    try:
-        await client.rpc.call(0, timeout=walk.remaining())
-    except BaseException:
-        await client.close()
-        raise
-    return client
-
-
-@contextlib.asynccontextmanager
-async def _closing(opening: Awaitable[C]) -> AsyncIterator[C]:
-    client = await opening
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 async def probe_many(
     exports: list[Export | str], *, timeout: float = 2.0, check_write: bool = False
 ) -> list[ProbeResult]:
-    """Probe several exports at once; the whole batch takes about one deadline."""
+    """Probe several exports at once on fresh connections; takes about one deadline."""
     return list(
         await asyncio.gather(
             *(probe_export(e, timeout=timeout, check_write=check_write) for e in exports)

@@ -179,3 +179,11 @@ def test_down_leaves_nothing_behind_even_after_the_state_folder_is_lost(
         assert _leftovers(lab) == []
     finally:
         lab.down()
+
+
+def test_an_export_the_server_does_not_have_fails_at_mnt_with_its_status(lab: Lab) -> None:
+    result = asyncio.run(probe_export(f"{lab.zone('az1').address}:/no-such-export"))
+    assert not result.up
+    assert result.failed is not None
+    assert (result.failed.stage, result.failed.reason) == (Stage.MNT, Reason.STATUS)
+    assert result.failed.detail.startswith("MNT3ERR_")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nfs_failover import aio
 from nfs_failover.config import load_config, parse_duration
 from nfs_failover.errors import ConfigError
 from nfs_failover.lab import default_state_dir
@@ -50,7 +50,7 @@ def probe(
         targets += [str(r.export) for v in loaded.volumes for r in v.replicas]
     if not targets:
         raise ConfigError(["probe: name at least one HOST:/PATH, or --config FILE, or --lab"])
-    results = asyncio.run(probe_many(list(targets), timeout=deadline, check_write=write))
+    results = aio.run(probe_many(list(targets), timeout=deadline, check_write=write))
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in results], indent=2))
     else:

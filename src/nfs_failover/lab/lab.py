@@ -8,7 +8,6 @@ subnets inside 198.18.0.0/15.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import json
@@ -23,9 +22,10 @@ from pathlib import Path
 
 import yaml
 
+from nfs_failover import aio
 from nfs_failover.errors import LabError
 from nfs_failover.lab import ganesha, system
-from nfs_failover.probe import ProbeResult, probe_export
+from nfs_failover.probe import probe_many
 
 DEFAULT_STATE_DIR = Path("/var/lib/nfs-failover/lab")
 STATE_DIR_ENV = "NFS_FAILOVER_LAB_DIR"
@@ -263,7 +263,7 @@ class Lab:
         deadline = time.monotonic() + timeout
         pending = list(self.zones)
         while pending:
-            results = asyncio.run(_probe_all([z.export for z in pending]))
+            results = aio.run(probe_many([z.export for z in pending], timeout=2.0))
             pending = [z for z, r in zip(pending, results, strict=True) if not r.up]
             if not pending:
                 break
@@ -364,10 +364,6 @@ class Lab:
         with open(self.state_dir / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
-
-
-async def _probe_all(exports: list[str]) -> list[ProbeResult]:
-    return list(await asyncio.gather(*(probe_export(e, timeout=2.0) for e in exports)))
 
 
 def _netns_exists(name: str) -> bool:
