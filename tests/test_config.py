@@ -820,3 +820,10 @@ def test_any_junk_value_gives_well_formed_problem_lines(
         parse_config(yaml.safe_dump(data), "crr.yaml")
     except ConfigError as exc:
         _assert_well_formed(exc.problems)
+
+
+def test_the_committed_config_reference_matches_the_models() -> None:
+    from nfs_failover.config_reference import render
+
+    committed = (Path(__file__).parent.parent / "docs" / "config.md").read_text()
+    assert committed == render(), "run: nfs-failover config-reference > docs/config.md"

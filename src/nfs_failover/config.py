@@ -690,7 +690,7 @@ _POLICY_ORDER = (
 
 
 class Policy(_Model):
-    """When to fail over and fail back: the guardrails. Durations are ``timedelta``."""
+    """When to fail over and fail back: the guardrails."""
 
     probe_interval: PositiveDuration = Field(
         timedelta(seconds=1), description=_POLICY_DOCS["probe_interval"]

@@ -22,6 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("check-config")(config_cmd.check_config)
+app.command("config-reference")(config_cmd.config_reference)
 app.command("probe")(probe_cmd.probe)
 app.add_typer(lab_cmd.app, name="lab")
 

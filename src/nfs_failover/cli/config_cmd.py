@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from nfs_failover.config import load_config, summary
+from nfs_failover.config_reference import render
 
 
 def check_config(
@@ -15,3 +16,8 @@ def check_config(
 ) -> None:
     """Validate FILE: exit 0 with a summary, or 2 with one line per problem."""
     typer.echo(summary(load_config(file)))
+
+
+def config_reference() -> None:
+    """Print the configuration reference (Markdown), generated from the models."""
+    typer.echo(render(), nl=False)
