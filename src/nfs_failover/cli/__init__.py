@@ -7,6 +7,7 @@ An ``NfsFailoverError`` becomes one line on stderr and an exit status (2 for bad
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -35,9 +36,10 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version."
-    ),
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
 ) -> None:
     """Automatic, guarded failover between replicated NFS volumes."""
 

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nfs_failover.lab import Lab, LabStatus
+from nfs_failover.lab import Lab, LabStatus, system
 from nfs_failover.lab.lab import STATE_DIR_ENV
 
 app = typer.Typer(help="The two-zone NFS lab on this machine (needs root).", no_args_is_help=True)
@@ -27,6 +27,12 @@ StateDir = Annotated[
     ),
 ]
 ZoneArg = Annotated[str, typer.Argument(help="The zone: az1 (source) or az2 (destination).")]
+
+
+@app.callback()
+def _needs_root() -> None:
+    """The two-zone NFS lab on this machine (needs root)."""
+    system.require_root()
 
 
 def _progress(message: str) -> None:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nfs_failover import aio
-from nfs_failover.config import load_config, parse_duration
+from nfs_failover.config import Export, load_config, parse_duration
 from nfs_failover.errors import ConfigError
 from nfs_failover.lab import default_state_dir
 from nfs_failover.lab.lab import CONFIG_NAME
@@ -42,15 +42,20 @@ def probe(
         deadline = parse_duration(timeout).total_seconds()
     except ValueError as exc:
         raise ConfigError([f"--timeout: {exc}"]) from exc
-    targets = list(exports or [])
+    targets: list[Export | str] = []
+    for text in exports or []:
+        try:
+            targets.append(Export.parse(text))
+        except ValueError as exc:
+            raise ConfigError([f"probe: {exc}"]) from exc
     if lab:
         config = config or default_state_dir() / CONFIG_NAME
     if config is not None:
         loaded = load_config(config)
-        targets += [str(r.export) for v in loaded.volumes for r in v.replicas]
+        targets += [r.export for v in loaded.volumes for r in v.replicas]
     if not targets:
         raise ConfigError(["probe: name at least one HOST:/PATH, or --config FILE, or --lab"])
-    results = aio.run(probe_many(list(targets), timeout=deadline, check_write=write))
+    results = aio.run(probe_many(targets, timeout=deadline, check_write=write))
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in results], indent=2))
     else:

@@ -1,6 +1,6 @@
 """NFS-Ganesha in a lab zone: its config file, and starting and stopping it.
 
-The config carries what LAB.md found necessary: NFSv3 mounts by the pseudo path (so
+The config carries what the lab needs (docs/lab.md): NFSv3 mounts by the pseudo path (so
 exports look like the seed's ``10.1.13.5:/crr-site1``) and a metadata cache that never
 serves files changed behind Ganesha's back (the replication engine writes the folder).
 """
@@ -20,7 +20,7 @@ MOUNT_PORT = 635
 PORTMAP_PORT = 111
 
 # Each zone gets its own /run, or its rpcbind collides with the other zone's through the
-# shared socket (LAB.md). The script is fixed; paths reach it as positional arguments.
+# shared socket (docs/lab.md). The script is fixed; paths reach it as positional arguments.
 _ZONE_INIT = (
     "mount -t tmpfs -o mode=0755 tmpfs /run && mkdir -p /run/ganesha && rpcbind -w && "
     'exec ganesha.nfsd -f "$1" -L "$2" -p "$3" -N NIV_EVENT'

@@ -212,7 +212,7 @@ class Lab:
         if ganesha.running_pid(zone.pidfile, pids) is not None:
             return
         # A half-started zone (rpcbind without Ganesha) must go: a fresh Ganesha beside
-        # an old rpcbind registers with the wrong one (LAB.md).
+        # an old rpcbind registers with the wrong one (docs/lab.md).
         _stop_pids(pids)
         say(f"{zone.name}: starting rpcbind and NFS-Ganesha on {zone.address}")
         ganesha.start(zone.namespace, zone.conf, zone.log, zone.pidfile)

@@ -15,12 +15,14 @@ import random
 import select
 import socket
 import struct
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 from nfs_failover.errors import (
     RpcAcceptError,
     RpcConnectionError,
+    RpcError,
     RpcRejected,
     RpcTimeout,
     XdrError,
@@ -105,6 +107,7 @@ _NO_AUTH = AuthNone()
 _CONNECT_PENDING = (errno.EINPROGRESS, errno.EAGAIN, errno.EINTR)
 
 Transport = Literal["tcp", "udp"]
+T = TypeVar("T")
 
 
 async def _resolve(
@@ -176,7 +179,7 @@ class RpcClient:
     """One connection (or connected UDP socket) to one program and version of a server.
 
     Calls are serialised with a lock, so concurrent callers are correct but not
-    pipelined. On TCP any failure other than a clean rejection (timeout, cancellation,
+    pipelined; ``call_many`` pipelines a batch of calls within one hold of the lock. On TCP any failure other than a clean rejection (timeout, cancellation,
     malformed record, a reply with another call's xid) closes the connection, since the
     stream may be mid-record: later calls raise RpcConnectionError; connect again. On UDP
     the socket survives failures and replies with other xids are dropped.
@@ -208,7 +211,7 @@ class RpcClient:
         self._xid = random.getrandbits(32)
         self._auth = credential + AUTH_NONE_BYTES
         self._max_record = max_record
-        self._contexts: dict[int, str] = {}
+        self._contexts: dict[int | tuple[int, ...], str] = {}
         self._closing = False
         # TCP: bytes received and not yet consumed, and why no more will come.
         self._buf = bytearray()
@@ -265,22 +268,66 @@ class RpcClient:
     def closed(self) -> bool:
         return self._sock is None
 
-    def _context(self, procedure: int) -> str:
+    def _context(self, procedure: int | tuple[int, ...]) -> str:
+        """Names the server, program and procedure(s) in error messages; cached, since
+        one client runs the same few procedures (and batches) again and again."""
         context = self._contexts.get(procedure)
         if context is None:
-            context = f"{self.host}:{self.port} program {self.program} v{self.version}"
-            context = self._contexts[procedure] = f"{context} proc {procedure}"
+            where = f"{self.host}:{self.port} program {self.program} v{self.version}"
+            what = (
+                f"proc {procedure}"
+                if isinstance(procedure, int)
+                else "procs " + "+".join(map(str, procedure))
+            )
+            context = self._contexts[procedure] = f"{where} {what}"
         return context
 
     async def call(self, procedure: int, args: bytes = b"", *, timeout: float) -> Unpacker:
         """Runs one procedure within ``timeout`` seconds; returns its encoded results."""
         context = self._context(procedure)
+        return await self._locked(
+            context, timeout, lambda: self._exchange(procedure, args, context)
+        )
+
+    async def call_many(
+        self, calls: Sequence[tuple[int, bytes]], *, timeout: float
+    ) -> list[Unpacker]:
+        """Runs ``(procedure, args)`` calls within ``timeout`` seconds; results in call order.
+
+        On TCP the calls go out in one write, each with a fresh xid, and replies are matched
+        by xid in whatever order they come; a reply matching no outstanding call is an
+        XdrError. A rejected call (RpcRejected, RpcAcceptError) does not stop the reading:
+        the error of the earliest such call is raised once every reply is in, leaving the
+        connection usable, or at the deadline, closing it. A timeout with no such error,
+        a malformed reply or a lost connection fails as ``call`` does. The whole batch is
+        sent before any reply is read, so keep batches to a few small calls. On UDP the
+        calls run one after another under the one deadline and the first error stops them.
+        """
+        if not calls:
+            return []
+        context = self._context(tuple(procedure for procedure, _ in calls))
+        failures: list[RpcError | None] = [None] * len(calls)
+        try:
+            return await self._locked(
+                context, timeout, lambda: self._exchange_many(calls, context, failures)
+            )
+        except RpcTimeout as timed_out:
+            first = next((f for f in failures if f is not None), None)
+            if first is None:
+                raise
+            raise first from timed_out
+
+    async def _locked(
+        self, context: str, timeout: float, exchange: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Runs ``exchange`` under the lock and the deadline; a failure after it touched
+        the stream closes a TCP connection, unless it is a clean rejection."""
         exchanging = False  # only a call that touched the stream may close it on failure
         try:
             async with asyncio.timeout(timeout):
                 async with self._lock:
                     exchanging = True
-                    return await self._exchange(procedure, args, context)
+                    return await exchange()
         except (RpcRejected, RpcAcceptError):
             raise
         except TimeoutError:
@@ -297,30 +344,75 @@ class RpcClient:
             if self._closing and not self._lock.locked():
                 self._close_now()
 
-    async def _exchange(self, procedure: int, args: bytes, context: str) -> Unpacker:
+    def _open_socket(self, context: str) -> socket.socket:
         sock = self._sock
         if sock is None or self._closing:
             raise RpcConnectionError(f"{context}: client is closed")
+        return sock
+
+    def _next_xid(self) -> int:
         xid = self._xid = (self._xid + 1) & 0xFFFFFFFF
+        return xid
+
+    async def _exchange(self, procedure: int, args: bytes, context: str) -> Unpacker:
+        sock = self._open_socket(context)
+        xid = self._next_xid()
         if self.transport == "tcp":
-            length = 24 + len(self._auth) + len(args)
-            if length > 0x7FFFFFFF:
-                raise XdrError(f"{context}: call of {length} bytes is too long for one record")
-            header = _CALL_TCP.pack(
-                LAST_FRAGMENT | length,
-                xid,
-                CALL,
-                RPC_VERSION,
-                self.program,
-                self.version,
-                procedure,
-            )
-            await self._loop.sock_sendall(sock, header + self._auth + args)
+            await self._loop.sock_sendall(sock, self._tcp_call(xid, procedure, args, context))
             record = await self._read_record(context)
         else:
             header = _CALL_UDP.pack(xid, CALL, RPC_VERSION, self.program, self.version, procedure)
             record = await self._exchange_udp(sock, xid, header + self._auth + args)
         return decode_reply(record, xid, context)
+
+    async def _exchange_many(
+        self, calls: Sequence[tuple[int, bytes]], context: str, failures: list[RpcError | None]
+    ) -> list[Unpacker]:
+        if self.transport == "udp":
+            return [await self._exchange(p, args, self._context(p)) for p, args in calls]
+        sock = self._open_socket(context)
+        xids = [self._next_xid() for _ in calls]
+        data = b"".join(
+            self._tcp_call(xid, p, args, context) for xid, (p, args) in zip(xids, calls, strict=True)
+        )
+        await self._loop.sock_sendall(sock, data)
+        replies = await self._read_replies(xids, calls, context, failures)
+        first = next((f for f in failures if f is not None), None)
+        if first is not None:
+            raise first
+        return [replies[xid] for xid in xids]
+
+    async def _read_replies(
+        self,
+        xids: list[int],
+        calls: Sequence[tuple[int, bytes]],
+        context: str,
+        failures: list[RpcError | None],
+    ) -> dict[int, Unpacker]:
+        """Reads one reply per xid; rejections go to ``failures`` by call index."""
+        pending = {xid: index for index, xid in enumerate(xids)}
+        replies: dict[int, Unpacker] = {}
+        while pending:
+            record = await self._read_record(context)
+            xid = _U32.unpack_from(record)[0] if len(record) >= 4 else -1
+            index = pending.pop(xid, None)
+            if index is None:
+                raise XdrError(f"{context}: reply xid {xid:#010x} answers none of the calls")
+            try:
+                replies[xid] = decode_reply(record, xid, self._context(calls[index][0]))
+            except (RpcRejected, RpcAcceptError) as exc:
+                failures[index] = exc
+        return replies
+
+    def _tcp_call(self, xid: int, procedure: int, args: bytes, context: str) -> bytes:
+        """One call as a single-fragment record."""
+        length = 24 + len(self._auth) + len(args)
+        if length > 0x7FFFFFFF:
+            raise XdrError(f"{context}: call of {length} bytes is too long for one record")
+        header = _CALL_TCP.pack(
+            LAST_FRAGMENT | length, xid, CALL, RPC_VERSION, self.program, self.version, procedure
+        )
+        return header + self._auth + args
 
     # --- TCP ------------------------------------------------------------------------------
 
@@ -485,6 +577,13 @@ class ProgramClient:
     ) -> Unpacker:
         return await self.rpc.call(
             procedure, args, timeout=self.timeout if timeout is None else timeout
+        )
+
+    async def _call_many(
+        self, calls: Sequence[tuple[int, bytes]], timeout: float | None = None
+    ) -> list[Unpacker]:
+        return await self.rpc.call_many(
+            calls, timeout=self.timeout if timeout is None else timeout
         )
 
     async def close(self) -> None:
