@@ -160,6 +160,13 @@ async def _connect(
         raise OSError(err, os.strerror(err))
 
 
+def _reply_xid(record: bytes, context: str) -> int:
+    if len(record) < 4:
+        raise XdrError(f"{context}: reply of {len(record)} bytes has no xid")
+    xid: int = _U32.unpack_from(record)[0]
+    return xid
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -179,10 +186,11 @@ class RpcClient:
     """One connection (or connected UDP socket) to one program and version of a server.
 
     Calls are serialised with a lock, so concurrent callers are correct but not
-    pipelined; ``call_many`` pipelines a batch of calls within one hold of the lock. On TCP any failure other than a clean rejection (timeout, cancellation,
-    malformed record, a reply with another call's xid) closes the connection, since the
-    stream may be mid-record: later calls raise RpcConnectionError; connect again. On UDP
-    the socket survives failures and replies with other xids are dropped.
+    pipelined; ``call_many`` pipelines a batch of calls within one hold of the lock. On
+    TCP any failure other than a clean rejection (timeout, cancellation, malformed
+    record, a reply with an xid no call awaits) closes the connection, since the stream
+    may be mid-record: later calls raise RpcConnectionError; connect again. On UDP the
+    socket survives failures and replies with other xids are dropped.
 
     One reader callback per socket, registered for the socket's whole life, feeds the
     waiting call: cheaper than ``loop.sock_recv``, which registers and unregisters the
@@ -344,7 +352,7 @@ class RpcClient:
             if self._closing and not self._lock.locked():
                 self._close_now()
 
-    def _open_socket(self, context: str) -> socket.socket:
+    def _live_socket(self, context: str) -> socket.socket:
         sock = self._sock
         if sock is None or self._closing:
             raise RpcConnectionError(f"{context}: client is closed")
@@ -355,7 +363,7 @@ class RpcClient:
         return xid
 
     async def _exchange(self, procedure: int, args: bytes, context: str) -> Unpacker:
-        sock = self._open_socket(context)
+        sock = self._live_socket(context)
         xid = self._next_xid()
         if self.transport == "tcp":
             await self._loop.sock_sendall(sock, self._tcp_call(xid, procedure, args, context))
@@ -370,10 +378,11 @@ class RpcClient:
     ) -> list[Unpacker]:
         if self.transport == "udp":
             return [await self._exchange(p, args, self._context(p)) for p, args in calls]
-        sock = self._open_socket(context)
+        sock = self._live_socket(context)
         xids = [self._next_xid() for _ in calls]
         data = b"".join(
-            self._tcp_call(xid, p, args, context) for xid, (p, args) in zip(xids, calls, strict=True)
+            self._tcp_call(xid, p, args, context)
+            for xid, (p, args) in zip(xids, calls, strict=True)
         )
         await self._loop.sock_sendall(sock, data)
         replies = await self._read_replies(xids, calls, context, failures)
@@ -394,7 +403,7 @@ class RpcClient:
         replies: dict[int, Unpacker] = {}
         while pending:
             record = await self._read_record(context)
-            xid = _U32.unpack_from(record)[0] if len(record) >= 4 else -1
+            xid = _reply_xid(record, context)
             index = pending.pop(xid, None)
             if index is None:
                 raise XdrError(f"{context}: reply xid {xid:#010x} answers none of the calls")
@@ -582,9 +591,7 @@ class ProgramClient:
     async def _call_many(
         self, calls: Sequence[tuple[int, bytes]], timeout: float | None = None
     ) -> list[Unpacker]:
-        return await self.rpc.call_many(
-            calls, timeout=self.timeout if timeout is None else timeout
-        )
+        return await self.rpc.call_many(calls, timeout=self.timeout if timeout is None else timeout)
 
     async def close(self) -> None:
         await self.rpc.close()

@@ -125,6 +125,12 @@ class MountClient(ProgramClient):
     async def mnt(self, path: str | bytes, *, timeout: float | None = None) -> MountResult:
         return decode_mnt(await self._call(MOUNTPROC3_MNT, encode_dirpath(path), timeout))
 
+    async def null_mnt(self, path: str | bytes, *, timeout: float | None = None) -> MountResult:
+        """NULL then MNT, pipelined in one round trip; errors as ``RpcClient.call_many``."""
+        calls = [(MOUNTPROC3_NULL, b""), (MOUNTPROC3_MNT, encode_dirpath(path))]
+        _, mnt = await self._call_many(calls, timeout)
+        return decode_mnt(mnt)
+
     async def umnt(self, path: str | bytes, *, timeout: float | None = None) -> None:
         await self._call(MOUNTPROC3_UMNT, encode_dirpath(path), timeout)
 

@@ -160,6 +160,12 @@ class Nfs3Client(ProgramClient):
         u = await self._call(NFSPROC3_GETATTR, _fh_args(fh).getvalue(), timeout)
         return decode_getattr(u)
 
+    async def null_getattr(self, fh: bytes, *, timeout: float | None = None) -> Fattr3:
+        """NULL then GETATTR, pipelined in one round trip; errors as ``RpcClient.call_many``."""
+        calls = [(NFSPROC3_NULL, b""), (NFSPROC3_GETATTR, _fh_args(fh).getvalue())]
+        _, getattr_reply = await self._call_many(calls, timeout)
+        return decode_getattr(getattr_reply)
+
     async def lookup(
         self, dir_fh: bytes, name: str | bytes, *, timeout: float | None = None
     ) -> tuple[bytes, Fattr3 | None]:

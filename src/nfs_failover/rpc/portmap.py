@@ -5,6 +5,7 @@ Owns the encoding of ``mapping`` arguments and the bounded decoding of the DUMP 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
 
@@ -79,6 +80,17 @@ class PortmapClient(ProgramClient):
         """The port of ``prog``/``vers`` over ``prot``; 0 means it is not registered."""
         u = await self._call(PMAPPROC_GETPORT, encode_mapping(prog, vers, prot), timeout)
         return decode_getport(u)
+
+    async def getports(
+        self,
+        pairs: Sequence[tuple[int, int]],
+        prot: int = IPPROTO_TCP,
+        *,
+        timeout: float | None = None,
+    ) -> list[int]:
+        """``getport`` of each ``(prog, vers)`` pair, pipelined in one round trip."""
+        calls = [(PMAPPROC_GETPORT, encode_mapping(prog, vers, prot)) for prog, vers in pairs]
+        return [decode_getport(u) for u in await self._call_many(calls, timeout)]
 
     async def dump(self, *, timeout: float | None = None) -> list[Mapping]:
         return decode_dump(await self._call(PMAPPROC_DUMP, timeout=timeout))
