@@ -38,7 +38,7 @@ def require_root() -> None:
     if os.geteuid() != 0:
         raise LabError(
             "the lab needs root: it creates network namespaces and runs NFS servers "
-            "(run it with sudo)"
+            "(run it as root)"
         )
 
 
