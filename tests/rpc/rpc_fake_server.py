@@ -86,6 +86,25 @@ def answer_ok(results: bytes = b"") -> Handler:
     return lambda call: Answer(record(accepted(call.xid, results)))
 
 
+def answer_together(
+    count: int, reply: Callable[[Call], bytes], *, reverse: bool = False
+) -> Handler:
+    """Holds every answer until ``count`` calls have arrived, then sends ``reply(call)``
+    (raw, record marks included) for all of them in one write, last call first if
+    ``reverse``. A client that waits for each reply before its next call never gets one."""
+    held: list[Call] = []
+
+    def handler(call: Call) -> Answer | None:
+        held.append(call)
+        if len(held) < count:
+            return None
+        batch = held[::-1] if reverse else held[:]
+        held.clear()
+        return Answer(b"".join(reply(c) for c in batch))
+
+    return handler
+
+
 @dataclass
 class TcpServer:
     """``async with TcpServer(handler) as srv``: serves on 127.0.0.1:srv.port."""

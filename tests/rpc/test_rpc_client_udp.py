@@ -9,8 +9,8 @@ import time
 import pytest
 from rpc_fake_server import LOOPBACK, Call, UdpServer, accepted, closed_port, run
 
-from nfs_failover.errors import RpcConnectionError, RpcTimeout, XdrError
-from nfs_failover.rpc.client import NFS, RpcClient, ping
+from nfs_failover.errors import RpcAcceptError, RpcConnectionError, RpcTimeout, XdrError
+from nfs_failover.rpc.client import NFS, PROG_UNAVAIL, RpcClient, ping
 
 
 async def _udp_call(srv: UdpServer, timeout: float = 2.0) -> int:
@@ -105,6 +105,61 @@ def test_a_flood_of_stale_datagrams_does_not_hold_off_the_deadline() -> None:
             start = time.monotonic()
             with pytest.raises(RpcTimeout):
                 await _udp_call(srv, timeout=0.3)
+            assert time.monotonic() - start < 0.3 + 0.2
+
+    run(scenario())
+
+
+def test_a_udp_batch_runs_its_calls_in_turn_and_returns_results_in_order() -> None:
+    async def scenario() -> tuple[list[int], UdpServer]:
+        echo = lambda call, n: [accepted(call.xid, struct.pack(">I", call.procedure))]  # noqa: E731
+        async with (
+            UdpServer(echo) as srv,
+            await RpcClient.connect(
+                LOOPBACK, srv.port, NFS, 3, transport="udp", timeout=1
+            ) as client,
+        ):
+            replies = await client.call_many([(0, b""), (1, b"x"), (2, b"")], timeout=2)
+            return [u.unpack_uint() for u in replies], srv
+
+    values, srv = run(scenario())
+    assert values == [0, 1, 2]
+    assert [c.procedure for c in srv.calls] == [0, 1, 2]
+
+
+def test_a_failing_call_stops_a_udp_batch_and_the_socket_survives() -> None:
+    def reject_first(call: Call, n: int) -> list[bytes]:
+        return [accepted(call.xid, stat=PROG_UNAVAIL if call.procedure == 0 else 0)]
+
+    async def scenario() -> UdpServer:
+        async with (
+            UdpServer(reject_first) as srv,
+            await RpcClient.connect(
+                LOOPBACK, srv.port, NFS, 3, transport="udp", timeout=1
+            ) as client,
+        ):
+            with pytest.raises(RpcAcceptError, match="PROG_UNAVAIL"):
+                await client.call_many([(0, b""), (1, b"")], timeout=2)
+            assert not client.closed
+            return srv
+
+    assert [c.procedure for c in run(scenario()).calls] == [0]
+
+
+def test_a_udp_batch_shares_one_deadline() -> None:
+    def answer_first(call: Call, n: int) -> list[bytes]:
+        return [accepted(call.xid)] if call.procedure == 0 else []
+
+    async def scenario() -> None:
+        async with (
+            UdpServer(answer_first) as srv,
+            await RpcClient.connect(
+                LOOPBACK, srv.port, NFS, 3, transport="udp", timeout=1
+            ) as client,
+        ):
+            start = time.monotonic()
+            with pytest.raises(RpcTimeout):
+                await client.call_many([(0, b""), (1, b"")], timeout=0.3)
             assert time.monotonic() - start < 0.3 + 0.2
 
     run(scenario())

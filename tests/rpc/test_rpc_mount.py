@@ -5,10 +5,20 @@ from __future__ import annotations
 import struct
 
 import pytest
-from rpc_fake_server import LOOPBACK, Answer, Call, TcpServer, accepted, record, run, xdr
+from rpc_fake_server import (
+    LOOPBACK,
+    Answer,
+    Call,
+    TcpServer,
+    accepted,
+    answer_together,
+    record,
+    run,
+    xdr,
+)
 
-from nfs_failover.errors import ProtocolStatusError, XdrError
-from nfs_failover.rpc.client import AUTH_SYS, MOUNT
+from nfs_failover.errors import ProtocolStatusError, RpcAcceptError, XdrError
+from nfs_failover.rpc.client import AUTH_SYS, MOUNT, PROG_UNAVAIL
 from nfs_failover.rpc.mount import (
     MNT3_STATUS_NAMES,
     ExportEntry,
@@ -117,3 +127,48 @@ def test_mount_calls_send_the_path_with_auth_sys() -> None:
     assert [e.path for e in exports] == [path for path, _ in EXPORTS]
     assert [c.procedure for c in calls] == [0, 1, 1, 3, 5]
     assert {c.cred_flavor for c in calls} == {AUTH_SYS}
+
+
+def test_null_mnt_pipelines_both_calls_and_returns_the_mount() -> None:
+    async def scenario() -> tuple[MountResult, list[Call]]:
+        held = answer_together(2, lambda call: mountd(call).data, reverse=True)
+        async with (
+            TcpServer(held) as srv,
+            await MountClient.connect(LOOPBACK, srv.port, timeout=2) as client,
+        ):
+            return await client.null_mnt("/srv/az1/vol"), srv.calls
+
+    result, calls = run(scenario())
+    assert result == MountResult(ROOT_FH, (1, 0))
+    assert [c.procedure for c in calls] == [0, 1]
+    assert {c.cred_flavor for c in calls} == {AUTH_SYS}
+
+
+def test_null_mnt_of_a_missing_export_raises_the_mnt_status() -> None:
+    async def scenario() -> bool:
+        async with (
+            TcpServer(answer_together(2, lambda call: mountd(call).data)) as srv,
+            await MountClient.connect(LOOPBACK, srv.port, timeout=2) as client,
+        ):
+            with pytest.raises(ProtocolStatusError, match="MNT3ERR_NOENT"):
+                await client.null_mnt(b"/missing")
+            return client.rpc.closed
+
+    assert run(scenario()) is False
+
+
+def test_null_mnt_raises_a_failing_null_even_when_mnt_succeeds() -> None:
+    def null_unavailable(call: Call) -> bytes:
+        if call.procedure == 0:
+            return record(accepted(call.xid, stat=PROG_UNAVAIL))
+        return mountd(call).data
+
+    async def scenario() -> None:
+        async with (
+            TcpServer(answer_together(2, null_unavailable)) as srv,
+            await MountClient.connect(LOOPBACK, srv.port, timeout=2) as client,
+        ):
+            await client.null_mnt("/srv/az1/vol")
+
+    with pytest.raises(RpcAcceptError, match="PROG_UNAVAIL"):
+        run(scenario())

@@ -7,7 +7,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from rpc_fake_server import LOOPBACK, Answer, Call, TcpServer, accepted, record, run, xdr
+from rpc_fake_server import (
+    LOOPBACK,
+    Answer,
+    Call,
+    TcpServer,
+    accepted,
+    answer_together,
+    record,
+    run,
+    xdr,
+)
 
 from nfs_failover.errors import ProtocolStatusError, XdrError
 from nfs_failover.rpc.client import AUTH_SYS, NFS
@@ -358,3 +368,29 @@ def test_getattr_read_access_fsinfo_and_commit_over_the_wire() -> None:
         )
 
     assert with_client(FakeNfs(replies), work) == (100, 1, b"hi", 0, VERF)
+
+
+def test_null_getattr_pipelines_both_calls_and_returns_the_attributes() -> None:
+    fake = FakeNfs({0: lambda u: b"", 1: lambda u: struct.pack(">I", 0) + fattr(fileid=9)})
+    held = answer_together(2, lambda call: fake(call).data, reverse=True)
+
+    async def scenario() -> tuple[Fattr3, list[Call]]:
+        async with (
+            TcpServer(held) as srv,
+            await Nfs3Client.connect(LOOPBACK, srv.port, timeout=2) as nfs,
+        ):
+            return await nfs.null_getattr(ROOT, timeout=1), srv.calls
+
+    attrs, calls = run(scenario())
+    assert attrs.fileid == 9
+    fh_args = xdr(lambda p: p.pack_opaque(ROOT))
+    assert [(c.procedure, c.args, c.cred_flavor) for c in calls] == [
+        (0, b"", AUTH_SYS),
+        (1, fh_args, AUTH_SYS),
+    ]
+
+
+def test_null_getattr_raises_the_getattr_status() -> None:
+    fake = FakeNfs({0: lambda u: b"", 1: lambda u: struct.pack(">II", 70, 0)})
+    with pytest.raises(ProtocolStatusError, match="NFS3ERR_STALE"):
+        with_client(fake, lambda nfs: nfs.null_getattr(ROOT))

@@ -5,7 +5,17 @@ from __future__ import annotations
 import struct
 
 import pytest
-from rpc_fake_server import LOOPBACK, Answer, Call, TcpServer, accepted, record, run, xdr
+from rpc_fake_server import (
+    LOOPBACK,
+    Answer,
+    Call,
+    TcpServer,
+    accepted,
+    answer_together,
+    record,
+    run,
+    xdr,
+)
 
 from nfs_failover.errors import XdrError
 from nfs_failover.rpc.client import MOUNT, NFS, PMAP
@@ -92,3 +102,36 @@ def test_a_truncated_dump_is_malformed() -> None:
 def test_a_port_beyond_65535_is_malformed() -> None:
     with pytest.raises(XdrError):
         decode_getport(Unpacker(struct.pack(">I", 70000)))
+
+
+def test_getports_asks_for_every_pair_in_one_batch() -> None:
+    async def scenario() -> tuple[list[int], list[int], list[Call]]:
+        held = answer_together(3, lambda call: rpcbind(call).data, reverse=True)
+        async with (
+            TcpServer(held) as srv,
+            await PortmapClient.connect(LOOPBACK, port=srv.port, timeout=2) as pmap,
+        ):
+            ports = await pmap.getports([(MOUNT, 3), (NFS, 3), (NFS, 4)])
+            udp = await pmap.getports([(MOUNT, 3), (NFS, 3), (PMAP, 2)], IPPROTO_UDP, timeout=1)
+            return ports, udp, srv.calls
+
+    ports, udp, calls = run(scenario())
+    assert ports == [635, 2049, 2049]
+    assert udp == [0, 0, 0]
+    assert [struct.unpack(">4I", c.args) for c in calls[:3]] == [
+        (MOUNT, 3, IPPROTO_TCP, 0),
+        (NFS, 3, IPPROTO_TCP, 0),
+        (NFS, 4, IPPROTO_TCP, 0),
+    ]
+    assert {struct.unpack(">4I", c.args)[2] for c in calls[3:]} == {IPPROTO_UDP}
+
+
+def test_getports_of_no_pairs_sends_nothing() -> None:
+    async def scenario() -> tuple[list[int], list[Call]]:
+        async with (
+            TcpServer(rpcbind) as srv,
+            await PortmapClient.connect(LOOPBACK, port=srv.port, timeout=2) as pmap,
+        ):
+            return await pmap.getports([]), srv.calls
+
+    assert run(scenario()) == ([], [])

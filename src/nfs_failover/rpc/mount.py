@@ -126,7 +126,8 @@ class MountClient(ProgramClient):
         return decode_mnt(await self._call(MOUNTPROC3_MNT, encode_dirpath(path), timeout))
 
     async def null_mnt(self, path: str | bytes, *, timeout: float | None = None) -> MountResult:
-        """NULL then MNT, pipelined in one round trip; errors as ``RpcClient.call_many``."""
+        """NULL then MNT, one round trip on TCP (``RpcClient.call_many``, whose error rules
+        apply); a non-OK MNT status raises ProtocolStatusError as ``mnt`` does."""
         calls = [(MOUNTPROC3_NULL, b""), (MOUNTPROC3_MNT, encode_dirpath(path))]
         _, mnt = await self._call_many(calls, timeout)
         return decode_mnt(mnt)

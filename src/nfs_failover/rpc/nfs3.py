@@ -161,7 +161,8 @@ class Nfs3Client(ProgramClient):
         return decode_getattr(u)
 
     async def null_getattr(self, fh: bytes, *, timeout: float | None = None) -> Fattr3:
-        """NULL then GETATTR, pipelined in one round trip; errors as ``RpcClient.call_many``."""
+        """NULL then GETATTR, one round trip on TCP (``RpcClient.call_many``, whose error
+        rules apply); a non-OK status raises ProtocolStatusError as ``getattr`` does."""
         calls = [(NFSPROC3_NULL, b""), (NFSPROC3_GETATTR, _fh_args(fh).getvalue())]
         _, getattr_reply = await self._call_many(calls, timeout)
         return decode_getattr(getattr_reply)

@@ -88,7 +88,8 @@ class PortmapClient(ProgramClient):
         *,
         timeout: float | None = None,
     ) -> list[int]:
-        """``getport`` of each ``(prog, vers)`` pair, pipelined in one round trip."""
+        """``getport`` of each ``(prog, vers)`` pair over ``prot``, in pair order; one round
+        trip on TCP (``RpcClient.call_many``, whose error rules apply)."""
         calls = [(PMAPPROC_GETPORT, encode_mapping(prog, vers, prot)) for prog, vers in pairs]
         return [decode_getport(u) for u in await self._call_many(calls, timeout)]
 
