@@ -7,6 +7,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,45 @@ def test_a_closed_port_is_refused_at_the_portmapper_stage() -> None:
     result = asyncio.run(prober.probe(f"{LOOPBACK}:/vol"))
     assert result.failed is not None
     assert (result.failed.stage, result.failed.reason) == (Stage.PORTMAP, Reason.REFUSED)
+
+
+def _server_with_mountd(mount_answer: Callable[[Call], Answer]) -> Callable[[Call], Answer]:
+    """One fake port for everything: the portmapper points mountd and nfs back at it."""
+    port: list[int] = []
+
+    def handle(call: Call) -> Answer:
+        if call.program == 100000:
+            return Answer(record(accepted(call.xid, struct.pack(">I", port[0]))))
+        return mount_answer(call)
+
+    handle.port = port  # type: ignore[attr-defined]
+    return handle
+
+
+def _probe_fake(handler: Callable[[Call], Answer]) -> ProbeResult:
+    async def scenario() -> ProbeResult:
+        async with TcpServer(handler) as server:
+            handler.port.append(server.port)  # type: ignore[attr-defined]
+            prober = Prober(timeout=1.0, keep=False, portmap_port=server.port)
+            return await prober.probe(f"{LOOPBACK}:/vol")
+
+    return asyncio.run(scenario())
+
+
+def test_a_mountd_that_refuses_its_null_call_fails_the_mountd_stage() -> None:
+    result = _probe_fake(_server_with_mountd(lambda c: Answer(record(accepted(c.xid, stat=1)))))
+    assert result.failed is not None
+    assert (result.failed.stage, result.failed.reason) == (Stage.MOUNTD, Reason.RPC_ERROR)
+    assert [s.stage for s in result.stages] == [Stage.PORTMAP, Stage.GETPORT, Stage.MOUNTD]
+
+
+def test_an_export_refused_by_mountd_fails_the_mnt_stage_with_its_status() -> None:
+    def mountd(call: Call) -> Answer:
+        if call.procedure == 0:
+            return Answer(record(accepted(call.xid)))
+        return Answer(record(accepted(call.xid, struct.pack(">I", 13))))  # MNT3ERR_ACCES
+
+    result = _probe_fake(_server_with_mountd(mountd))
+    assert result.failed is not None
+    assert (result.failed.stage, result.failed.detail) == (Stage.MNT, "MNT3ERR_ACCES")
+    assert result.stages[2].ok  # mountd itself answered

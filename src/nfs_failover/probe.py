@@ -11,7 +11,7 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import TypeVar
 
@@ -37,7 +37,11 @@ PROBE_FILE_PREFIX = ".nfs-failover-probe"
 
 
 class Stage(StrEnum):
-    """The stages of a probe, in the order a client needs them."""
+    """The stages of a probe, in the order a client needs them.
+
+    MOUNTD and NFS are the connection and the program's NULL; the NULL is pipelined with
+    MNT or GETATTR, so its round trip is counted in the stage after it.
+    """
 
     PORTMAP = "portmap"
     GETPORT = "getport"
@@ -232,7 +236,10 @@ class Prober:
     ) -> T:
         """Connect (or reuse) in the first stage, run ``action`` in the second.
 
-        A reused connection found closed by the server is reopened once.
+        A reused connection found closed by the server is reopened once. For mountd and
+        nfs the NULL call rides in the same pipelined batch as MNT or GETATTR, so a
+        program that does not answer at all fails the first stage, and only the
+        program's own status (MNT3ERR_*, NFS3ERR_*) fails the second.
         """
         for _ in range(2):
             client, reused = await self._client(walk, stages[0], key, opening)
@@ -242,16 +249,29 @@ class Prober:
             try:
                 return await walk.stage(stages[1], action(client))
             except _StageFailed as failed:
-                if not (reused and failed.result.reason is Reason.REFUSED):
+                reason = failed.result.reason
+                if reused and reason is Reason.REFUSED:
+                    del walk.stages[mark - 1 :]
+                    await self._pool.pop(key).close()
+                    continue
+                if stages[0] is Stage.PORTMAP or reason is Reason.STATUS:
                     raise
-                del walk.stages[mark - 1 :]
-                await self._pool.pop(key).close()
+                connected = walk.stages[mark - 1]
+                blamed = replace(
+                    failed.result,
+                    stage=stages[0],
+                    latency_s=connected.latency_s + failed.result.latency_s,
+                )
+                walk.stages[mark - 1 :] = [blamed]
+                raise _StageFailed(blamed) from failed
         raise AssertionError("unreachable: the second attempt uses a fresh connection")
 
     async def _ports(self, walk: _Walk, host: str) -> tuple[int, int]:
         async def getports(pmap: PortmapClient) -> tuple[int, int]:
-            mount = await pmap.getport(MOUNT_PROGRAM, MOUNT_VERSION, timeout=walk.remaining())
-            nfs = await pmap.getport(NFS_PROGRAM, NFS_VERSION, timeout=walk.remaining())
+            mount, nfs = await pmap.getports(
+                [(MOUNT_PROGRAM, MOUNT_VERSION), (NFS_PROGRAM, NFS_VERSION)],
+                timeout=walk.remaining(),
+            )
             return mount, nfs
 
         ports = await self._with_client(
@@ -272,8 +292,7 @@ class Prober:
 
     async def _mount(self, walk: _Walk, target: Export, port: int) -> bytes:
         async def null_mnt(mountd: MountClient) -> bytes:
-            await mountd.null(timeout=walk.remaining())
-            return (await mountd.mnt(target.path, timeout=walk.remaining())).fhandle
+            return (await mountd.null_mnt(target.path, timeout=walk.remaining())).fhandle
 
         return await self._with_client(
             walk,
@@ -287,8 +306,7 @@ class Prober:
         self, walk: _Walk, host: str, port: int, fhandle: bytes, check_write: bool
     ) -> bool | None:
         async def null_getattr(nfs: Nfs3Client) -> Nfs3Client:
-            await nfs.null(timeout=walk.remaining())
-            await nfs.getattr(fhandle, timeout=walk.remaining())
+            await nfs.null_getattr(fhandle, timeout=walk.remaining())
             return nfs
 
         nfs = await self._with_client(
