@@ -6,6 +6,7 @@ which turns a reply message into results or a typed error. No sockets here.
 
 from __future__ import annotations
 
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -102,12 +103,19 @@ class AuthSys:
 Auth = AuthNone | AuthSys
 
 
+_SUCCESS_HEADER = struct.pack(">5I", REPLY, MSG_ACCEPTED, AUTH_NONE, 0, SUCCESS)
+
+
 def decode_reply(record: bytes, xid: int, context: str = "RPC") -> Unpacker:
     """Checks a reply message and returns an Unpacker positioned at the results.
 
     Raises XdrError (malformed or another call's reply), RpcRejected (MSG_DENIED) or
     RpcAcceptError (accepted but not run).
     """
+    if record[4:24] == _SUCCESS_HEADER and int.from_bytes(record[:4], "big") == xid:
+        # The usual reply (accepted, empty AUTH_NONE verifier, SUCCESS) in one comparison:
+        # a monitor decodes thousands a second.
+        return Unpacker(memoryview(record)[24:])
     u = Unpacker(record)
     reply_xid = u.unpack_uint()
     if reply_xid != xid:
