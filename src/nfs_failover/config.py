@@ -556,6 +556,19 @@ def _check_secret_path(value: object) -> Path:
 
 _PATH_SCHEMA = WithJsonSchema({"type": "string", "format": "path", "pattern": "^/"})
 AbsolutePath = Annotated[Path, PlainValidator(_check_absolute_path), _PATH_SCHEMA]
+
+
+def _check_https_url(value: object) -> str:
+    if isinstance(value, str) and re.fullmatch(r"https://[A-Za-z0-9.-]+(:\d{1,5})?/?", value):
+        return value.rstrip("/")
+    raise ValueError(f"expected an https://HOST[:PORT] URL, got {_describe(value)}")
+
+
+HttpsUrl = Annotated[
+    str,
+    PlainValidator(_check_https_url),
+    WithJsonSchema({"type": "string", "examples": ["https://management.azure.com"]}),
+]
 SecretFilePath = Annotated[Path, PlainValidator(_check_secret_path), _PATH_SCHEMA]
 
 
@@ -786,6 +799,18 @@ class MountSettings(_Model):
     )
 
 
+class GaneshaExport(_Model):
+    """An NFS-Ganesha export the local engine controls: its config file and its pid file."""
+
+    config: AbsolutePath = Field(
+        description="ganesha.conf holding the EXPORT block of the folder; the engine rewrites"
+        " its Access_Type (RO while it is a destination, RW otherwise)."
+    )
+    pidfile: AbsolutePath = Field(
+        description="Ganesha's pid file; the engine sends SIGHUP so Ganesha rereads exports."
+    )
+
+
 class LocalReplication(_Model):
     """The embedded engine: two NFS-Ganesha export directories, copied with rsync."""
 
@@ -797,6 +822,19 @@ class LocalReplication(_Model):
     schedule: Schedule = Field(
         timedelta(minutes=10),
         description="Transfer interval: a duration from 1s to 1d, or _10minutely, hourly, daily.",
+    )
+    state_dir: AbsolutePath | None = Field(
+        None,
+        description="Where the engine keeps the relationship's state and transfer manifests;"
+        " default /var/lib/nfs-failover/local/VOLUME.",
+    )
+    source_export: GaneshaExport | None = Field(
+        None,
+        description="The NFS-Ganesha serving source_path, so the engine can make it read-only"
+        " or writable; without it the engine moves data but cannot enforce access.",
+    )
+    destination_export: GaneshaExport | None = Field(
+        None, description="The NFS-Ganesha serving destination_path (see source_export)."
     )
 
     @model_validator(mode="after")
@@ -814,6 +852,16 @@ class AnfReplication(_Model):
     provider: Literal["anf"] = Field(description="Replication engine: anf.")
     source: AnfVolumeId = Field(description="Resource id of the source volume.")
     destination: AnfVolumeId = Field(description="Resource id of the destination volume.")
+    management_endpoint: HttpsUrl = Field(
+        "https://management.azure.com",
+        description="Azure Resource Manager endpoint: https://management.usgovcloudapi.net for"
+        " Azure Government, https://management.chinacloudapi.cn for Azure China.",
+    )
+    authority: HostName | None = Field(
+        None,
+        description="Microsoft Entra authority host for DefaultAzureCredential, such as"
+        " login.microsoftonline.us; default: AZURE_AUTHORITY_HOST or the public cloud.",
+    )
 
     @model_validator(mode="after")
     def _check_distinct(self) -> Self:
@@ -841,10 +889,16 @@ class OntapReplication(_Model):
         PlainValidator(_check_relationship),
         WithJsonSchema({"type": "string", "examples": ["svm_dr:crr_dest"]}),
     ] = Field(description='SnapMirror relationship: its UUID or destination path "svm:volume".')
-    credentials_file: SecretFilePath = Field(
-        description="File holding the ONTAP user name and password (never the secret itself)."
+    port: int = Field(443, ge=1, le=65535, strict=True, description="HTTPS port of the REST API.")
+    credentials_file: SecretFilePath | None = Field(
+        None,
+        description="File holding the ONTAP user name and password, one per line; without it"
+        " NFS_FAILOVER_ONTAP_USERNAME and NFS_FAILOVER_ONTAP_PASSWORD are read.",
     )
     verify_tls: bool = Field(True, strict=True, description="Verify the cluster's certificate.")
+    ca_file: AbsolutePath | None = Field(
+        None, description="CA bundle to verify the cluster's certificate with (default: system)."
+    )
 
 
 Replication = Annotated[

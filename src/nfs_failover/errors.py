@@ -62,5 +62,29 @@ class ProtocolStatusError(RpcError):
         self.procedure = procedure
 
 
+class ProviderError(NfsFailoverError):
+    """A replication provider refused or failed an operation.
+
+    ``code`` and ``provider_message`` carry the provider's own words where it gave any
+    (an ANF error code, an ONTAP error, an rsync exit status).
+    """
+
+    def __init__(
+        self, message: str, *, code: str | None = None, provider_message: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.provider_message = provider_message
+
+
+class PreconditionError(ProviderError):
+    """The relationship does not allow the operation now (break while uninitialized,
+    resync while not broken, ...). Nothing was changed."""
+
+
+class ProviderTimeout(ProviderError):
+    """The provider did not report the operation's result within its deadline."""
+
+
 class LabError(NfsFailoverError):
     """The lab cannot be built, changed or torn down (not root, missing package, ...)."""

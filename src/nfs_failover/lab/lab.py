@@ -233,6 +233,15 @@ class Lab:
                         "source_path": str(source.folder),
                         "destination_path": str(destination.folder),
                         "schedule": "10s",
+                        "state_dir": str(self.state_dir / "replication" / VOLUME),
+                        "source_export": {
+                            "config": str(source.conf),
+                            "pidfile": str(source.pidfile),
+                        },
+                        "destination_export": {
+                            "config": str(destination.conf),
+                            "pidfile": str(destination.pidfile),
+                        },
                     },
                 }
             ],

@@ -1,0 +1,156 @@
+"""The replication contract: one status model and one Provider interface for every engine.
+
+Every provider (the embedded ``local`` engine, Azure NetApp Files, ONTAP SnapMirror) maps
+its own vocabulary onto these types, so the controller never sees "Mirrored" from one
+and "snapmirrored" from another.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+# A progress report: what is happening now, and the fraction done when it is known.
+Progress = Callable[[str, float | None], None]
+
+
+class MirrorState(StrEnum):
+    UNINITIALIZED = "uninitialized"
+    MIRRORED = "mirrored"
+    BROKEN = "broken"
+    UNKNOWN = "unknown"
+
+
+class RelationshipStatus(StrEnum):
+    IDLE = "idle"
+    TRANSFERRING = "transferring"
+    UNKNOWN = "unknown"
+
+
+_MIRROR_WORDS = {
+    "uninitialized": MirrorState.UNINITIALIZED,
+    "mirrored": MirrorState.MIRRORED,
+    "snapmirrored": MirrorState.MIRRORED,
+    "in_sync": MirrorState.MIRRORED,
+    "broken": MirrorState.BROKEN,
+    "broken_off": MirrorState.BROKEN,
+}
+_STATUS_WORDS = {
+    "idle": RelationshipStatus.IDLE,
+    "transferring": RelationshipStatus.TRANSFERRING,
+    "queued": RelationshipStatus.TRANSFERRING,
+}
+
+
+def normalise_mirror_state(value: str | None) -> MirrorState:
+    """A provider's mirror state in any case (``"Mirrored"``, ``"snapmirrored"``); unknown
+    or missing values become UNKNOWN instead of raising."""
+    return _MIRROR_WORDS.get((value or "").strip().lower(), MirrorState.UNKNOWN)
+
+
+def normalise_relationship_status(value: str | None) -> RelationshipStatus:
+    return _STATUS_WORDS.get((value or "").strip().lower(), RelationshipStatus.UNKNOWN)
+
+
+@dataclass(frozen=True)
+class ReplicationStatus:
+    """What a provider says about one relationship, in common terms.
+
+    ``lag`` is now minus the point in time the destination holds; ``lag_source`` says
+    where that figure came from (``manifest``, ``metrics``, ``snapshot``, ``lag_time``).
+    ``source`` and ``destination`` name the replicas in the current direction, which
+    changes with a reverse resync. ``raw`` keeps the provider's own words for display.
+    """
+
+    mirror_state: MirrorState
+    relationship_status: RelationshipStatus
+    healthy: bool
+    source: str
+    destination: str
+    error: str | None = None
+    last_transfer_bytes: int | None = None
+    last_transfer_end: datetime | None = None
+    lag: timedelta | None = None
+    lag_source: str | None = None
+    raw: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Files that changed on one side only since the last common point.
+
+    That is exactly what a resync (``destination_only``) or a reverse resync
+    (``source_only``) would overwrite. Paths are relative to the volume's root.
+    """
+
+    since: datetime | None
+    source_only: tuple[str, ...]
+    destination_only: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OperationResult:
+    """The outcome of an operation, as the provider reported it when it had finished."""
+
+    operation: str
+    status: ReplicationStatus
+    changed: bool  # False when the relationship was already in the requested state
+    overwritten: tuple[str, ...] = ()
+    bytes_transferred: int | None = None
+
+
+class Provider(abc.ABC):
+    """One replication relationship between a volume's two replicas.
+
+    The contract every implementation keeps:
+    - Each operation is idempotent: asking for the state the relationship is already in
+      changes nothing and returns ``changed=False``.
+    - Each takes ``timeout`` (seconds) and returns only once the provider reports the
+      result, or raises ``ProviderTimeout``. Nothing sleeps blindly: waits poll the
+      provider, bounded by the deadline.
+    - Preconditions are the ANF ones: no break while uninitialized; no break while a
+      transfer runs unless ``force`` (or until it ends, within the deadline); resync and
+      reverse resync only when broken. A violation raises ``PreconditionError`` and
+      changes nothing.
+    - Every other failure raises ``ProviderError`` with the provider's own code and words.
+    """
+
+    name: str
+
+    @abc.abstractmethod
+    async def status(self, *, timeout: float) -> ReplicationStatus:
+        """The relationship as the provider sees it now."""
+
+    @abc.abstractmethod
+    async def transfer_now(
+        self, *, timeout: float, progress: Progress | None = None
+    ) -> OperationResult:
+        """Bring the destination up to date with the source now (mirrored only)."""
+
+    @abc.abstractmethod
+    async def break_(
+        self, *, force: bool = False, timeout: float, progress: Progress | None = None
+    ) -> OperationResult:
+        """Stop replication and make the destination writable."""
+
+    @abc.abstractmethod
+    async def resync(self, *, timeout: float, progress: Progress | None = None) -> OperationResult:
+        """Source to destination again after a break; the destination's changes since the
+        last common point are overwritten (and listed in ``overwritten``)."""
+
+    @abc.abstractmethod
+    async def reverse_resync(
+        self, *, timeout: float, progress: Progress | None = None
+    ) -> OperationResult:
+        """Destination to source after a break: the roles swap, and the old source's
+        changes since the last common point are overwritten (and listed)."""
+
+    @abc.abstractmethod
+    async def divergence(self, *, timeout: float) -> Divergence:
+        """What exists or changed on one side only since the last common point."""
+
+    async def close(self) -> None:  # noqa: B027 - optional for providers holding no resources
+        """Release connections; the provider is not used afterwards."""
