@@ -7,9 +7,6 @@ serves files changed behind Ganesha's back (the replication engine writes the fo
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,9 +83,3 @@ def running_pid(pidfile: Path, namespace_pids: set[int]) -> int | None:
     except OSError:
         return None
     return pid if comm.startswith("ganesha") else None
-
-
-def reload_exports(pid: int) -> None:
-    """Ganesha rereads its EXPORT blocks on SIGHUP (how a break makes a replica writable)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGHUP)

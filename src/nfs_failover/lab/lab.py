@@ -24,6 +24,7 @@ import yaml
 
 from nfs_failover import aio
 from nfs_failover.errors import LabError
+from nfs_failover.ganesha import export_access
 from nfs_failover.lab import ganesha, system
 from nfs_failover.probe import probe_many
 
@@ -348,7 +349,7 @@ class Lab:
             address=zone.address,
             export=zone.export,
             state=state,
-            access=_access(zone.conf),
+            access=export_access(zone.conf, zone.folder) or "unknown",
             pid=pid,
         )
 
@@ -423,15 +424,6 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return True
-
-
-def _access(conf: Path) -> str:
-    try:
-        text = conf.read_text()
-    except OSError:
-        return "unknown"
-    match = re.search(r"Access_Type\s*=\s*(\w+)", text)
-    return match.group(1).lower() if match else "unknown"
 
 
 def _write_if_changed(path: Path, text: str) -> bool:

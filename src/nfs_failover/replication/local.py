@@ -1,0 +1,448 @@
+"""The embedded replication engine: two exported folders kept in step with rsync.
+
+It keeps what SnapMirror keeps: the relationship's state and direction (a JSON file,
+rewritten atomically), and a manifest of the destination as the last transfer left it
+(see ``manifest``), which lag and divergence are computed from.
+
+Consistency: a transfer copies a live tree file by file; it is not a snapshot. The
+destination holds every change made on the source before the transfer started, and
+possibly some made during it. So the last common point is the transfer's *start*, and
+divergence counts every source file changed since then (a few false positives around a
+transfer, never a missed change). rsync's quick check compares size and mtime, as plain
+``rsync -a`` does: a rewrite that keeps both is not copied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from nfs_failover import ganesha
+from nfs_failover.config import GaneshaExport, LocalReplication, Volume
+from nfs_failover.errors import PreconditionError, ProviderError, ProviderTimeout
+from nfs_failover.probe import Prober
+from nfs_failover.replication.base import (
+    Divergence,
+    MirrorState,
+    OperationResult,
+    Progress,
+    Provider,
+    RelationshipStatus,
+    ReplicationStatus,
+)
+from nfs_failover.replication.manifest import Manifest, changed_since
+
+DEFAULT_STATE_ROOT = Path("/var/lib/nfs-failover/local")
+RSYNC = ("rsync", "-a", "--delete", "--inplace", "--numeric-ids", "--stats",
+         "--out-format=%i %n")  # fmt: skip
+# File timestamps come from a coarse clock that may lag time.time() by a tick (<= 10 ms).
+CTIME_MARGIN_NS = 20_000_000
+HISTORY = 50
+
+
+@dataclass(frozen=True)
+class Transfer:
+    started: float
+    ended: float
+    bytes: int
+    files_changed: int
+    full: bool
+
+
+@dataclass(frozen=True)
+class RelationshipState:
+    """What survives a restart. ``reversed`` means replicas[1] is the source now."""
+
+    mirror_state: str = MirrorState.UNINITIALIZED.value
+    reversed: bool = False
+    broken_from_reversed: bool | None = None  # the direction at the last break
+    transfer_started: float | None = None  # set while a transfer runs; left by a crash
+    transfer_pid: int | None = None
+    unhealthy: str | None = None
+    last_transfer: Transfer | None = None
+    history: tuple[dict[str, object], ...] = field(default_factory=tuple)
+
+    @classmethod
+    def load(cls, path: Path) -> RelationshipState:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return cls()
+        except (OSError, ValueError) as exc:
+            raise ProviderError(f"{path}: unreadable relationship state ({exc})") from exc
+        last = data.pop("last_transfer", None)
+        data["history"] = tuple(data.get("history", ()))
+        return cls(**data, last_transfer=Transfer(**last) if last else None)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(asdict(self), handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+    def noted(self, event: str, **details: object) -> RelationshipState:
+        entry = {"at": time.time(), "event": event, **details}
+        return replace(self, history=(*self.history, entry)[-HISTORY:])
+
+
+class LocalProvider(Provider):
+    """The ``local`` provider of one volume. Operations take a file lock, so a CLI command
+    and a running controller never act on the same relationship at once."""
+
+    name = "local"
+
+    def __init__(self, volume: Volume, *, poll_interval: float = 0.1) -> None:
+        if not isinstance(volume.replication, LocalReplication):
+            raise ProviderError(f"volume {volume.name}: replication is not local")
+        self.volume = volume
+        self.settings = volume.replication
+        self.poll_interval = poll_interval
+        self.state_dir = self.settings.state_dir or DEFAULT_STATE_ROOT / volume.name
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._state_path = self.state_dir / "relationship.json"
+        self._manifest = Manifest(self.state_dir / "manifest.db")
+
+    async def close(self) -> None:
+        self._manifest.close()
+
+    # -- the two sides in the current direction ----------------------------------------
+
+    def _sides(self, state: RelationshipState) -> tuple[int, int]:
+        return (1, 0) if state.reversed else (0, 1)
+
+    def _folder(self, index: int) -> Path:
+        return Path(self.settings.source_path if index == 0 else self.settings.destination_path)
+
+    def _export(self, index: int) -> GaneshaExport | None:
+        return self.settings.source_export if index == 0 else self.settings.destination_export
+
+    # -- status ------------------------------------------------------------------------
+
+    async def status(self, *, timeout: float) -> ReplicationStatus:
+        return self._status(self._load())
+
+    def _load(self) -> RelationshipState:
+        state = RelationshipState.load(self._state_path)
+        if state.transfer_started is not None and not _alive(state.transfer_pid):
+            # A transfer was killed half way: the destination is partly written.
+            started = datetime.fromtimestamp(state.transfer_started, UTC).isoformat()
+            state = replace(
+                state,
+                transfer_started=None,
+                transfer_pid=None,
+                unhealthy=f"transfer started {started} was interrupted; the next transfer "
+                "completes it",
+            )
+        return state
+
+    def _status(self, state: RelationshipState) -> ReplicationStatus:
+        source, destination = self._sides(state)
+        names = [r.name for r in self.volume.replicas]
+        last = state.last_transfer
+        transferring = state.transfer_started is not None
+        mirror = MirrorState(state.mirror_state)
+        return ReplicationStatus(
+            mirror_state=mirror,
+            relationship_status=(
+                RelationshipStatus.TRANSFERRING if transferring else RelationshipStatus.IDLE
+            ),
+            healthy=state.unhealthy is None and mirror is not MirrorState.UNINITIALIZED,
+            source=names[source],
+            destination=names[destination],
+            error=state.unhealthy,
+            last_transfer_bytes=last.bytes if last else None,
+            last_transfer_end=datetime.fromtimestamp(last.ended, UTC) if last else None,
+            lag=timedelta(seconds=time.time() - last.started) if last else None,
+            lag_source="manifest" if last else None,
+            raw={
+                "mirror_state": state.mirror_state,
+                "direction": "reverse" if state.reversed else "forward",
+            },
+        )
+
+    # -- operations --------------------------------------------------------------------
+
+    async def transfer_now(
+        self, *, timeout: float, progress: Progress | None = None
+    ) -> OperationResult:
+        deadline = time.monotonic() + timeout
+        async with self._locked(deadline):
+            state = self._load()
+            if state.mirror_state == MirrorState.BROKEN:
+                raise PreconditionError(
+                    f"volume {self.volume.name}: replication is broken; resync it first"
+                )
+            await self._apply_access(state, deadline)
+            state, transfer = await self._transfer(state, deadline, progress)
+            return self._result("transfer", state, True, transfer=transfer)
+
+    async def break_(
+        self, *, force: bool = False, timeout: float, progress: Progress | None = None
+    ) -> OperationResult:
+        deadline = time.monotonic() + timeout
+        async with self._locked(deadline, force=force):
+            state = self._load()
+            if state.mirror_state == MirrorState.UNINITIALIZED:
+                raise PreconditionError(
+                    f"volume {self.volume.name}: cannot break an uninitialized relationship"
+                )
+            changed = state.mirror_state != MirrorState.BROKEN
+            if changed:
+                state = replace(
+                    state, mirror_state=MirrorState.BROKEN.value,
+                    broken_from_reversed=state.reversed,
+                ).noted("break", force=force)  # fmt: skip
+                state.save(self._state_path)
+            _say(progress, f"making {self._status(state).destination} writable")
+            await self._apply_access(state, deadline)
+            return self._result("break", state, changed)
+
+    async def resync(self, *, timeout: float, progress: Progress | None = None) -> OperationResult:
+        return await self._resync(reverse=False, timeout=timeout, progress=progress)
+
+    async def reverse_resync(
+        self, *, timeout: float, progress: Progress | None = None
+    ) -> OperationResult:
+        return await self._resync(reverse=True, timeout=timeout, progress=progress)
+
+    async def _resync(
+        self, *, reverse: bool, timeout: float, progress: Progress | None
+    ) -> OperationResult:
+        deadline = time.monotonic() + timeout
+        operation = "reverse resync" if reverse else "resync"
+        async with self._locked(deadline):
+            state = self._load()
+            if state.mirror_state == MirrorState.MIRRORED:
+                done = state.reversed != state.broken_from_reversed if reverse else (
+                    state.broken_from_reversed in (None, state.reversed))  # fmt: skip
+                if done:
+                    return self._result(operation, state, False)
+            if state.mirror_state != MirrorState.BROKEN:
+                raise PreconditionError(
+                    f"volume {self.volume.name}: {operation} needs a broken relationship, "
+                    f"it is {state.mirror_state}"
+                )
+            divergence = self._divergence(state)
+            overwritten = divergence.source_only if reverse else divergence.destination_only
+            if reverse:
+                state = replace(state, reversed=not state.reversed)
+            state = replace(state, mirror_state=MirrorState.MIRRORED.value, last_transfer=None)
+            _say(progress, f"{operation}: {self._status(state).destination} becomes read-only")
+            await self._apply_access(state, deadline)
+            state = state.noted(operation, overwritten=len(overwritten))
+            state.save(self._state_path)
+            state, transfer = await self._transfer(state, deadline, progress, full=True)
+            return self._result(operation, state, True, overwritten=overwritten, transfer=transfer)
+
+    async def divergence(self, *, timeout: float) -> Divergence:
+        deadline = time.monotonic() + timeout
+        async with self._locked(deadline):
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._divergence, self._load()), _left(deadline)
+            )
+
+    def _divergence(self, state: RelationshipState) -> Divergence:
+        last = state.last_transfer
+        if last is None:
+            raise PreconditionError(
+                f"volume {self.volume.name}: no completed transfer, so no common point"
+            )
+        source, destination = self._sides(state)
+        manifest = self._manifest.entries()
+        since = int(last.started * 1e9) - CTIME_MARGIN_NS
+        return Divergence(
+            since=datetime.fromtimestamp(last.started, UTC),
+            source_only=tuple(changed_since(self._folder(source), manifest, since)),
+            destination_only=tuple(changed_since(self._folder(destination), manifest, None)),
+        )
+
+    # -- the data path -----------------------------------------------------------------
+
+    async def _transfer(
+        self, state: RelationshipState, deadline: float, progress: Progress | None,
+        full: bool = False,
+    ) -> tuple[RelationshipState, Transfer]:  # fmt: skip
+        """One rsync from source to destination, then the manifest; crash-safe."""
+        source, destination = self._sides(state)
+        full = full or state.last_transfer is None or state.unhealthy is not None
+        started = time.time()
+        state = replace(state, transfer_started=started, transfer_pid=os.getpid())
+        state.save(self._state_path)
+        _say(progress, f"transferring {self._status(state).source} -> "
+             f"{self._status(state).destination}{' (full)' if full else ''}")  # fmt: skip
+        changed, deleted, sent = await _rsync(
+            self._folder(source), self._folder(destination), deadline, progress
+        )
+        dest_root = self._folder(destination)
+        if full:
+            await asyncio.to_thread(self._manifest.rebuild, dest_root)
+        else:
+            await asyncio.to_thread(self._manifest.update, dest_root, changed, deleted)
+        transfer = Transfer(started, time.time(), sent, len(changed) + len(deleted), full)
+        state = replace(
+            state, mirror_state=MirrorState.MIRRORED.value, transfer_started=None,
+            transfer_pid=None, unhealthy=None, last_transfer=transfer,
+        ).noted("transfer", bytes=sent, files=transfer.files_changed, full=full)  # fmt: skip
+        state.save(self._state_path)
+        _say(progress, f"transferred {transfer.files_changed} changes, {sent} bytes", 1.0)
+        return state, transfer
+
+    async def _apply_access(self, state: RelationshipState, deadline: float) -> None:
+        """The destination is read-only until a break, the source writable; confirmed."""
+        source, destination = self._sides(state)
+        protected = state.mirror_state != MirrorState.BROKEN
+        for index, read_only in ((source, False), (destination, protected)):
+            export = self._export(index)
+            if export is None:
+                continue
+            if ganesha.set_access(export.config, self._folder(index), read_only=read_only):
+                ganesha.reload(export.pidfile)
+            await self._confirm_access(index, read_only, deadline)
+
+    async def _confirm_access(self, index: int, read_only: bool, deadline: float) -> None:
+        """Wait until the export really refuses or takes writes over NFS (Ganesha reloads
+        exports asynchronously after SIGHUP)."""
+        replica = self.volume.replicas[index]
+        async with Prober(timeout=min(2.0, _left(deadline)), keep=False) as prober:
+            while True:
+                result = await prober.probe(replica.export, check_write=True)
+                if result.up and result.writable is not None and result.writable != read_only:
+                    return
+                if time.monotonic() + self.poll_interval >= deadline:
+                    wanted = "read-only" if read_only else "writable"
+                    raise ProviderTimeout(
+                        f"{replica.name} ({replica.export}) did not become {wanted}: "
+                        f"{result.summary()}"
+                    )
+                await asyncio.sleep(self.poll_interval)
+
+    def _result(
+        self, operation: str, state: RelationshipState, changed: bool, *,
+        overwritten: tuple[str, ...] = (), transfer: Transfer | None = None,
+    ) -> OperationResult:  # fmt: skip
+        return OperationResult(
+            operation=operation,
+            status=self._status(state),
+            changed=changed,
+            overwritten=overwritten,
+            bytes_transferred=transfer.bytes if transfer else None,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, deadline: float, *, force: bool = False) -> AsyncIterator[None]:
+        """One operation at a time per relationship, across processes, within the deadline.
+
+        ``force`` (a forced break) does not wait for a running transfer: it stops it.
+        """
+        lock = open(self.state_dir / "lock", "w")  # noqa: SIM115 - held across awaits
+        try:
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if force:
+                        _stop_transfer(self._state_path)
+                    if time.monotonic() + self.poll_interval >= deadline:
+                        raise ProviderTimeout(
+                            f"volume {self.volume.name}: another operation (a transfer?) is "
+                            "still running"
+                        ) from None
+                    await asyncio.sleep(self.poll_interval)
+            yield
+        finally:
+            lock.close()
+
+
+async def _rsync(
+    source: Path, destination: Path, deadline: float, progress: Progress | None
+) -> tuple[list[str], list[str], int]:
+    """Run rsync within the deadline; returns files written, paths deleted, bytes sent."""
+    destination.mkdir(parents=True, exist_ok=True)
+    proc = await asyncio.create_subprocess_exec(
+        *RSYNC, f"{source}/", f"{destination}/",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), _left(deadline))
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise ProviderTimeout(
+            "rsync did not finish within the deadline; the transfer "
+            "is incomplete and the next one completes it"
+        ) from None
+    if proc.returncode != 0:
+        reason = err.decode(errors="replace").strip().splitlines()
+        raise ProviderError(
+            f"rsync failed with exit status {proc.returncode}",
+            code=f"rsync-{proc.returncode}",
+            provider_message=reason[-1] if reason else "",
+        )
+    return _parse_rsync(out.decode(errors="surrogateescape"))
+
+
+_STAT_SENT = re.compile(r"^Total transferred file size: ([\d,]+) bytes", re.MULTILINE)
+
+
+def _parse_rsync(output: str) -> tuple[list[str], list[str], int]:
+    changed: list[str] = []
+    deleted: list[str] = []
+    for line in output.splitlines():
+        code, _, name = line.partition(" ")
+        if code == "*deleting":
+            deleted.append(_unescape(name.strip()))
+        elif len(code) == 11 and code[1] in "fL":
+            changed.append(_unescape(name))
+    match = _STAT_SENT.search(output)
+    return changed, deleted, int(match.group(1).replace(",", "")) if match else 0
+
+
+def _unescape(name: str) -> str:
+    """rsync prints unprintable bytes of names as \\#ooo."""
+    return re.sub(r"\\#([0-7]{3})", lambda m: chr(int(m.group(1), 8)), name)
+
+
+def _stop_transfer(state_path: Path) -> None:
+    """A forced break stops the transfer in flight (its rsync), as ANF's force does."""
+    with contextlib.suppress(ProviderError):
+        state = RelationshipState.load(state_path)
+        if state.transfer_pid and state.transfer_pid != os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(state.transfer_pid, 15)
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.0)
+
+
+def _say(progress: Progress | None, message: str, fraction: float | None = None) -> None:
+    if progress is not None:
+        progress(message, fraction)

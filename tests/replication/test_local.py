@@ -1,0 +1,248 @@
+"""The embedded engine on the real lab: data really moves between two Ganesha zones."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nfs_failover import ganesha
+from nfs_failover.config import Export, Volume, load_config
+from nfs_failover.errors import PreconditionError, ProtocolStatusError
+from nfs_failover.lab import Lab
+from nfs_failover.replication import MirrorState
+from nfs_failover.replication.local import LocalProvider
+from nfs_failover.rpc.mount import MountClient
+from nfs_failover.rpc.nfs3 import Nfs3Client
+from nfs_failover.rpc.portmap import PortmapClient
+
+pytestmark = pytest.mark.lab
+T = 30.0  # every operation's deadline
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def empty(folder: Path) -> None:
+    """Remove what a folder holds; the folder itself is an export root Ganesha holds."""
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def settle() -> None:
+    """Put the coarse file clock's tick between a write and a transfer's start."""
+    time.sleep(0.1)
+
+
+@pytest.fixture
+def volume(replication_lab: Lab, tmp_path: Path) -> Volume:
+    """The lab's volume with empty folders, a fresh state folder and the normal access."""
+    config = load_config(replication_lab.config_path)
+    base = config.volumes[0]
+    settings = base.replication.model_copy(update={"state_dir": tmp_path / "relationship"})
+    for zone, read_only in zip(replication_lab.zones, (False, True), strict=True):
+        empty(zone.folder)
+        if ganesha.set_access(zone.conf, zone.folder, read_only=read_only):
+            ganesha.reload(zone.pidfile)
+    return base.model_copy(update={"replication": settings})
+
+
+@pytest.fixture
+def provider(volume: Volume) -> Iterator[LocalProvider]:
+    engine = LocalProvider(volume)
+    yield engine
+    asyncio.run(engine.close())
+
+
+def folders(volume: Volume) -> tuple[Path, Path]:
+    settings = volume.replication
+    return Path(settings.source_path), Path(settings.destination_path)  # type: ignore[union-attr]
+
+
+async def nfs_write(export: Export, name: str) -> None:
+    host, path = export.host, export.path
+    async with await PortmapClient.connect(host, timeout=2) as pmap:
+        port = await pmap.getport(100005, 3)
+    async with await MountClient.connect(host, port, timeout=2) as mountd:
+        root = (await mountd.mnt(path)).fhandle
+    async with await Nfs3Client.connect(host, timeout=2) as nfs:
+        fh = await nfs.create(root, name)
+        await nfs.write(fh, 0, b"written over NFS")
+
+
+def test_baseline_then_incremental_carries_creates_changes_renames_and_deletes(
+    provider: LocalProvider, volume: Volume
+) -> None:
+    source, destination = folders(volume)
+    (source / "keep.txt").write_text("kept")
+    (source / "change.txt").write_text("before")
+    (source / "old-name.txt").write_text("renamed")
+    (source / "gone.txt").write_text("deleted")
+    (source / "sub").mkdir()
+    (source / "sub" / "deep.bin").write_bytes(os.urandom(50_000))
+    baseline = asyncio.run(provider.transfer_now(timeout=T))
+    assert baseline.status.mirror_state is MirrorState.MIRRORED
+    assert tree(destination) == tree(source)
+
+    (source / "change.txt").write_text("after, and longer")
+    (source / "old-name.txt").rename(source / "new-name.txt")
+    (source / "gone.txt").unlink()
+    (source / "sub" / "new.txt").write_text("created")
+    incremental = asyncio.run(provider.transfer_now(timeout=T))
+    assert tree(destination) == tree(source)
+    assert incremental.bytes_transferred is not None and incremental.bytes_transferred > 0
+    assert not (destination / "gone.txt").exists()
+
+
+def test_destination_refuses_writes_while_mirrored_and_takes_them_after_break(
+    provider: LocalProvider, volume: Volume
+) -> None:
+    destination = volume.replicas[1].export
+    asyncio.run(provider.transfer_now(timeout=T))
+    with pytest.raises(ProtocolStatusError) as refused:
+        asyncio.run(nfs_write(destination, "refused"))
+    assert refused.value.name == "NFS3ERR_ROFS"
+
+    broken = asyncio.run(provider.break_(timeout=T))
+    assert (broken.changed, broken.status.mirror_state) == (True, MirrorState.BROKEN)
+    asyncio.run(nfs_write(destination, "taken"))
+    assert (folders(volume)[1] / "taken").read_bytes() == b"written over NFS"
+    again = asyncio.run(provider.break_(timeout=T))
+    assert again.changed is False
+
+
+def test_break_needs_an_initialized_relationship(provider: LocalProvider) -> None:
+    with pytest.raises(PreconditionError, match="uninitialized"):
+        asyncio.run(provider.break_(timeout=T))
+
+
+def test_divergence_lists_exactly_the_files_written_on_each_side_after_the_transfer(
+    provider: LocalProvider, volume: Volume
+) -> None:
+    source, destination = folders(volume)
+    for name in ("a", "b", "c"):
+        (source / name).write_text(name)
+    settle()  # a file changed right at a transfer's start counts as changed after it
+    asyncio.run(provider.transfer_now(timeout=T))
+    asyncio.run(provider.break_(timeout=T))
+    settle()
+    (source / "a").write_text("changed on the source")
+    (source / "new-on-source").write_text("x")
+    (destination / "b").write_text("changed on the destination")
+    (destination / "c").unlink()
+    divergence = asyncio.run(provider.divergence(timeout=T))
+    assert divergence.source_only == ("a", "new-on-source")
+    assert divergence.destination_only == ("b", "c")
+
+
+def test_resync_overwrites_the_destination_and_reports_what_it_overwrote(
+    provider: LocalProvider, volume: Volume
+) -> None:
+    source, destination = folders(volume)
+    (source / "data").write_text("source truth")
+    asyncio.run(provider.transfer_now(timeout=T))
+    asyncio.run(provider.break_(timeout=T))
+    settle()
+    (destination / "data").write_text("written during the break")
+    (destination / "extra").write_text("only on the destination")
+    result = asyncio.run(provider.resync(timeout=T))
+    assert result.overwritten == ("data", "extra")
+    assert tree(destination) == tree(source) == {"data": b"source truth"}
+    assert (result.status.source, result.status.mirror_state) == ("site1", MirrorState.MIRRORED)
+    assert asyncio.run(provider.resync(timeout=T)).changed is False
+
+
+def test_reverse_resync_swaps_the_roles_and_makes_the_old_source_read_only(
+    provider: LocalProvider, volume: Volume
+) -> None:
+    source, destination = folders(volume)
+    (source / "data").write_text("v1")
+    settle()
+    asyncio.run(provider.transfer_now(timeout=T))
+    asyncio.run(provider.break_(timeout=T))
+    settle()
+    (destination / "data").write_text("v2 written on the destination after failover")
+    (source / "late").write_text("reached only the old source")
+    result = asyncio.run(provider.reverse_resync(timeout=T))
+    assert result.overwritten == ("late",)
+    assert (result.status.source, result.status.destination) == ("dest1", "site1")
+    assert tree(source) == tree(destination)
+    assert (source / "data").read_text() == "v2 written on the destination after failover"
+    with pytest.raises(ProtocolStatusError, match="NFS3ERR_ROFS"):
+        asyncio.run(nfs_write(volume.replicas[0].export, "refused"))
+    assert asyncio.run(provider.reverse_resync(timeout=T)).changed is False
+
+
+def test_lag_grows_between_transfers_and_drops_after_one(provider: LocalProvider) -> None:
+    asyncio.run(provider.transfer_now(timeout=T))
+    first = asyncio.run(provider.status(timeout=T)).lag
+    time.sleep(0.3)
+    grown = asyncio.run(provider.status(timeout=T)).lag
+    asyncio.run(provider.transfer_now(timeout=T))
+    dropped = asyncio.run(provider.status(timeout=T)).lag
+    assert first is not None and grown is not None and dropped is not None
+    assert grown.total_seconds() >= first.total_seconds() + 0.3
+    assert dropped < grown
+
+
+def test_state_survives_a_restart_of_the_process(volume: Volume) -> None:
+    first = LocalProvider(volume)
+    asyncio.run(first.transfer_now(timeout=T))
+    asyncio.run(first.break_(timeout=T))
+    asyncio.run(first.close())
+    second = LocalProvider(volume)
+    status = asyncio.run(second.status(timeout=T))
+    asyncio.run(second.close())
+    assert status.mirror_state is MirrorState.BROKEN
+    assert status.last_transfer_end is not None
+
+
+_TRANSFER = """
+import asyncio, sys
+from nfs_failover.config import load_config
+from nfs_failover.replication.local import LocalProvider
+volume = load_config(sys.argv[1]).volumes[0]
+from pathlib import Path
+settings = volume.replication.model_copy(update={"state_dir": Path(sys.argv[2])})
+engine = LocalProvider(volume.model_copy(update={"replication": settings}))
+asyncio.run(engine.transfer_now(timeout=120))
+"""
+
+
+def test_a_transfer_killed_half_way_is_unhealthy_and_the_next_one_completes_it(
+    provider: LocalProvider, volume: Volume, replication_lab: Lab
+) -> None:
+    source, destination = folders(volume)
+    for i in range(400):
+        (source / f"f{i:03}").write_bytes(os.urandom(256 * 1024))
+    state_dir = volume.replication.state_dir  # type: ignore[union-attr]
+    crashing = subprocess.Popen(
+        [sys.executable, "-c", _TRANSFER, str(replication_lab.config_path), str(state_dir)],
+        start_new_session=True,
+    )
+    while not any(destination.iterdir()):  # rsync has started writing
+        assert crashing.poll() is None, "the transfer ended before it could be killed"
+        time.sleep(0.005)
+    os.killpg(crashing.pid, signal.SIGKILL)  # the whole process group, like a crash
+    crashing.wait()
+
+    status = asyncio.run(provider.status(timeout=T))
+    assert not status.healthy
+    assert status.error is not None and "interrupted" in status.error
+    asyncio.run(provider.transfer_now(timeout=T))
+    assert asyncio.run(provider.status(timeout=T)).healthy
+    assert tree(destination) == tree(source)
