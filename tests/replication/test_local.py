@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -216,6 +218,7 @@ import asyncio, sys
 from nfs_failover.config import load_config
 from nfs_failover.replication.local import LocalProvider
 volume = load_config(sys.argv[1]).volumes[0]
+from datetime import timedelta
 from pathlib import Path
 settings = volume.replication.model_copy(update={"state_dir": Path(sys.argv[2])})
 engine = LocalProvider(volume.model_copy(update={"replication": settings}))
@@ -246,3 +249,54 @@ def test_a_transfer_killed_half_way_is_unhealthy_and_the_next_one_completes_it(
     asyncio.run(provider.transfer_now(timeout=T))
     assert asyncio.run(provider.status(timeout=T)).healthy
     assert tree(destination) == tree(source)
+
+
+def test_the_schedule_transfers_new_files_without_being_asked(volume: Volume) -> None:
+    source, destination = folders(volume)
+    settings = volume.replication.model_copy(update={"schedule": timedelta(seconds=1)})
+    engine = LocalProvider(volume.model_copy(update={"replication": settings}))
+
+    async def scenario() -> bool:
+        stop = asyncio.Event()
+        serving = asyncio.create_task(engine.serve(stop))
+        try:
+            await asyncio.sleep(0.5)  # the first scheduled transfer is the baseline
+            (source / "arrives-by-schedule").write_text("x")
+            for _ in range(60):
+                if (destination / "arrives-by-schedule").exists():
+                    return True
+                await asyncio.sleep(0.1)
+            return False
+        finally:
+            stop.set()
+            await asyncio.wait_for(serving, 10)
+            await engine.close()
+
+    assert asyncio.run(scenario())
+
+
+def test_the_replication_commands_drive_the_engine_and_print_json(
+    replication_lab: Lab, volume: Volume
+) -> None:
+    source, destination = folders(volume)
+    (source / "via-cli").write_text("x")
+    config = str(replication_lab.config_path)
+
+    def cli(*args: str) -> dict[str, object]:
+        done = subprocess.run(
+            [sys.executable, "-m", "nfs_failover", "replication", *args, "crr",
+             "--config", config, "--json"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+    transferred = cli("transfer")
+    assert transferred["status"]["mirror_state"] == "mirrored"  # type: ignore[index]
+    assert (destination / "via-cli").read_text() == "x"
+    assert cli("break")["changed"] is True
+    assert cli("status")["mirror_state"] == "broken"
+    assert cli("divergence") == {"since": cli("divergence")["since"], "source_only": [],
+                                 "destination_only": []}  # fmt: skip
+    resynced = cli("resync")
+    assert resynced["status"]["mirror_state"] == "mirrored"  # type: ignore[index]

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from nfs_failover import __version__
-from nfs_failover.cli import config_cmd, lab_cmd, probe_cmd
+from nfs_failover.cli import config_cmd, lab_cmd, probe_cmd, replication_cmd
 from nfs_failover.errors import ConfigError, NfsFailoverError
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.command("check-config")(config_cmd.check_config)
 app.command("config-reference")(config_cmd.config_reference)
 app.command("probe")(probe_cmd.probe)
 app.add_typer(lab_cmd.app, name="lab")
+app.add_typer(replication_cmd.app, name="replication")
 
 
 def _version(value: bool) -> None:

@@ -47,6 +47,8 @@ RSYNC = ("rsync", "-a", "--delete", "--inplace", "--numeric-ids", "--stats",
 # File timestamps come from a coarse clock that may lag time.time() by a tick (<= 10 ms).
 CTIME_MARGIN_NS = 20_000_000
 HISTORY = 50
+SCHEDULED_TIMEOUT = 6 * 3600.0  # a scheduled transfer of local folders: rsync cannot hang
+PROGRESS_EVERY = 1.0  # seconds between progress reports of a running transfer
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,26 @@ class LocalProvider(Provider):
             state, transfer = await self._transfer(state, deadline, progress, full=True)
             return self._result(operation, state, True, overwritten=overwritten, transfer=transfer)
 
+    async def serve(self, stop: asyncio.Event, progress: Progress | None = None) -> None:
+        """Transfer on the schedule until ``stop`` is set: the engine's own scheduler.
+
+        A transfer is due ``schedule`` after the previous one started; a failed one is
+        retried at the next tick. Only a mirrored (or new) relationship transfers.
+        """
+        interval = self.settings.schedule.total_seconds()
+        while not stop.is_set():
+            state = self._load()
+            last = state.last_transfer
+            due = (last.started + interval) if last and state.unhealthy is None else 0.0
+            if state.mirror_state != MirrorState.BROKEN and time.time() >= due:
+                with contextlib.suppress(ProviderError):
+                    await self.transfer_now(timeout=max(interval, SCHEDULED_TIMEOUT),
+                                            progress=progress)  # fmt: skip
+                continue
+            with contextlib.suppress(TimeoutError):
+                wait = min(max(due - time.time(), 0.05), interval)
+                await asyncio.wait_for(stop.wait(), wait)
+
     async def divergence(self, *, timeout: float) -> Divergence:
         deadline = time.monotonic() + timeout
         async with self._locked(deadline):
@@ -369,21 +391,24 @@ class LocalProvider(Provider):
 async def _rsync(
     source: Path, destination: Path, deadline: float, progress: Progress | None
 ) -> tuple[list[str], list[str], int]:
-    """Run rsync within the deadline; returns files written, paths deleted, bytes sent."""
+    """Run rsync within the deadline; returns files written, paths deleted, bytes sent.
+
+    Its itemized output is read as it comes, so a long transfer reports progress.
+    """
     destination.mkdir(parents=True, exist_ok=True)
     proc = await asyncio.create_subprocess_exec(
         *RSYNC, f"{source}/", f"{destination}/",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL, limit=1 << 20,
     )  # fmt: skip
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), _left(deadline))
-    except TimeoutError:
+        out, err = await asyncio.wait_for(_collect(proc, progress), _left(deadline))
+    except (TimeoutError, asyncio.CancelledError):
         proc.kill()
         await proc.wait()
         raise ProviderTimeout(
-            "rsync did not finish within the deadline; the transfer "
-            "is incomplete and the next one completes it"
+            "rsync did not finish within the deadline; the transfer is incomplete and the "
+            "next one completes it"
         ) from None
     if proc.returncode != 0:
         reason = err.decode(errors="replace").strip().splitlines()
@@ -393,6 +418,22 @@ async def _rsync(
             provider_message=reason[-1] if reason else "",
         )
     return _parse_rsync(out.decode(errors="surrogateescape"))
+
+
+async def _collect(
+    proc: asyncio.subprocess.Process, progress: Progress | None
+) -> tuple[bytes, bytes]:
+    assert proc.stdout is not None and proc.stderr is not None
+    errors = asyncio.ensure_future(proc.stderr.read())
+    lines: list[bytes] = []
+    reported = time.monotonic()
+    async for line in proc.stdout:
+        lines.append(line)
+        if progress is not None and time.monotonic() - reported >= PROGRESS_EVERY:
+            reported = time.monotonic()
+            progress(f"transferring: {len(lines)} files so far", None)
+    await proc.wait()
+    return b"".join(lines), await errors
 
 
 _STAT_SENT = re.compile(r"^Total transferred file size: ([\d,]+) bytes", re.MULTILINE)
