@@ -20,7 +20,7 @@ from nfs_failover import ganesha
 from nfs_failover.config import Export, Volume, load_config
 from nfs_failover.errors import PreconditionError, ProtocolStatusError
 from nfs_failover.lab import Lab
-from nfs_failover.replication import MirrorState
+from nfs_failover.replication import MirrorState, RelationshipStatus
 from nfs_failover.replication.local import LocalProvider
 from nfs_failover.rpc.mount import MountClient
 from nfs_failover.rpc.nfs3 import Nfs3Client
@@ -244,6 +244,11 @@ def test_a_transfer_killed_half_way_is_unhealthy_and_the_next_one_completes_it(
     crashing.wait()
 
     status = asyncio.run(provider.status(timeout=T))
+    for _ in range(100):  # the killed rsync may take a moment to be reaped
+        if status.relationship_status is not RelationshipStatus.TRANSFERRING:
+            break
+        time.sleep(0.05)
+        status = asyncio.run(provider.status(timeout=T))
     assert not status.healthy
     assert status.error is not None and "interrupted" in status.error
     asyncio.run(provider.transfer_now(timeout=T))
@@ -300,3 +305,27 @@ def test_the_replication_commands_drive_the_engine_and_print_json(
                                  "destination_only": []}  # fmt: skip
     resynced = cli("resync")
     assert resynced["status"]["mirror_state"] == "mirrored"  # type: ignore[index]
+
+
+def test_a_forced_break_stops_a_running_transfer(
+    provider: LocalProvider, volume: Volume, replication_lab: Lab
+) -> None:
+    source, destination = folders(volume)
+    asyncio.run(provider.transfer_now(timeout=T))  # the baseline: breaking needs one
+    for i in range(400):
+        (source / f"f{i:03}").write_bytes(os.urandom(256 * 1024))
+    state_dir = volume.replication.state_dir  # type: ignore[union-attr]
+    transferring = subprocess.Popen(
+        [sys.executable, "-c", _TRANSFER, str(replication_lab.config_path), str(state_dir)],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        while not any(destination.iterdir()):
+            assert transferring.poll() is None, "the transfer ended before the break"
+            time.sleep(0.005)
+        broken = asyncio.run(provider.break_(force=True, timeout=T))
+        assert broken.status.mirror_state is MirrorState.BROKEN
+        assert transferring.wait(timeout=T) != 0  # its rsync was stopped
+    finally:
+        transferring.kill()
+        transferring.wait()

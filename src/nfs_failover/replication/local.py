@@ -21,7 +21,7 @@ import json
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -304,9 +304,16 @@ class LocalProvider(Provider):
         state.save(self._state_path)
         _say(progress, f"transferring {self._status(state).source} -> "
              f"{self._status(state).destination}{' (full)' if full else ''}")  # fmt: skip
+
+        def running(pid: int) -> None:
+            # While rsync runs, its pid marks the transfer: a forced break stops it, and a
+            # crash of this process leaves it visible until it ends.
+            replace(state, transfer_pid=pid).save(self._state_path)
+
         changed, deleted, sent = await _rsync(
-            self._folder(source), self._folder(destination), deadline, progress
+            self._folder(source), self._folder(destination), deadline, progress, running
         )
+        state.save(self._state_path)  # the manifest is this process's work again
         dest_root = self._folder(destination)
         if full:
             await asyncio.to_thread(self._manifest.rebuild, dest_root)
@@ -389,7 +396,11 @@ class LocalProvider(Provider):
 
 
 async def _rsync(
-    source: Path, destination: Path, deadline: float, progress: Progress | None
+    source: Path,
+    destination: Path,
+    deadline: float,
+    progress: Progress | None,
+    started: Callable[[int], None],
 ) -> tuple[list[str], list[str], int]:
     """Run rsync within the deadline; returns files written, paths deleted, bytes sent.
 
@@ -401,6 +412,7 @@ async def _rsync(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL, limit=1 << 20,
     )  # fmt: skip
+    started(proc.pid)
     try:
         out, err = await asyncio.wait_for(_collect(proc, progress), _left(deadline))
     except (TimeoutError, asyncio.CancelledError):
@@ -458,26 +470,26 @@ def _unescape(name: str) -> str:
 
 
 def _stop_transfer(state_path: Path) -> None:
-    """A forced break stops the transfer in flight (its rsync), as ANF's force does."""
+    """A forced break stops the transfer in flight (its rsync, never a process of ours)."""
     with contextlib.suppress(ProviderError):
         state = RelationshipState.load(state_path)
-        if state.transfer_pid and state.transfer_pid != os.getpid():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(state.transfer_pid, 15)
+        pid = state.transfer_pid
+        with contextlib.suppress(OSError):
+            if pid and Path(f"/proc/{pid}/comm").read_text().strip() == "rsync":
+                os.kill(pid, 15)
 
 
 def _alive(pid: int | None) -> bool:
+    """Whether a process runs (a zombie, killed but not yet reaped, does not)."""
     if pid is None:
         return False
     if pid == os.getpid():
         return True
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _left(deadline: float) -> float:
