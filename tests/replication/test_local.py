@@ -5,19 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-from nfs_failover import ganesha
-from nfs_failover.config import Export, Volume, load_config
+from nfs_failover.config import Export, Volume
 from nfs_failover.errors import PreconditionError, ProtocolStatusError
 from nfs_failover.lab import Lab
 from nfs_failover.replication import MirrorState, RelationshipStatus
@@ -25,54 +21,9 @@ from nfs_failover.replication.local import LocalProvider
 from nfs_failover.rpc.mount import MountClient
 from nfs_failover.rpc.nfs3 import Nfs3Client
 from nfs_failover.rpc.portmap import PortmapClient
+from tests.replication.conftest import T, folders, settle, tree
 
 pytestmark = pytest.mark.lab
-T = 30.0  # every operation's deadline
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
-
-
-def empty(folder: Path) -> None:
-    """Remove what a folder holds; the folder itself is an export root Ganesha holds."""
-    for child in folder.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
-
-
-def settle() -> None:
-    """Put the coarse file clock's tick between a write and a transfer's start."""
-    time.sleep(0.1)
-
-
-@pytest.fixture
-def volume(replication_lab: Lab, tmp_path: Path) -> Volume:
-    """The lab's volume with empty folders, a fresh state folder and the normal access."""
-    config = load_config(replication_lab.config_path)
-    base = config.volumes[0]
-    settings = base.replication.model_copy(update={"state_dir": tmp_path / "relationship"})
-    for zone, read_only in zip(replication_lab.zones, (False, True), strict=True):
-        empty(zone.folder)
-        if ganesha.set_access(zone.conf, zone.folder, read_only=read_only):
-            ganesha.reload(zone.pidfile)
-    return base.model_copy(update={"replication": settings})
-
-
-@pytest.fixture
-def provider(volume: Volume) -> Iterator[LocalProvider]:
-    engine = LocalProvider(volume)
-    yield engine
-    asyncio.run(engine.close())
-
-
-def folders(volume: Volume) -> tuple[Path, Path]:
-    settings = volume.replication
-    return Path(settings.source_path), Path(settings.destination_path)  # type: ignore[union-attr]
 
 
 async def nfs_write(export: Export, name: str) -> None:

@@ -1,0 +1,71 @@
+"""Reading a whole export's tree over NFS with the project's own client, under a deadline.
+
+Used where a provider cannot say which files changed (Azure NetApp Files, ONTAP): the
+controller walks both replicas over NFS, the same way for every provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from nfs_failover.config import Export
+from nfs_failover.errors import RpcError
+from nfs_failover.rpc.mount import MOUNT_PROGRAM, MOUNT_VERSION, MountClient
+from nfs_failover.rpc.nfs3 import NFS_PROGRAM, NFS_VERSION, Fattr3, Ftype3, Nfs3Client
+from nfs_failover.rpc.portmap import PortmapClient
+
+MAX_ENTRIES = 10_000_000
+
+
+async def open_export(export: Export, *, timeout: float) -> tuple[Nfs3Client, bytes]:
+    """Connect to an export's nfs service and mount it: the client and the root handle."""
+    deadline = time.monotonic() + timeout
+    async with await PortmapClient.connect(export.host, timeout=timeout) as pmap:
+        mount_port, nfs_port = await pmap.getports(
+            [(MOUNT_PROGRAM, MOUNT_VERSION), (NFS_PROGRAM, NFS_VERSION)], timeout=_left(deadline)
+        )
+    async with await MountClient.connect(export.host, mount_port, timeout=_left(deadline)) as m:
+        root = (await m.mnt(export.path)).fhandle
+    nfs = await Nfs3Client.connect(export.host, nfs_port, timeout=_left(deadline))
+    return nfs, root
+
+
+async def walk_export(
+    export: Export, *, timeout: float, max_entries: int = MAX_ENTRIES
+) -> dict[str, Fattr3]:
+    """Every non-directory below the export's root, by relative path, with its attributes.
+
+    Raises RpcError (or TimeoutError past ``timeout``); never waits longer.
+    """
+    deadline = time.monotonic() + timeout
+    async with asyncio.timeout(timeout):
+        nfs, root = await open_export(export, timeout=timeout)
+        try:
+            return await _walk(nfs, root, deadline, max_entries)
+        finally:
+            await nfs.close()
+
+
+async def _walk(nfs: Nfs3Client, root: bytes, deadline: float, limit: int) -> dict[str, Fattr3]:
+    found: dict[str, Fattr3] = {}
+    pending = [("", root)]
+    while pending:
+        prefix, handle = pending.pop()
+        for entry in await nfs.listdir(handle, timeout=_left(deadline)):
+            path = f"{prefix}{entry.name}"
+            fh, attrs = entry.fh, entry.attrs
+            if fh is None or attrs is None:  # servers may leave them out: ask
+                fh, attrs = await nfs.lookup(handle, entry.name, timeout=_left(deadline))
+                attrs = attrs or await nfs.getattr(fh, timeout=_left(deadline))
+            if attrs.type == Ftype3.DIR:
+                pending.append((f"{path}/", fh))
+            else:
+                found[path] = attrs
+            if len(found) > limit:
+                raise RpcError(f"more than {limit} files below the export; giving up")
+    return found
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.0)
