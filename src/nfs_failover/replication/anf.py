@@ -1,0 +1,646 @@
+"""Azure NetApp Files cross-zone and cross-region replication as a ``Provider``.
+
+Maps the common operations onto ``azure-mgmt-netapp`` (the installed SDK's api-version):
+break and resync act on the volume that is the destination now, a reverse resync on the
+source. Which volume is which is read from ANF (``endpointType``) on every operation, so
+the roles follow ANF after a reverse resync. Threads, deadlines, retries and error
+translation live in ``anf_sdk``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Literal, TypeVar
+
+from azure.core.credentials import TokenCredential
+from azure.core.polling import LROPoller
+from azure.identity import DefaultAzureCredential
+from azure.mgmt.netapp import NetAppManagementClient
+from azure.mgmt.netapp import models as anf
+
+from nfs_failover.config import AnfReplication, AnfVolumeId, Volume
+from nfs_failover.errors import PreconditionError, ProviderError, ProviderTimeout
+from nfs_failover.replication.anf_sdk import CallOptions, Deadline, call, watch_operation
+from nfs_failover.replication.base import (
+    Divergence,
+    MirrorState,
+    OperationResult,
+    Progress,
+    Provider,
+    RelationshipStatus,
+    ReplicationStatus,
+    normalise_mirror_state,
+    normalise_relationship_status,
+)
+from nfs_failover.replication.nfs_divergence import divergence_over_nfs
+
+__all__ = ["AnfProvider", "AnfReplicationInfo"]
+
+_log = logging.getLogger("nfs_failover.replication.anf")
+
+T = TypeVar("T")
+
+_SNAPMIRROR_PREFIX = "snapmirror."
+_DEFAULT_POLLING_INTERVAL = 5.0  # seconds between status reads and LRO polls, when unset
+_MIN_POLLING_INTERVAL = 0.01
+_OPPOSITE = {"src": "dst", "dst": "src"}
+
+
+@dataclass(frozen=True)
+class _Side:
+    volume: AnfVolumeId
+    replica: str
+
+
+@dataclass(frozen=True)
+class _Roles:
+    """Which volume ANF replicates from and to now."""
+
+    source: _Side
+    destination: _Side
+
+    def swapped(self) -> _Roles:
+        return _Roles(source=self.destination, destination=self.source)
+
+
+@dataclass(frozen=True)
+class _Observed:
+    roles: _Roles
+    status: ReplicationStatus
+
+
+@dataclass(frozen=True)
+class AnfReplicationInfo:
+    """One entry of ANF's ``listReplications`` for a volume, in ANF's own words."""
+
+    replication_id: str | None
+    endpoint_type: str | None  # "src" or "dst": the side the listed volume is on
+    remote_volume: str | None
+    remote_region: str | None
+    schedule: str | None
+    mirror_state: MirrorState
+    created: datetime | None
+
+
+class AnfProvider(Provider):
+    """The replication relationship of one volume on Azure NetApp Files.
+
+    Built from a ``Volume`` whose ``replication`` is an ``AnfReplication``;
+    ``volume.replicas[0]`` names the configured source volume, ``replicas[1]`` the
+    destination. Operations map onto the SDK as follows (``volumes`` operations):
+
+    - ``status``: ``get`` on the configured destination (its ``endpointType`` says whether
+      the roles are swapped; the source is asked only when the destination has no
+      replication), then ``replication_status`` and ``snapshots.list`` on the current
+      destination.
+    - ``break_``: ``begin_break_replication`` on the current destination with
+      ``{"forceBreakReplication": force}``.
+    - ``resync``: ``begin_resync_replication`` on the current destination (source to
+      destination again; the destination's changes are overwritten).
+    - ``reverse_resync``: ``begin_resync_replication`` on the current source (destination
+      to source; ANF overwrites newer data on the source, and the roles swap).
+    - ``authorize``, ``reestablish``, ``list_replications``: thin wrappers for workflows.
+
+    Lag is ``now - created`` of the newest ``snapmirror.*`` snapshot on the destination
+    (``lag_source="snapshot"``), or None when there is none. That the destination's copy of
+    a SnapMirror snapshot keeps the source's creation time is an inference from SnapMirror,
+    not checked against live Azure.
+
+    ``overwritten`` is always empty: ANF cannot tell which files changed, so
+    ``divergence`` walks both replicas over NFS (see ``nfs_divergence``).
+
+    Idempotence: a break of a broken relationship and a resync of a mirrored one change
+    nothing. A reverse resync of a mirrored relationship changes nothing only when this
+    provider's own last operation was that reverse resync (ANF keeps no record of the
+    direction before it); otherwise it is refused as not broken.
+
+    Preconditions are checked against ANF's status before anything is sent: no break
+    unless mirrored; a running transfer is waited for (polling status, bounded by the
+    deadline) unless ``force``; resyncs only when broken.
+    """
+
+    name = "anf"
+
+    def __init__(
+        self,
+        volume: Volume,
+        *,
+        credential: TokenCredential | None = None,
+        client: NetAppManagementClient | None = None,
+        polling_interval: float | None = None,
+    ) -> None:
+        """``client``: an SDK client to use for both volumes (both must be in its
+        subscription). Otherwise one client per subscription is made on first use, at
+        ``management_endpoint`` with the scope ``{management_endpoint}/.default``, from
+        ``credential`` or else ``DefaultAzureCredential`` (with ``authority`` when set).
+        Nothing is contacted here. ``polling_interval``: seconds between status reads
+        while waiting for a transfer, and between LRO polls when ANF sends no
+        Retry-After (default 5).
+        """
+        settings = volume.replication
+        if not isinstance(settings, AnfReplication):
+            raise ProviderError(
+                f"volume {volume.name}: replication provider is {settings.provider}, not anf",
+                code="config",
+            )
+        self._settings = settings
+        self._replicas = volume.replicas
+        self._configured = _Roles(
+            source=_Side(settings.source, volume.replicas[0].name),
+            destination=_Side(settings.destination, volume.replicas[1].name),
+        )
+        interval = _DEFAULT_POLLING_INTERVAL if polling_interval is None else polling_interval
+        self._interval = max(interval, _MIN_POLLING_INTERVAL)
+        self._lro_interval = max(interval, 0.0)
+        self._given_client = client
+        self._clients: dict[str, NetAppManagementClient] = {}
+        self._own_credential: DefaultAzureCredential | None = None
+        if client is not None:
+            _check_subscription(client, settings)
+            self._credential: TokenCredential | None = None
+        elif credential is not None:
+            self._credential = credential
+        else:
+            self._own_credential = _default_credential(settings)
+            self._credential = self._own_credential
+        # The volume a reverse resync by this object last made the destination (see class doc).
+        self._reversed_onto: AnfVolumeId | None = None
+
+    # -- the Provider contract -------------------------------------------------------
+
+    async def status(self, *, timeout: float) -> ReplicationStatus:
+        deadline = Deadline(timeout)
+        return await self._with_lag(await self._observe(deadline), deadline)
+
+    async def transfer_now(
+        self, *, timeout: float, progress: Progress | None = None
+    ) -> OperationResult:
+        """Not available on ANF: cross-zone and cross-region replication transfers only on
+        its schedule (_10minutely, hourly, daily). The SDK's ``performReplicationTransfer``
+        is for volumes of type Migration only."""
+        raise ProviderError(
+            "ANF transfers cross-zone and cross-region replication only on its schedule"
+            " (_10minutely, hourly or daily); it has no on-demand transfer for it"
+            " (performReplicationTransfer is for Migration volumes only)",
+            code="unsupported",
+        )
+
+    async def break_(
+        self, *, force: bool = False, timeout: float, progress: Progress | None = None
+    ) -> OperationResult:
+        deadline = Deadline(timeout)
+        observed = await self._until_breakable(deadline, force, progress)
+        if observed.status.mirror_state is MirrorState.BROKEN:
+            return await self._unchanged("break", observed, deadline)
+        target = observed.roles.destination
+        what = f"breaking replication on {target.replica}"
+        _log.info("%s (%s, force=%s)", what, target.volume, force)
+        body = anf.BreakReplicationRequest(force_break_replication=force)
+        poller = await self._call(
+            what,
+            deadline,
+            target.volume,
+            lambda client, options: client.volumes.begin_break_replication(
+                *_parts(target.volume),
+                body=body,
+                polling=deadline.polling(self._lro_interval, _endpoint(client)),
+                **options,
+            ),
+        )
+        await watch_operation(what, poller, deadline, progress)
+        self._reversed_onto = None
+        return await self._changed("break", deadline)
+
+    async def resync(self, *, timeout: float, progress: Progress | None = None) -> OperationResult:
+        """Resync on the current destination; ANF cannot list what it overwrites."""
+        return await self._resync(Deadline(timeout), progress, reverse=False)
+
+    async def reverse_resync(
+        self, *, timeout: float, progress: Progress | None = None
+    ) -> OperationResult:
+        """Resync on the current source: ANF overwrites the source's newer data (it cannot
+        list it) and the roles swap."""
+        return await self._resync(Deadline(timeout), progress, reverse=True)
+
+    async def divergence(self, *, timeout: float) -> Divergence:
+        """ANF cannot tell which files changed, only when the last replication snapshot
+        was taken: both replicas are walked over NFS with the project's own client, and
+        files changed since that snapshot are attributed to their side
+        (``nfs_divergence``)."""
+        deadline = Deadline(timeout)
+        observed = await self._observe(deadline)
+        status = await self._with_lag(observed, deadline)
+        if status.lag is None:
+            raise PreconditionError(
+                f"no replication snapshot on {status.destination}, so no common point to "
+                "compare the replicas with"
+            )
+        exports = {replica.name: replica.export for replica in self._replicas}
+        return await divergence_over_nfs(
+            exports[status.source],
+            exports[status.destination],
+            datetime.now(UTC) - status.lag,
+            timeout=deadline.left(),
+        )
+
+    async def close(self) -> None:
+        """Close the clients and the credential this provider made; a client or credential
+        passed in stays open (it is the caller's)."""
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+        if self._own_credential is not None:
+            self._own_credential.close()
+
+    # -- thin operations for workflows -----------------------------------------------
+
+    async def list_replications(
+        self, *, timeout: float, on: AnfVolumeId | None = None
+    ) -> tuple[AnfReplicationInfo, ...]:
+        """ANF's ``listReplications`` of ``on`` (default: the configured source volume)."""
+        volume = on or self._configured.source.volume
+        entries = await self._call(
+            f"listing the replications of {volume.volume}",
+            Deadline(timeout),
+            volume,
+            lambda client, options: list(
+                client.volumes.list_replications(*_parts(volume), **options)
+            ),
+        )
+        return tuple(_replication_info(entry) for entry in entries)
+
+    async def authorize(
+        self, *, timeout: float, progress: Progress | None = None, reverse: bool = False
+    ) -> OperationResult:
+        """``authorizeReplication`` on the source, naming the destination: starts the
+        initial transfer of a new (uninitialized) relationship. ``reverse`` authorizes the
+        configured destination as the source. Already initialized in that direction:
+        changes nothing."""
+        roles = self._configured.swapped() if reverse else self._configured
+        deadline = Deadline(timeout)
+        observed = await self._observe(deadline)
+        if observed.status.mirror_state is not MirrorState.UNINITIALIZED:
+            return await self._already_set_up("authorize", roles, observed, deadline)
+        source = roles.source
+        what = f"authorizing replication from {source.replica} to {roles.destination.replica}"
+        body = anf.AuthorizeRequest(remote_volume_resource_id=str(roles.destination.volume))
+        poller = await self._call(
+            what,
+            deadline,
+            source.volume,
+            lambda client, options: client.volumes.begin_authorize_replication(
+                *_parts(source.volume),
+                body=body,
+                polling=deadline.polling(self._lro_interval, _endpoint(client)),
+                **options,
+            ),
+        )
+        await watch_operation(what, poller, deadline, progress)
+        return await self._changed("authorize", deadline)
+
+    async def reestablish(
+        self, *, timeout: float, progress: Progress | None = None, reverse: bool = False
+    ) -> OperationResult:
+        """``reestablishReplication`` on the destination, naming the source: brings back a
+        deleted relationship from a common snapshot. ``reverse`` re-establishes it from
+        the configured destination to the configured source. A relationship that exists
+        in that direction already changes nothing."""
+        roles = self._configured.swapped() if reverse else self._configured
+        deadline = Deadline(timeout)
+        try:
+            observed: _Observed | None = await self._observe(deadline)
+        except ProviderError as exc:
+            if exc.code != "not_replicated":
+                raise
+            observed = None
+        if observed is not None:
+            return await self._already_set_up("reestablish", roles, observed, deadline)
+        target = roles.destination
+        what = f"re-establishing replication from {roles.source.replica} to {target.replica}"
+        body = anf.ReestablishReplicationRequest(source_volume_id=str(roles.source.volume))
+        poller = await self._call(
+            what,
+            deadline,
+            target.volume,
+            lambda client, options: client.volumes.begin_reestablish_replication(
+                *_parts(target.volume),
+                body=body,
+                polling=deadline.polling(self._lro_interval, _endpoint(client)),
+                **options,
+            ),
+        )
+        await watch_operation(what, poller, deadline, progress)
+        return await self._changed("reestablish", deadline)
+
+    # -- internals ---------------------------------------------------------------------
+
+    async def _resync(
+        self, deadline: Deadline, progress: Progress | None, *, reverse: bool
+    ) -> OperationResult:
+        operation = "reverse_resync" if reverse else "resync"
+        observed = await self._observe(deadline)
+        status, roles = observed.status, observed.roles
+        if status.mirror_state is MirrorState.MIRRORED and self._in_requested_direction(
+            roles, reverse=reverse
+        ):
+            return await self._unchanged(operation, observed, deadline)
+        if status.mirror_state is not MirrorState.BROKEN:
+            state = _said(status, "mirrorState")
+            raise PreconditionError(
+                f"cannot {operation.replace('_', ' ')}: the relationship from {status.source}"
+                f" to {status.destination} is {state}, and ANF resyncs only a broken one"
+            )
+        # ANF overwrites the volume it is asked to resync on: the destination for a
+        # resync, the source for a reverse resync (which then becomes the destination).
+        target = roles.source if reverse else roles.destination
+        what = (
+            f"reverse resyncing {target.replica} from {roles.destination.replica}"
+            if reverse
+            else f"resyncing {target.replica} from {roles.source.replica}"
+        )
+        _log.info("%s (%s)", what, target.volume)
+        poller: LROPoller[None] = await self._call(
+            what,
+            deadline,
+            target.volume,
+            lambda client, options: client.volumes.begin_resync_replication(
+                *_parts(target.volume),
+                polling=deadline.polling(self._lro_interval, _endpoint(client)),
+                **options,
+            ),
+        )
+        await watch_operation(what, poller, deadline, progress)
+        self._reversed_onto = target.volume if reverse else None
+        return await self._changed(operation, deadline)
+
+    def _in_requested_direction(self, roles: _Roles, *, reverse: bool) -> bool:
+        if not reverse:
+            return True  # a resync asks for mirrored in the current direction
+        last = self._reversed_onto
+        return last is not None and last.same_volume(roles.destination.volume)
+
+    async def _already_set_up(
+        self, operation: str, wanted: _Roles, observed: _Observed, deadline: Deadline
+    ) -> OperationResult:
+        if not wanted.destination.volume.same_volume(observed.roles.destination.volume):
+            status = observed.status
+            raise PreconditionError(
+                f"cannot {operation}: a replication from {status.source} to"
+                f" {status.destination} exists already"
+            )
+        return await self._unchanged(operation, observed, deadline)
+
+    async def _unchanged(
+        self, operation: str, observed: _Observed, deadline: Deadline
+    ) -> OperationResult:
+        _log.info("%s: nothing to do (%s)", operation, observed.status.mirror_state)
+        status = await self._with_lag(observed, deadline)
+        return OperationResult(operation, status, changed=False)
+
+    async def _changed(self, operation: str, deadline: Deadline) -> OperationResult:
+        """The result of an operation ANF reported done: the status read afresh."""
+        status = await self._with_lag(await self._observe(deadline), deadline)
+        return OperationResult(operation, status, changed=True)
+
+    async def _until_breakable(
+        self, deadline: Deadline, force: bool, progress: Progress | None
+    ) -> _Observed:
+        """The relationship once a break may be sent or is not needed. While a transfer
+        runs (and not ``force``) status is polled until it ends, within the deadline."""
+        observed = await self._observe(deadline)
+        if _break_step(observed.status, force) != "wait":
+            return observed
+        if progress is not None:
+            progress(f"waiting for the transfer to {observed.status.destination} to end", None)
+        while _break_step(observed.status, force) == "wait":
+            if deadline.left() <= self._interval:
+                raise self._transfer_outlasted(observed.status, deadline)
+            await asyncio.sleep(self._interval)  # between status polls, bounded above
+            try:
+                observed = await self._observe(deadline)
+            except ProviderTimeout:
+                raise self._transfer_outlasted(observed.status, deadline) from None
+        return observed
+
+    @staticmethod
+    def _transfer_outlasted(status: ReplicationStatus, deadline: Deadline) -> ProviderTimeout:
+        return ProviderTimeout(
+            f"cannot break: a transfer to {status.destination} was still running after"
+            f" {deadline.timeout:g}s; nothing was changed (break with force to interrupt it)"
+        )
+
+    async def _observe(self, deadline: Deadline) -> _Observed:
+        """The roles and ANF's replication status, without lag (no snapshot listing)."""
+        roles = await self._roles(deadline)
+        destination = roles.destination
+        raw = await self._call(
+            f"reading the replication status of {destination.replica}",
+            deadline,
+            destination.volume,
+            lambda client, options: client.volumes.replication_status(
+                *_parts(destination.volume), **options
+            ),
+        )
+        return _Observed(roles, _to_status(raw, roles))
+
+    async def _with_lag(self, observed: _Observed, deadline: Deadline) -> ReplicationStatus:
+        destination = observed.roles.destination
+        snapshots = await self._call(
+            f"listing the snapshots of {destination.replica}",
+            deadline,
+            destination.volume,
+            lambda client, options: list(
+                client.snapshots.list(*_parts(destination.volume), **options)
+            ),
+        )
+        newest = _newest_snapmirror(snapshots)
+        if newest is None:
+            return observed.status
+        lag = max(datetime.now(UTC) - newest, timedelta(0))
+        return dataclasses.replace(observed.status, lag=lag, lag_source="snapshot")
+
+    async def _roles(self, deadline: Deadline) -> _Roles:
+        configured = self._configured
+        kind = await self._endpoint_type(configured.destination, deadline)
+        if kind is None:
+            kind = _OPPOSITE.get(await self._endpoint_type(configured.source, deadline) or "")
+        if kind == "dst":
+            return configured
+        if kind == "src":
+            return configured.swapped()
+        raise ProviderError(
+            f"neither {configured.source.replica} ({configured.source.volume.volume}) nor"
+            f" {configured.destination.replica} ({configured.destination.volume.volume}) is"
+            " in an ANF replication relationship",
+            code="not_replicated",
+        )
+
+    async def _endpoint_type(self, side: _Side, deadline: Deadline) -> str | None:
+        volume = await self._call(
+            f"reading volume {side.replica}",
+            deadline,
+            side.volume,
+            lambda client, options: client.volumes.get(*_parts(side.volume), **options),
+        )
+        protection = volume.properties.data_protection if volume.properties else None
+        replication = protection.replication if protection else None
+        kind = _text(replication.endpoint_type) if replication else None
+        return kind.lower() if kind else None
+
+    async def _call(
+        self,
+        what: str,
+        deadline: Deadline,
+        volume: AnfVolumeId,
+        request: Callable[[NetAppManagementClient, CallOptions], T],
+    ) -> T:
+        client = self._client(volume)
+        return await call(what, deadline, lambda options: request(client, options))
+
+    def _client(self, volume: AnfVolumeId) -> NetAppManagementClient:
+        if self._given_client is not None:
+            return self._given_client
+        subscription = volume.subscription.lower()
+        client = self._clients.get(subscription)
+        if client is None:
+            assert self._credential is not None  # set whenever no client was given
+            endpoint = self._settings.management_endpoint
+            client = NetAppManagementClient(
+                self._credential,
+                volume.subscription,
+                base_url=endpoint,
+                credential_scopes=[f"{endpoint}/.default"],
+            )
+            self._clients[subscription] = client
+        return client
+
+
+# -- pure helpers ------------------------------------------------------------------------
+
+_BreakStep = Literal["done", "send", "wait"]
+
+
+def _break_step(status: ReplicationStatus, force: bool) -> _BreakStep:
+    """What a break does in this state: nothing, send it, or wait for the transfer."""
+    if status.mirror_state is MirrorState.BROKEN:
+        return "done"
+    if status.mirror_state is MirrorState.UNINITIALIZED:
+        raise PreconditionError(
+            f"cannot break: the relationship to {status.destination} is not initialized"
+            " yet (no baseline transfer has completed)"
+        )
+    if status.mirror_state is not MirrorState.MIRRORED:
+        raise PreconditionError(
+            f"cannot break: the relationship to {status.destination} is"
+            f" {_said(status, 'mirrorState')}, and ANF breaks only a mirrored one"
+        )
+    if force or status.relationship_status is RelationshipStatus.IDLE:
+        return "send"
+    if status.relationship_status is RelationshipStatus.TRANSFERRING:
+        return "wait"
+    raise PreconditionError(
+        f"cannot break: the relationship to {status.destination} is"
+        f" {_said(status, 'relationshipStatus')}, neither idle nor transferring;"
+        " break with force to override"
+    )
+
+
+def _to_status(raw: anf.ReplicationStatus, roles: _Roles) -> ReplicationStatus:
+    mirror = _text(raw.mirror_state)
+    relationship = _text(raw.relationship_status)
+    words = {
+        "mirrorState": mirror,
+        "relationshipStatus": relationship,
+        "healthy": None if raw.healthy is None else str(raw.healthy).lower(),
+        "totalProgress": raw.total_progress,
+        "errorMessage": raw.error_message,
+        "destinationVolume": str(roles.destination.volume),
+    }
+    return ReplicationStatus(
+        mirror_state=normalise_mirror_state(mirror),
+        relationship_status=normalise_relationship_status(relationship),
+        healthy=raw.healthy is True,
+        source=roles.source.replica,
+        destination=roles.destination.replica,
+        error=raw.error_message or None,
+        last_transfer_bytes=_bytes(raw.total_progress),
+        raw={key: value for key, value in words.items() if value is not None},
+    )
+
+
+def _replication_info(entry: anf.Replication) -> AnfReplicationInfo:
+    return AnfReplicationInfo(
+        replication_id=entry.replication_id,
+        endpoint_type=_text(entry.endpoint_type),
+        remote_volume=entry.remote_volume_resource_id,
+        remote_region=entry.remote_volume_region,
+        schedule=_text(entry.replication_schedule),
+        mirror_state=normalise_mirror_state(_text(entry.mirror_state)),
+        created=entry.replication_creation_time,
+    )
+
+
+def _newest_snapmirror(snapshots: list[anf.Snapshot]) -> datetime | None:
+    """Creation time of the newest ``snapmirror.*`` snapshot (ARM names nested resources
+    ``account/pool/volume/snapshot``; the last part is the snapshot's own name)."""
+    times = [
+        snapshot.properties.created
+        for snapshot in snapshots
+        if snapshot.name
+        and snapshot.name.rsplit("/", 1)[-1].startswith(_SNAPMIRROR_PREFIX)
+        and snapshot.properties is not None
+        and snapshot.properties.created is not None
+    ]
+    return max(times, default=None)
+
+
+def _bytes(total_progress: str | None) -> int | None:
+    """ANF's ``totalProgress`` is a count of bytes as a string; anything else is None."""
+    try:
+        value = int((total_progress or "").strip())
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def _text(value: str | Enum | None) -> str | None:
+    """An SDK enum field as ANF's word (the SDK gives enum members for known values)."""
+    if isinstance(value, Enum):
+        return str(value.value)
+    return value
+
+
+def _said(status: ReplicationStatus, key: str) -> str:
+    word = status.raw.get(key)
+    return f'"{word}"' if word else "unknown"
+
+
+def _parts(volume: AnfVolumeId) -> tuple[str, str, str, str]:
+    return (volume.resource_group, volume.account, volume.pool, volume.volume)
+
+
+def _endpoint(client: NetAppManagementClient) -> str:
+    return client._config.base_url
+
+
+def _check_subscription(client: NetAppManagementClient, settings: AnfReplication) -> None:
+    served = client._config.subscription_id.lower()
+    for volume in (settings.source, settings.destination):
+        if volume.subscription.lower() != served:
+            raise ProviderError(
+                f"the client given serves subscription {served}, but volume {volume.volume}"
+                f" is in subscription {volume.subscription}",
+                code="config",
+            )
+
+
+def _default_credential(settings: AnfReplication) -> DefaultAzureCredential:
+    if settings.authority:
+        return DefaultAzureCredential(authority=settings.authority)
+    return DefaultAzureCredential()

@@ -1,0 +1,650 @@
+"""NetApp ONTAP SnapMirror as a ``Provider``, through the ONTAP REST API (netapp-ontap).
+
+Maps the common operations onto one SnapMirror relationship: status reads it; break and
+resync PATCH its ``state`` (``broken_off``, ``snapmirrored``); a reverse resync PATCHes it
+with ``source.path`` and ``destination.path`` swapped and ``state: snapmirrored``, which
+is how the ONTAP REST documentation reverses a relationship (no new relationship is
+created); transfer_now POSTs ``/transfers``. ONTAP answers with a job and only starts the
+change, so each operation follows the job, then polls the relationship until it shows
+the end state, all within the operation's deadline. Threads, timeouts, credentials and
+error translation live in ``ontap_client``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import TypeVar
+
+from netapp_ontap.host_connection import HostConnection
+
+from nfs_failover.config import OntapReplication, Volume
+from nfs_failover.errors import PreconditionError, ProviderError, ProviderTimeout
+from nfs_failover.replication.base import (
+    Divergence,
+    MirrorState,
+    OperationResult,
+    Progress,
+    Provider,
+    RelationshipStatus,
+    ReplicationStatus,
+    normalise_mirror_state,
+    normalise_relationship_status,
+)
+from nfs_failover.replication.nfs_divergence import divergence_over_nfs
+from nfs_failover.replication.ontap_client import (
+    JsonObject,
+    OntapClient,
+    connect,
+    read_credentials,
+)
+
+__all__ = ["OntapProvider", "OntapRecord", "parse_lag_time"]
+
+T = TypeVar("T")
+
+# transfer.state: a finished transfer is history, so the relationship is idle.
+_FINISHED_TRANSFER = frozenset({"success", "failed", "aborted", "hard_aborted"})
+_FAILED_TRANSFER = frozenset({"failed", "aborted", "hard_aborted"})
+_ISO_DURATION = re.compile(
+    r"P(?:(?P<weeks>\d{1,9})W)?(?:(?P<days>\d{1,9})D)?"
+    r"(?:T(?:(?P<hours>\d{1,12})H)?(?:(?P<minutes>\d{1,12})M)?"
+    r"(?:(?P<seconds>\d{1,12}(?:[.,]\d{1,9})?)S)?)?",
+    re.ASCII,
+)
+_TRANSIENT = frozenset({"connection"})  # tolerated while polling, until the deadline
+
+
+def parse_lag_time(text: str | None) -> timedelta | None:
+    """ONTAP's ``lag_time``, an ISO-8601 duration such as ``PT8H35M42S`` or ``P1DT2H``.
+
+    Years and months have no fixed length and are not accepted; anything unreadable is
+    None, never an exception.
+    """
+    if not text:
+        return None
+    match = _ISO_DURATION.fullmatch(text.strip())
+    if match is None or text.strip().endswith("T"):
+        return None
+    parts = {name: value for name, value in match.groupdict().items() if value is not None}
+    if not parts:
+        return None
+    seconds = float(parts.pop("seconds", "0").replace(",", "."))
+    try:
+        return timedelta(seconds=seconds, **{name: int(value) for name, value in parts.items()})
+    except OverflowError:
+        return None
+
+
+@dataclass(frozen=True)
+class OntapRecord:
+    """One reading of the relationship, in ONTAP's words (fields missing are None)."""
+
+    uuid: str
+    state: str | None
+    healthy: bool
+    reasons: tuple[tuple[str, str | None], ...]  # unhealthy_reason: (message, code)
+    lag_time: str | None
+    exported_snapshot: str | None
+    source_path: str | None
+    destination_path: str | None
+    transfer_state: str | None
+    transfer_bytes: int | None
+    transfer_end: datetime | None
+    transfer_uuid: str | None
+
+    @classmethod
+    def parse(cls, data: Mapping[str, object]) -> OntapRecord:
+        uuid = _text(data, "uuid")
+        if uuid is None:
+            raise ValueError("a relationship record without a uuid")
+        transfer = _mapping(data, "transfer")
+        reasons = data.get("unhealthy_reason")
+        return cls(
+            uuid=uuid,
+            state=_text(data, "state"),
+            healthy=data.get("healthy") is True,
+            reasons=tuple(
+                (_text(r, "message") or "unknown reason", _text(r, "code"))
+                for r in (reasons if isinstance(reasons, list) else [])
+                if isinstance(r, dict)
+            ),
+            lag_time=_text(data, "lag_time"),
+            exported_snapshot=_text(data, "exported_snapshot"),
+            source_path=_text(_mapping(data, "source"), "path"),
+            destination_path=_text(_mapping(data, "destination"), "path"),
+            transfer_state=_text(transfer, "state"),
+            transfer_bytes=_count(transfer.get("bytes_transferred")),
+            transfer_end=_time(_text(transfer, "end_time")),
+            transfer_uuid=_text(transfer, "uuid"),
+        )
+
+    @property
+    def mirror_state(self) -> MirrorState:
+        return normalise_mirror_state(self.state)
+
+    @property
+    def relationship_status(self) -> RelationshipStatus:
+        """Transferring while a transfer is queued or runs; idle once it has finished."""
+        if self.transfer_state is None or self.transfer_state.lower() in _FINISHED_TRANSFER:
+            return RelationshipStatus.IDLE
+        return normalise_relationship_status(self.transfer_state)
+
+    @property
+    def transfer_mark(self) -> tuple[str | None, datetime | None]:
+        """What tells one transfer from the next."""
+        return self.transfer_uuid, self.transfer_end
+
+    @property
+    def error(self) -> str | None:
+        if self.reasons:
+            return "; ".join(message for message, _ in self.reasons)
+        if (self.transfer_state or "").lower() in _FAILED_TRANSFER:
+            return f"last transfer {self.transfer_state}"
+        return None
+
+    def describe(self) -> str:
+        """``transferring, 1.2 GB`` while a transfer runs, else the state."""
+        if self.relationship_status is RelationshipStatus.TRANSFERRING:
+            return f"{self.transfer_state}, {_size(self.transfer_bytes or 0)}"
+        return self.state or "state unknown"
+
+    def raw(self) -> dict[str, str]:
+        values = {
+            "uuid": self.uuid,
+            "state": self.state,
+            "healthy": "true" if self.healthy else "false",
+            "unhealthy_reason": self.error if self.reasons else None,
+            "lag_time": self.lag_time,
+            "exported_snapshot": self.exported_snapshot,
+            "source.path": self.source_path,
+            "destination.path": self.destination_path,
+            "transfer.state": self.transfer_state,
+            "transfer.bytes_transferred": _opt_str(self.transfer_bytes),
+            "transfer.end_time": self.transfer_end.isoformat() if self.transfer_end else None,
+        }
+        return {key: value for key, value in values.items() if value is not None}
+
+
+class OntapProvider(Provider):
+    """One SnapMirror relationship, named by UUID or by destination path ``svm:volume``.
+
+    - Which replica is which: ``volume.replicas[0]`` is the source, ``[1]`` the
+      destination. With a destination path configured, that path is ``replicas[1]``, and
+      a relationship found by it as *source* path is known to be reversed. With a UUID,
+      the direction seen first is taken as the configured one. After a reverse resync,
+      ``status().source`` names the old destination.
+    - The relationship is looked up on ``cluster`` only. ONTAP keeps a relationship on
+      its destination cluster, so across two clusters a reversed relationship is out of
+      reach unless ``cluster`` manages both (see docs/providers-ontap.md).
+    - ``overwritten`` is always empty: ONTAP does not list the files a resync or reverse
+      resync overwrites; ``divergence`` walks both replicas over NFS beforehand.
+    - Repeating a reverse resync is recognised (``changed=False``) from the direction this
+      process saw at the break; after a restart it raises ``PreconditionError`` instead.
+    - Without ``connection``, one is built from the settings and credentials and closed by
+      ``close()``. A connection passed in is left open, but its session gets the
+      provider's adapter (deadline timeouts, no retries) for the cluster's origin.
+    """
+
+    name = "ontap"
+
+    def __init__(
+        self,
+        volume: Volume,
+        *,
+        connection: HostConnection | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
+        settings = volume.replication
+        if not isinstance(settings, OntapReplication):
+            raise TypeError(f"volume {volume.name} does not use the ontap provider")
+        self.volume = volume
+        self._settings = settings
+        self._poll_interval = poll_interval
+        owned = connection is None
+        if connection is None:
+            connection = connect(settings, read_credentials(settings))
+        self._client = OntapClient(connection, owned=owned)
+        by_path = ":" in settings.relationship
+        self._uuid: str | None = None if by_path else settings.relationship
+        self._paths: tuple[str, str] | None = None  # ONTAP paths of replicas[0], [1]
+        self._broken_from: str | None = None  # the source path when last seen broken
+        self._resyncing = False
+
+    # -- the contract ------------------------------------------------------------------
+
+    async def status(self, *, timeout: float) -> ReplicationStatus:
+        return self._status(await self._read(_deadline(timeout)))
+
+    async def transfer_now(
+        self, *, timeout: float, progress: Progress | None = None
+    ) -> OperationResult:
+        """POST a transfer and wait until it has ended (mirrored relationships only).
+
+        A transfer already running is waited for first, then a new one is started, so the
+        destination holds everything written before this call.
+        """
+        deadline = _deadline(timeout)
+        record = await self._read(deadline)
+        if record.mirror_state is not MirrorState.MIRRORED:
+            raise PreconditionError(
+                f"volume {self.volume.name}: a transfer needs a mirrored relationship,"
+                f" it is {record.state or 'unknown'}"
+            )
+        if record.relationship_status is not RelationshipStatus.IDLE:
+            record = await self._wait(deadline, progress, "the running transfer to end", _idle)
+        watch = _TransferWatch(record, "transfer")
+        job = await self._run(partial(self._client.start_transfer, record.uuid), deadline)
+        await self._wait_job(job, deadline, progress)
+        final = await self._wait(
+            deadline, progress, "the transfer to end", watch.ended, check=watch.observe
+        )
+        return self._result("transfer", final, True, bytes_transferred=final.transfer_bytes)
+
+    async def break_(
+        self, *, force: bool = False, timeout: float, progress: Progress | None = None
+    ) -> OperationResult:
+        """PATCH ``state: broken_off`` (with the query ``force=true`` when forced).
+
+        Without force, a running transfer is waited for within the deadline; if it is
+        still running then, ``ProviderTimeout`` is raised and nothing is changed.
+        """
+        deadline = _deadline(timeout)
+        record = await self._read(deadline)
+        if record.relationship_status is RelationshipStatus.TRANSFERRING and not force:
+            self._refuse_break(record)
+            goal = "the running transfer to end before the break"
+            try:
+                record = await self._wait(deadline, progress, goal, _idle)
+            except ProviderTimeout as exc:
+                raise ProviderTimeout(
+                    f"{exc}; the break was not started, nothing was changed (a forced break"
+                    " aborts the transfer)",
+                    code="timeout",
+                ) from exc
+        self._refuse_break(record)
+        if record.mirror_state is MirrorState.BROKEN:
+            return self._result("break", record, False)
+        _say(progress, f"breaking: {self._status(record).destination} becomes writable")
+        await self._change(record, {"state": "broken_off"}, force, deadline, progress)
+        final = await self._wait(deadline, progress, "broken_off", _broken)
+        return self._result("break", final, True)
+
+    async def resync(self, *, timeout: float, progress: Progress | None = None) -> OperationResult:
+        """PATCH ``state: snapmirrored``: the current source overwrites the destination."""
+        return await self._resync(reverse=False, timeout=timeout, progress=progress)
+
+    async def reverse_resync(
+        self, *, timeout: float, progress: Progress | None = None
+    ) -> OperationResult:
+        """PATCH the same relationship with ``source.path`` and ``destination.path`` swapped
+        and ``state: snapmirrored``, as ONTAP documents a reversal; the old source becomes
+        the destination and loses its changes since the last common snapshot."""
+        return await self._resync(reverse=True, timeout=timeout, progress=progress)
+
+    async def divergence(self, *, timeout: float) -> Divergence:
+        """ONTAP does not list the files that changed on one side only; it gives the lag
+        of the last transfer. Both replicas are walked over NFS with the project's own
+        client, and files changed since that point are attributed to their side
+        (``nfs_divergence``)."""
+        started = time.monotonic()
+        status = await self.status(timeout=timeout)
+        if status.lag is None:
+            raise PreconditionError(
+                f"ONTAP reports no lag_time for {status.destination}, so no common point to "
+                "compare the replicas with"
+            )
+        exports = {replica.name: replica.export for replica in self.volume.replicas}
+        return await divergence_over_nfs(
+            exports[status.source],
+            exports[status.destination],
+            datetime.now(UTC) - status.lag,
+            timeout=max(timeout - (time.monotonic() - started), 0.0),
+        )
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._client.close)
+
+    # -- operations --------------------------------------------------------------------
+
+    async def _resync(
+        self, *, reverse: bool, timeout: float, progress: Progress | None
+    ) -> OperationResult:
+        operation = "reverse resync" if reverse else "resync"
+        deadline = _deadline(timeout)
+        record = await self._read(deadline)
+        if record.mirror_state is MirrorState.MIRRORED and self._done(record, reverse=reverse):
+            return self._result(operation, record, False)
+        if record.mirror_state is not MirrorState.BROKEN:
+            raise PreconditionError(
+                f"volume {self.volume.name}: {operation} needs a broken relationship,"
+                f" it is {record.state or 'unknown'}"
+            )
+        if record.source_path is None or record.destination_path is None:
+            raise ProviderError(
+                f"ONTAP did not report the paths of relationship {record.uuid}", code="bad_reply"
+            )
+        changes: dict[str, object] = {"state": "snapmirrored"}
+        source = record.source_path
+        if reverse:
+            source = record.destination_path
+            changes["source"] = {"path": record.destination_path}
+            changes["destination"] = {"path": record.source_path}
+        status = self._status(record)
+        kept, lost = (status.destination, status.source) if reverse else (
+            status.source, status.destination)  # fmt: skip
+        _say(progress, f"{operation}: {lost} is overwritten from {kept}")
+        watch = _TransferWatch(record, operation)
+
+        def mirrored(r: OntapRecord) -> bool:
+            return _idle(r) and r.mirror_state is MirrorState.MIRRORED and r.source_path == source
+
+        # While ONTAP resyncs it may still say broken_off: that is not a new break.
+        self._broken_from, self._resyncing = record.source_path, True
+        try:
+            await self._change(record, changes, False, deadline, progress)
+            final = await self._wait(deadline, progress, "snapmirrored", mirrored, watch.observe)
+        finally:
+            self._resyncing = False
+        moved = final.transfer_bytes if watch.new(final) else None
+        return self._result(operation, final, True, bytes_transferred=moved)
+
+    def _done(self, record: OntapRecord, *, reverse: bool) -> bool:
+        """Whether a mirrored relationship already is what the (reverse) resync makes."""
+        if reverse:
+            return self._broken_from is not None and self._broken_from != record.source_path
+        return self._broken_from in (None, record.source_path)
+
+    def _refuse_break(self, record: OntapRecord) -> None:
+        if record.mirror_state is MirrorState.UNINITIALIZED:
+            raise PreconditionError(
+                f"volume {self.volume.name}: cannot break an uninitialized relationship"
+            )
+
+    async def _change(
+        self,
+        record: OntapRecord,
+        changes: Mapping[str, object],
+        force: bool,
+        deadline: float,
+        progress: Progress | None,
+    ) -> None:
+        call = partial(self._client.change_relationship, record.uuid, changes, force=force)
+        await self._wait_job(await self._run(call, deadline), deadline, progress)
+
+    async def _wait_job(self, job: str | None, deadline: float, progress: Progress | None) -> None:
+        """Follow a job to its end; a failed job raises with ONTAP's message and code."""
+        if job is None:
+            return
+        seen, said = "not read yet", ""
+        while True:
+            data = await _tolerant(self._run(partial(self._client.job, job), deadline))
+            if isinstance(data, ProviderError):
+                seen = str(data)
+            elif data is None:
+                return  # ONTAP forgets finished jobs; the relationship tells the rest
+            else:
+                state = _text(data, "state") or "unknown"
+                message, code = _job_error(data)
+                if state == "success":
+                    return
+                if state in ("failure", "cancelled", "expired"):
+                    raise ProviderError(
+                        f"ONTAP job {job} ended in {state}: {message or 'no message'}",
+                        code=code,
+                        provider_message=message,
+                    )
+                seen = f"{state}: {message}"
+                said = _say(progress, f"waiting for ONTAP job {job} ({seen})", said)
+            await self._pause(deadline, f"ONTAP job {job} not finished; last seen: {seen}")
+
+    async def _wait(
+        self,
+        deadline: float,
+        progress: Progress | None,
+        goal: str,
+        done: Callable[[OntapRecord], bool],
+        check: Callable[[OntapRecord], None] | None = None,
+    ) -> OntapRecord:
+        """Poll the relationship until ``done``; ``check`` may raise on a failed transfer."""
+        seen, said = "nothing read yet", ""
+        while True:
+            record = await _tolerant(self._read(deadline))
+            if isinstance(record, ProviderError):
+                seen = str(record)
+            else:
+                if check is not None:
+                    check(record)
+                if done(record):
+                    return record
+                seen = record.describe()
+                said = _say(progress, f"waiting for {goal} ({seen})", said)
+            await self._pause(deadline, f"{goal} not reached; last seen: {seen}")
+
+    async def _pause(self, deadline: float, what: str) -> None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ProviderTimeout(f"volume {self.volume.name}: {what}", code="timeout")
+        await asyncio.sleep(min(self._poll_interval, left))
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def _read(self, deadline: float) -> OntapRecord:
+        """The relationship now: by UUID, else (or when the UUID is gone) by path."""
+        if self._uuid is not None:
+            found = await self._query({"uuid": self._uuid}, deadline)
+            if found is not None:
+                return self._learn(found)
+            if self._paths is None:
+                raise ProviderError(
+                    f"no SnapMirror relationship {self._uuid} on {self._client.origin}",
+                    code="not_found",
+                )
+        for key, path in self._lookups():
+            found = await self._query({key: path}, deadline)
+            if found is not None:
+                self._uuid = found.uuid
+                return self._learn(found)
+        raise ProviderError(
+            f"no SnapMirror relationship with destination path {self._settings.relationship}"
+            f" on {self._client.origin}",
+            code="not_found",
+        )
+
+    def _lookups(self) -> list[tuple[str, str]]:
+        if self._paths is not None:
+            return [("destination.path", self._paths[1]), ("destination.path", self._paths[0])]
+        path = self._settings.relationship
+        return [("destination.path", path), ("source.path", path)] if ":" in path else []
+
+    async def _query(self, query: dict[str, str], deadline: float) -> OntapRecord | None:
+        records: list[JsonObject] = await self._run(
+            partial(self._client.relationships, query), deadline
+        )
+        if len(records) > 1:
+            raise ProviderError(
+                f"{len(records)} SnapMirror relationships match {query} on"
+                f" {self._client.origin}; expected one",
+                code="ambiguous",
+            )
+        if not records:
+            return None
+        try:
+            return OntapRecord.parse(records[0])
+        except ValueError as exc:
+            raise ProviderError(f"ONTAP gave an unusable record: {exc}", code="bad_reply") from None
+
+    def _learn(self, record: OntapRecord) -> OntapRecord:
+        """Fix which ONTAP path is which replica (once) and note the direction at a break."""
+        source, destination = record.source_path, record.destination_path
+        if self._paths is None and source is not None and destination is not None:
+            configured = self._settings.relationship
+            if ":" in configured and source == configured:
+                self._paths = (destination, source)  # found reversed
+            else:
+                self._paths = (source, destination)
+        if record.mirror_state is MirrorState.BROKEN and not self._resyncing:
+            self._broken_from = source
+        return record
+
+    async def _run(self, call: Callable[[float], T], deadline: float) -> T:
+        """One library call in a worker thread, abandoned (not waited for) at the deadline."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ProviderTimeout(f"volume {self.volume.name}: deadline passed", code="timeout")
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(call, deadline), left)
+        except TimeoutError:
+            raise ProviderTimeout(
+                f"ONTAP at {self._client.origin} did not answer within the deadline",
+                code="timeout",
+            ) from None
+
+    # -- results -----------------------------------------------------------------------
+
+    def _status(self, record: OntapRecord) -> ReplicationStatus:
+        first, second = (replica.name for replica in self.volume.replicas)
+        reversed_ = self._paths is not None and record.source_path == self._paths[1]
+        lag = parse_lag_time(record.lag_time)
+        return ReplicationStatus(
+            mirror_state=record.mirror_state,
+            relationship_status=record.relationship_status,
+            healthy=record.healthy,
+            source=second if reversed_ else first,
+            destination=first if reversed_ else second,
+            error=record.error,
+            last_transfer_bytes=record.transfer_bytes,
+            last_transfer_end=record.transfer_end,
+            lag=lag,
+            lag_source="lag_time" if lag is not None else None,
+            raw=record.raw(),
+        )
+
+    def _result(
+        self,
+        operation: str,
+        record: OntapRecord,
+        changed: bool,
+        *,
+        bytes_transferred: int | None = None,
+    ) -> OperationResult:
+        return OperationResult(
+            operation, self._status(record), changed, bytes_transferred=bytes_transferred
+        )
+
+
+class _TransferWatch:
+    """Tells a transfer started by this operation from the one ONTAP reported before it."""
+
+    def __init__(self, before: OntapRecord, operation: str) -> None:
+        self._mark = before.transfer_mark
+        self._operation = operation
+        self._seen_running = False
+
+    def new(self, record: OntapRecord) -> bool:
+        return self._seen_running or record.transfer_mark != self._mark
+
+    def ended(self, record: OntapRecord) -> bool:
+        return _idle(record) and self.new(record)
+
+    def observe(self, record: OntapRecord) -> None:
+        if record.relationship_status is RelationshipStatus.TRANSFERRING:
+            self._seen_running = True
+        elif self.new(record) and (record.transfer_state or "").lower() in _FAILED_TRANSFER:
+            code = next((code for _, code in record.reasons if code), None)
+            raise ProviderError(
+                f"the {self._operation} transfer {record.transfer_state}: {record.error}",
+                code=code or f"transfer_{record.transfer_state}",
+                provider_message=record.error or "",
+            )
+
+
+async def _tolerant(read: Awaitable[T]) -> T | ProviderError:
+    """One read while waiting: a dropped connection is returned, to be polled through."""
+    try:
+        return await read
+    except ProviderTimeout:
+        raise
+    except ProviderError as exc:
+        if exc.code not in _TRANSIENT:
+            raise
+        return exc
+
+
+def _idle(record: OntapRecord) -> bool:
+    return record.relationship_status is RelationshipStatus.IDLE
+
+
+def _broken(record: OntapRecord) -> bool:
+    return record.mirror_state is MirrorState.BROKEN
+
+
+def _deadline(timeout: float) -> float:
+    return time.monotonic() + timeout
+
+
+def _job_error(data: Mapping[str, object]) -> tuple[str, str | None]:
+    """A job's error, from ``error`` (message, code) or else its ``message`` and ``code``."""
+    error = _mapping(data, "error")
+    message = _text(error, "message") or _text(data, "message") or ""
+    code = _text(error, "code") or _text(data, "code")
+    return message, code
+
+
+def _say(progress: Progress | None, message: str, said: str = "") -> str:
+    """Report ``message`` unless it is what was said last; returns what was said."""
+    if progress is not None and message != said:
+        progress(message, None)
+    return message
+
+
+def _mapping(data: Mapping[str, object], key: str) -> Mapping[str, object]:
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _text(data: Mapping[str, object], key: str) -> str | None:
+    value = data.get(key)
+    if isinstance(value, bool) or value is None:
+        return None
+    return str(value) if isinstance(value, str | int | float) else None
+
+
+def _count(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _opt_str(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _size(count: int) -> str:
+    """Bytes in decimal units, as ONTAP's CLI shows them: ``1.2 GB``."""
+    if count < 1000:
+        return f"{count} B"
+    size = float(count)
+    for unit in ("kB", "MB", "GB"):
+        size /= 1000
+        if size < 1000:
+            return f"{size:.1f} {unit}"
+    return f"{size / 1000:.1f} TB"

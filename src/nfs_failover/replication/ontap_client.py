@@ -1,0 +1,321 @@
+"""The ONTAP REST boundary: credentials, the HostConnection, and deadline-bounded calls.
+
+Owns everything that touches the synchronous netapp-ontap library. Each call runs in the
+caller's worker thread with request timeouts cut from the operation's deadline and no
+silent retries, and every library or transport failure leaves as a ``ProviderError`` (or
+``ProviderTimeout``) carrying ONTAP's own code and message. Replies come back as plain
+JSON objects: reads use ``fast_get_collection``, which skips the library's schema check,
+so a state this library version does not know reaches the caller instead of raising.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+from netapp_ontap.error import NetAppRestError
+from netapp_ontap.host_connection import HostConnection, LoggingAdapter
+from netapp_ontap.resources.job import Job
+from netapp_ontap.resources.snapmirror_relationship import SnapmirrorRelationship
+from netapp_ontap.resources.snapmirror_transfer import SnapmirrorTransfer
+from urllib3.util.retry import Retry
+
+from nfs_failover.config import OntapReplication
+from nfs_failover.errors import ProviderError, ProviderTimeout
+
+USERNAME_ENV = "NFS_FAILOVER_ONTAP_USERNAME"
+PASSWORD_ENV = "NFS_FAILOVER_ONTAP_PASSWORD"  # noqa: S105 - the variable's name, not a secret
+CONNECT_TIMEOUT = 10.0  # seconds; never more than what is left of the deadline
+RELATIONSHIP_FIELDS = ",".join((
+    "uuid", "state", "healthy", "unhealthy_reason", "lag_time", "exported_snapshot",
+    "source.path", "destination.path", "transfer.state", "transfer.bytes_transferred",
+    "transfer.end_time", "transfer.uuid",
+))  # fmt: skip
+JOB_FIELDS = "uuid,state,message,code,error"
+MAX_REASON = 300
+
+JsonObject = dict[str, object]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+
+
+def read_credentials(
+    settings: OntapReplication, environ: Mapping[str, str] | None = None
+) -> Credentials:
+    """The user name and password: from ``credentials_file`` (two lines) or the environment.
+
+    The file must not be readable by group or others. Neither value is ever logged or put
+    into an error message.
+    """
+    if settings.credentials_file is not None:
+        return _read_credentials_file(settings.credentials_file)
+    env = os.environ if environ is None else environ
+    username, password = env.get(USERNAME_ENV, "").strip(), env.get(PASSWORD_ENV, "")
+    if not username or not password:
+        raise ProviderError(
+            f"ONTAP credentials missing: set credentials_file, or {USERNAME_ENV} and"
+            f" {PASSWORD_ENV}",
+            code="credentials",
+        )
+    return Credentials(username, password)
+
+
+def _read_credentials_file(path: Path) -> Credentials:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ProviderError(
+            f"cannot read ONTAP credentials file {path}: {exc.strerror}", code="credentials"
+        ) from None
+    with os.fdopen(fd, "rb") as file:
+        mode = os.fstat(file.fileno()).st_mode
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            raise ProviderError(
+                f"ONTAP credentials file {path} is readable by group or others (mode"
+                f" {stat.S_IMODE(mode):04o}); refusing it: chmod 600 {path}",
+                code="credentials",
+            )
+        data = file.read(64 * 1024)
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        lines = []
+    if len(lines) < 2 or not lines[0].strip() or not lines[1]:
+        raise ProviderError(
+            f"ONTAP credentials file {path} must hold the user name on its first line and the"
+            " password on its second (content not shown)",
+            code="credentials",
+        )
+    return Credentials(lines[0].strip(), lines[1])
+
+
+def connect(settings: OntapReplication, credentials: Credentials) -> HostConnection:
+    """A HostConnection to the cluster; ``ca_file``, when set, is the only CA trusted."""
+    verify: bool | str = str(settings.ca_file) if settings.ca_file else settings.verify_tls
+    return HostConnection(
+        settings.cluster,
+        port=settings.port,
+        username=credentials.username,
+        password=credentials.password,
+        verify=verify,  # type: ignore[arg-type]  # requests takes a CA bundle path too
+    )
+
+
+class _DeadlineAdapter(LoggingAdapter):
+    """The library's adapter with per-call timeouts, no silent retries, and the CA file.
+
+    The library mounts its adapter once with fixed ``protocol_timeouts`` (6 s connect,
+    45 s read) and retries failed connections and GETs 5 times, so one call on a dead
+    cluster could take minutes; here every request's timeouts are what is left of the
+    operation's deadline. requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` replace
+    a session's CA path, so a configured CA file is passed on each request instead.
+    """
+
+    def __init__(self, connection: HostConnection) -> None:
+        retries = Retry(total=0, read=False, redirect=False)
+        super().__init__(connection, max_retries=retries)  # type: ignore[no-untyped-call]
+        self.request_timeout: tuple[float, float] = (CONNECT_TIMEOUT, CONNECT_TIMEOUT)
+        verify: object = connection.verify
+        self.ca_file = verify if isinstance(verify, str) else None
+
+    def send(  # noqa: PLR0917 - requests' own adapter signature
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: object = None,
+        verify: bool | str = True,
+        cert: object = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        del timeout
+        return super().send(
+            request,
+            stream=stream,
+            timeout=self.request_timeout,
+            verify=self.ca_file or verify,
+            cert=cert,
+            proxies=proxies,
+        )
+
+
+class OntapClient:
+    """Synchronous ONTAP calls, each bounded by a ``time.monotonic()`` deadline.
+
+    Meant to run in a worker thread (``asyncio.to_thread``). Calls are serialised, as the
+    timeouts live on the shared session's adapter.
+    """
+
+    def __init__(self, connection: HostConnection, *, owned: bool = False) -> None:
+        self._connection = connection
+        self._owned = owned
+        self._lock = threading.Lock()
+        self._adapter = _DeadlineAdapter(connection)
+        connection.session.mount(connection.origin, self._adapter)
+
+    @property
+    def origin(self) -> str:
+        return str(self._connection.origin)
+
+    def relationships(self, query: Mapping[str, str], deadline: float) -> list[JsonObject]:
+        """The relationships matching ``query`` (``uuid``, ``destination.path``, ...)."""
+
+        def call() -> list[JsonObject]:
+            params: dict[str, Any] = {"fields": RELATIONSHIP_FIELDS, **query}
+            found = SnapmirrorRelationship.fast_get_collection(
+                connection=self._connection, **params
+            )
+            return [_object(raw.resource_data, "relationship record") for raw in found]
+
+        return self._call("reading the SnapMirror relationship", call, deadline)
+
+    def change_relationship(
+        self, uuid: str, changes: Mapping[str, object], deadline: float, *, force: bool
+    ) -> str | None:
+        """PATCH the relationship; the uuid of the job ONTAP started, if it started one."""
+
+        def call() -> str | None:
+            resource = SnapmirrorRelationship(uuid=uuid)
+            resource.set_connection(self._connection)
+            for name, value in changes.items():
+                setattr(resource, name, value)
+            # ONTAP wants the string "true"; requests would send True as "True".
+            query: dict[str, Any] = {"force": "true"} if force else {}
+            return _job_uuid(resource.patch(poll=False, **query).http_response)
+
+        return self._call("changing the SnapMirror relationship", call, deadline)
+
+    def start_transfer(self, uuid: str, deadline: float) -> str | None:
+        """POST an update transfer; the uuid of the job ONTAP started, if it started one."""
+
+        def call() -> str | None:
+            transfer = SnapmirrorTransfer(uuid)
+            transfer.set_connection(self._connection)
+            return _job_uuid(transfer.post(poll=False).http_response)
+
+        return self._call("starting a SnapMirror transfer", call, deadline)
+
+    def job(self, uuid: str, deadline: float) -> JsonObject | None:
+        """The job's record, or None when ONTAP no longer knows it."""
+
+        def call() -> JsonObject | None:
+            found = Job.fast_get_collection(
+                connection=self._connection, fields=JOB_FIELDS, uuid=uuid
+            )
+            records = [_object(raw.resource_data, "job record") for raw in found]
+            return records[0] if records else None
+
+        return self._call(f"reading ONTAP job {uuid}", call, deadline)
+
+    def close(self) -> None:
+        if self._owned:
+            with self._lock:
+                self._connection.session.close()
+
+    def _call(self, what: str, call: Callable[[], T], deadline: float) -> T:
+        with self._lock:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProviderTimeout(f"ONTAP at {self.origin}: deadline passed before {what}")
+            self._adapter.request_timeout = (min(CONNECT_TIMEOUT, left), left)
+            try:
+                return call()
+            except NetAppRestError as exc:
+                raise self._translate(exc, what, deadline) from exc
+            except (requests.RequestException, ValueError, TypeError, KeyError) as exc:
+                raise ProviderError(
+                    f"ONTAP at {self.origin} gave an unusable reply while {what}: {_short(exc)}",
+                    code="bad_reply",
+                ) from exc
+
+    def _translate(self, exc: NetAppRestError, what: str, deadline: float) -> ProviderError:
+        status = exc.status_code
+        if status is not None:
+            message, code = _ontap_error(exc.response_body)
+            if status == 401:
+                text = "rejected the credentials (authentication failed, HTTP 401)"
+            elif status == 403:
+                text = "refused: the ONTAP user's role lacks a privilege (HTTP 403)"
+            else:
+                text = f"refused the request (HTTP {status})"
+            detail = f": {message}" if message else ""
+            return ProviderError(
+                f"ONTAP at {self.origin} {text} while {what}{detail}",
+                code=code or str(status),
+                provider_message=message,
+            )
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, requests.Timeout) or time.monotonic() >= deadline:
+            return ProviderTimeout(
+                f"ONTAP at {self.origin} did not answer within the deadline while {what}",
+                code="timeout",
+            )
+        if isinstance(cause, requests.exceptions.SSLError):
+            return ProviderError(
+                f"TLS with ONTAP at {self.origin} failed while {what} (check ca_file and"
+                f" verify_tls): {_short(cause)}",
+                code="tls",
+            )
+        if isinstance(cause, requests.ConnectionError):
+            return ProviderError(
+                f"cannot reach ONTAP at {self.origin} while {what}: {_short(cause)}",
+                code="connection",
+            )
+        return ProviderError(
+            f"ONTAP call failed while {what}: {_short(exc)}",
+            code="library",
+            provider_message=_short(exc),
+        )
+
+
+def _object(value: object, what: str) -> JsonObject:
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        raise ValueError(f"{what} is not a JSON object")
+    return dict(value)
+
+
+def _job_uuid(response: requests.Response) -> str | None:
+    """The job a 202 reply carries (``{"job": {"uuid": ..., "_links": ...}}``), if any."""
+    if not response.content.strip():
+        return None
+    body = response.json()
+    job = body.get("job") if isinstance(body, dict) else None
+    if not isinstance(job, dict):
+        if response.status_code == 202:
+            raise ValueError("a 202 reply without a job")
+        return None
+    uuid = job.get("uuid")
+    if isinstance(uuid, str) and uuid:
+        return uuid
+    href = ((job.get("_links") or {}).get("self") or {}).get("href")
+    if isinstance(href, str) and href.rstrip("/"):
+        return href.rstrip("/").rsplit("/", 1)[-1]
+    raise ValueError("a job without a uuid")
+
+
+def _ontap_error(body: object) -> tuple[str, str | None]:
+    """ONTAP's ``{"error": {"message": ..., "code": ...}}``, as (message, code)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return "", None
+    message, code = error.get("message"), error.get("code")
+    return (
+        " ".join(str(message).split()) if message is not None else "",
+        str(code) if code is not None else None,
+    )
+
+
+def _short(value: object) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
