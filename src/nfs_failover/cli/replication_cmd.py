@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -15,7 +17,13 @@ from rich.console import Console
 from rich.table import Table
 
 from nfs_failover import aio
-from nfs_failover.config import Volume, load_config, parse_duration
+from nfs_failover.config import (
+    LocalReplication,
+    Volume,
+    format_duration,
+    load_config,
+    parse_duration,
+)
 from nfs_failover.errors import ConfigError
 from nfs_failover.lab import default_state_dir
 from nfs_failover.lab.lab import CONFIG_NAME
@@ -26,6 +34,7 @@ from nfs_failover.replication import (
     ReplicationStatus,
     open_provider,
 )
+from nfs_failover.replication.local import LocalProvider
 
 T = TypeVar("T")
 app = typer.Typer(help="A volume's replication: status and operations.", no_args_is_help=True)
@@ -202,3 +211,27 @@ def divergence(
         console.print(f"{side}: {len(paths)}")
         for path in paths:
             console.print(f"  {path}")
+
+
+@app.command()
+def serve(volume: VolumeArg, config: ConfigOpt = None) -> None:
+    """Run the local engine's schedule in the foreground until interrupted (Ctrl-C)."""
+    found = _volume(config, volume)
+    if not isinstance(found.replication, LocalReplication):
+        raise ConfigError(
+            [
+                f"volume {volume}: only the local engine transfers on its own "
+                f"schedule; {found.replication.provider} schedules on the service"
+            ]
+        )
+    err.print(f"serving {volume}: a transfer every {format_duration(found.replication.schedule)}")
+
+    async def forever() -> None:
+        engine = LocalProvider(found)
+        try:
+            await engine.serve(asyncio.Event(), progress=_progress)
+        finally:
+            await engine.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        aio.run(forever())
