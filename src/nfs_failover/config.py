@@ -999,6 +999,12 @@ class AutofsSettings(_Model):
         " host, a directory in the lab and in tests.",
     )
 
+    pidfile: AbsolutePath = Field(
+        Path("/run/autofs.pid"),
+        description="automount's pid file, for the SIGHUP that makes it reread the maps when"
+        " systemd does not run it (Debian's unit and init script write /run/autofs.pid).",
+    )
+
     def under_root(self, path: Path) -> Path:
         """Where ``path`` (one of the absolute paths above) really is on this host."""
         return self.root / path.relative_to("/")
