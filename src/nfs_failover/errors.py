@@ -86,5 +86,9 @@ class ProviderTimeout(ProviderError):
     """The provider did not report the operation's result within its deadline."""
 
 
+class SteeringError(NfsFailoverError):
+    """A managed autofs file could not be written, or automount could not be reloaded."""
+
+
 class LabError(NfsFailoverError):
     """The lab cannot be built, changed or torn down (not root, missing package, ...)."""

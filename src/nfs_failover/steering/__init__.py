@@ -1,0 +1,1 @@
+"""Client steering: the autofs maps nfs-failover owns, and healing of stuck mounts."""
