@@ -12,7 +12,14 @@ from typing import Annotated
 import typer
 
 from nfs_failover import __version__
-from nfs_failover.cli import config_cmd, lab_cmd, probe_cmd, replication_cmd
+from nfs_failover.cli import (
+    agent_cmd,
+    autofs_cmd,
+    config_cmd,
+    lab_cmd,
+    probe_cmd,
+    replication_cmd,
+)
 from nfs_failover.errors import ConfigError, NfsFailoverError
 
 app = typer.Typer(
@@ -27,6 +34,9 @@ app.command("config-reference")(config_cmd.config_reference)
 app.command("probe")(probe_cmd.probe)
 app.add_typer(lab_cmd.app, name="lab")
 app.add_typer(replication_cmd.app, name="replication")
+autofs_cmd.app.command("render")(agent_cmd.render)
+app.add_typer(autofs_cmd.app, name="autofs")
+app.command("agent")(agent_cmd.agent)
 
 
 def _version(value: bool) -> None:

@@ -225,7 +225,7 @@ class Lab:
                 {
                     "name": VOLUME,
                     "mode": "read-write",
-                    "mount": {"map_key": VOLUME, "options": "rw,hard,tcp,vers=3,timeo=50"},
+                    "mount": {"map_key": VOLUME, "options": "rw,hard,tcp,vers=3,timeo=50,nolock"},
                     "replicas": [
                         {"name": z.replica, "export": z.export, "zone": z.name} for z in self.zones
                     ],

@@ -1,0 +1,142 @@
+"""The agent: on each NFS client, apply the desired state and report what it sees.
+
+Each cycle it reads the desired state from the store and renders the autofs maps from
+it, heals mounts that point at a fenced or dead replica, and probes every replica of
+its volumes as one vantage point, writing the results to the store. A store that does
+not answer leaves the maps exactly as they are (never back to a default that would
+un-fence a replica) until it answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nfs_failover.config import Config
+from nfs_failover.desired import VolumeDesired
+from nfs_failover.errors import NfsFailoverError
+from nfs_failover.probe import Prober, ProbeResult
+from nfs_failover.steering import autofs_files, mounts
+from nfs_failover.steering.autofs_files import Applied
+from nfs_failover.steering.mounts import MOUNTINFO, HealAction, HealOutcome, HealPolicy
+from nfs_failover.store import Report, SqliteStore, StoreError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """What one agent cycle did, for logs and tests."""
+
+    desired: dict[str, VolumeDesired] | None
+    applied: Applied | None
+    probes: tuple[ProbeResult, ...]
+    heals: tuple[HealAction, ...] = ()
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Agent:
+    def __init__(
+        self,
+        config: Config,
+        store: SqliteStore,
+        *,
+        name: str | None = None,
+        store_timeout: float = 5.0,
+        mountinfo: Path = MOUNTINFO,
+        heal_policy: HealPolicy | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.name = name or socket.gethostname()
+        self.store_timeout = store_timeout
+        self.mountinfo = mountinfo
+        self.heal_policy = heal_policy or HealPolicy()
+        self.timeout = max(p.probe_timeout for p in map(config.effective_policy, config.volumes))
+        self._prober = Prober(timeout=self.timeout.total_seconds())
+
+    async def close(self) -> None:
+        await self._prober.close()
+
+    async def cycle(self) -> Cycle:
+        problems: list[str] = []
+        desired = await self._read_desired(problems)
+        applied = None
+        if desired is not None:
+            try:
+                applied = autofs_files.apply(self.config, desired)
+                if applied.changed:
+                    log.info("maps rewritten (%s): %s", applied.reload,
+                             ", ".join(map(str, applied.changed)))  # fmt: skip
+            except NfsFailoverError as exc:
+                problems.append(f"maps: {exc}")
+                log.error("maps not applied: %s", exc)
+        heals = await self._heal(desired, problems) if desired is not None else ()
+        probes = await self._probe_and_report(problems)
+        return Cycle(desired, applied, probes, heals, tuple(problems))
+
+    async def _heal(
+        self, desired: dict[str, VolumeDesired], problems: list[str]
+    ) -> tuple[HealAction, ...]:
+        """Check the managed mounts (each in an abandoned-on-deadline child) and heal the
+        ones that point at a fenced, hung or stale replica."""
+        timeout = self.timeout.total_seconds()
+        try:
+            states = await asyncio.to_thread(
+                mounts.survey, self.config, desired, timeout=timeout, mountinfo=self.mountinfo
+            )
+            actions = []
+            for state in states:
+                action = await asyncio.to_thread(
+                    mounts.heal, state, policy=self.heal_policy, mountinfo=self.mountinfo
+                )
+                if action.outcome is not HealOutcome.NOTHING:
+                    log.warning("%s: %s: %s", state.key, action.outcome, action.reason)
+                actions.append(action)
+            mounts.reap_abandoned()
+        except NfsFailoverError as exc:
+            problems.append(f"mounts: {exc}")
+            return ()
+        return tuple(actions)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Cycle every probe interval until ``stop`` is set."""
+        policies = [self.config.effective_policy(v) for v in self.config.volumes]
+        interval = min(p.probe_interval for p in policies).total_seconds()
+        while not stop.is_set():
+            started = time.monotonic()
+            await self.cycle()
+            wait = max(interval - (time.monotonic() - started), 0.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+
+    async def _read_desired(self, problems: list[str]) -> dict[str, VolumeDesired] | None:
+        try:
+            async with asyncio.timeout(self.store_timeout):
+                stored = await asyncio.to_thread(self.store.all_desired)
+        except (StoreError, TimeoutError) as exc:
+            problems.append(f"store: {exc or 'no answer'}; maps left as they are")
+            log.warning("store unavailable, maps left as they are: %s", exc)
+            return None
+        return autofs_files.desired_for(self.config, stored)
+
+    async def _probe_and_report(self, problems: list[str]) -> tuple[ProbeResult, ...]:
+        targets = [(v.name, r.name, r.export) for v in self.config.volumes for r in v.replicas]
+        results = await asyncio.gather(*(self._prober.probe(export) for *_, export in targets))
+        now = time.time()
+        reports = [
+            Report(self.name, volume, replica, result.up, result.summary(), result.latency_s, now)
+            for (volume, replica, _), result in zip(targets, results, strict=True)
+        ]
+        try:
+            async with asyncio.timeout(self.store_timeout):
+                for report in reports:
+                    await asyncio.to_thread(self.store.put_report, report)
+        except (StoreError, TimeoutError) as exc:
+            problems.append(f"store: reports not written ({exc or 'no answer'})")
+        return tuple(results)

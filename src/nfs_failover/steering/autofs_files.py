@@ -1,0 +1,154 @@
+"""The two autofs files nfs-failover owns, rendered from the desired state.
+
+It never touches a user's own maps: it writes a master-map drop-in and one indirect map,
+atomically and only when their content changes, then asks automount to reload. Each
+volume's entry lists the replicas its clients may use now, in order, with weights and
+``use-weight-only`` so the real daemon keeps that order (it otherwise sorts by ping time).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from nfs_failover.config import Config, Volume
+from nfs_failover.desired import VolumeDesired, normal
+from nfs_failover.errors import SteeringError
+from nfs_failover.steering.autofs_render import preference_entry, render_master_line
+
+HEADER = "# Written by nfs-failover from the desired state; edits here are overwritten.\n"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The managed files' paths on this host and their wanted content."""
+
+    master_dropin: Path
+    master_text: str
+    map_file: Path
+    map_text: str
+
+
+@dataclass(frozen=True)
+class Applied:
+    changed: tuple[Path, ...]
+    reload: str  # what was done to make automount reread its maps, or why nothing was
+
+
+def desired_for(config: Config, stored: Mapping[str, VolumeDesired]) -> dict[str, VolumeDesired]:
+    """The stored state of each volume, or its normal state where none is stored yet."""
+    return {
+        v.name: stored.get(v.name) or normal(v, config.effective_policy(v).read_only_fallback)
+        for v in config.volumes
+    }
+
+
+def render(config: Config, desired: Mapping[str, VolumeDesired]) -> Rendered:
+    settings = config.autofs
+    map_file = settings.under_root(settings.map_file)
+    mount_root = settings.under_root(settings.mount_root)
+    options = [
+        f"--timeout={int(settings.timeout.total_seconds())}",
+        f"--negative-timeout={int(settings.negative_timeout.total_seconds())}",
+    ]
+    master = HEADER + render_master_line(str(mount_root), str(map_file), options) + "\n"
+    entries = [_entry(volume, desired[volume.name]) for volume in config.volumes]
+    return Rendered(
+        master_dropin=settings.under_root(settings.master_dropin),
+        master_text=master,
+        map_file=map_file,
+        map_text=HEADER + "".join(f"{line}\n" for line in entries if line),
+    )
+
+
+def _entry(volume: Volume, desired: VolumeDesired) -> str:
+    """The volume's map line, or none at all when no replica may be offered."""
+    exports = {replica.name: replica.export for replica in volume.replicas}
+    hosts = [(exports[name].host, exports[name].path) for name in desired.offered]
+    if not hosts:
+        return ""
+    options = ["fstype=nfs", *(o for o in volume.mount.options.split(",") if o)]
+    return preference_entry(volume.map_key, options, hosts)
+
+
+def apply(config: Config, desired: Mapping[str, VolumeDesired], *, reload: bool = True) -> Applied:
+    """Write what changed (atomically), then reload automount; raises SteeringError on a
+    failed write or reload. A map that is already right is not touched."""
+    rendered = render(config, desired)
+    # The map first: a new master line must never point at a map not written yet.
+    files = ((rendered.map_file, rendered.map_text), (rendered.master_dropin, rendered.master_text))
+    changed = tuple(path for path, text in files if write_atomically(path, text))
+    if not changed or not reload:
+        return Applied(changed, "nothing to reload" if not changed else "reload skipped")
+    return Applied(changed, reload_automount(config.autofs.pidfile))
+
+
+def write_atomically(path: Path, text: str) -> bool:
+    """Temporary file, fsync, rename, fsync of the folder; False when nothing changed.
+
+    Mode 0644: a map with the owner-execute bit would be run as a program map.
+    """
+    try:
+        if path.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise SteeringError(f"{path}: cannot read ({exc.strerror})") from exc
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.nfs-failover.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except OSError as exc:
+        raise SteeringError(f"{path}: cannot write ({exc.strerror})") from exc
+    return True
+
+
+def reload_automount(pidfile: Path) -> str:
+    """``systemctl reload autofs`` where systemd runs it, else SIGHUP to the pid in
+    ``pidfile``; a daemon that is not running has nothing to reload (said, not raised)."""
+    if _systemd_runs_autofs():
+        done = subprocess.run(
+            ["systemctl", "reload", "autofs"], capture_output=True, text=True, timeout=30,
+            check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise SteeringError(f"systemctl reload autofs failed: {done.stderr.strip()}")
+        return "systemctl reload autofs"
+    try:
+        pid = int(pidfile.read_text().strip())
+    except FileNotFoundError:
+        return f"automount is not running ({pidfile} does not exist): nothing to reload"
+    except (OSError, ValueError) as exc:
+        raise SteeringError(f"{pidfile}: unreadable pid file ({exc})") from exc
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError as exc:
+        raise SteeringError(f"{pidfile}: automount (pid {pid}) is not running") from exc
+    return f"SIGHUP to automount (pid {pid})"
+
+
+def _systemd_runs_autofs() -> bool:
+    if not Path("/run/systemd/system").is_dir() or shutil.which("systemctl") is None:
+        return False
+    done = subprocess.run(
+        ["systemctl", "is-active", "--quiet", "autofs"], timeout=10, check=False,
+        capture_output=True,
+    )  # fmt: skip
+    return done.returncode == 0
