@@ -9,7 +9,7 @@ import pytest
 
 from nfs_failover.config import StoreUrl
 from nfs_failover.desired import VolumeDesired
-from nfs_failover.store import Report, SqliteStore, StoreError, open_store
+from nfs_failover.store import Event, Report, SqliteStore, StoreError, open_store
 
 NORMAL = VolumeDesired("crr", offered=("site1",), active="site1", generation=0)
 FAILED_OVER = VolumeDesired("crr", ("dest1",), "dest1", fenced=("site1",), generation=1)
@@ -57,3 +57,51 @@ def test_an_unusable_store_is_a_store_error_naming_the_file(tmp_path: Path) -> N
         SqliteStore(tmp_path / "not-a-dir" / "state.db")
     with pytest.raises(StoreError, match="etcd store is not available yet"):
         open_store(StoreUrl.parse("etcd://127.0.0.1:2379"))
+
+
+def test_the_journal_is_append_only_and_read_in_order(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    first = store.append(Event("crr", "failover", {"reason": "source down"}, step="break",
+                               phase="before"))  # fmt: skip
+    second = store.append(Event("crr", "failover", {"result": "broken"}, step="break",
+                                phase="after"))  # fmt: skip
+    store.append(Event("other", "probe", {}))
+    assert first < second
+    crr = store.events("crr")
+    assert [(e.step, e.phase, e.detail) for e in crr] == [
+        ("break", "before", {"reason": "source down"}),
+        ("break", "after", {"result": "broken"}),
+    ]
+    assert [e.id for e in store.events(after=first)] == [second, second + 1]
+
+
+def test_a_volume_runs_one_workflow_at_a_time_and_resumes_from_its_step(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    running = store.start_workflow("crr", "failover", {"from": "site1"})
+    with pytest.raises(StoreError, match="UNIQUE"):
+        store.start_workflow("crr", "failback", {})
+    store.advance_workflow(running.id, 3, {"from": "site1", "broken": True})
+    # A controller restarted here finds the workflow and the step to run next.
+    resumed = SqliteStore(tmp_path / "state.db").running_workflow("crr")
+    assert resumed is not None
+    assert (resumed.id, resumed.step) == (running.id, 3)
+    assert resumed.data == {"from": "site1", "broken": True}
+    store.finish_workflow(running.id, "done")
+    assert store.running_workflow("crr") is None
+    last = store.last_workflow("crr")
+    assert last is not None and last.status == "done"
+    assert store.start_workflow("crr", "failback", {}).id > running.id
+
+
+def test_only_one_controller_holds_the_lease_until_it_expires(tmp_path: Path) -> None:
+    one = SqliteStore(tmp_path / "state.db")
+    two = SqliteStore(tmp_path / "state.db")  # another controller on the same store
+    assert one.acquire_lease("leader", "ctl-a", ttl=10, now=100.0)
+    assert not two.acquire_lease("leader", "ctl-b", ttl=10, now=105.0)
+    assert one.acquire_lease("leader", "ctl-a", ttl=10, now=108.0)  # renewed to 118
+    assert not two.acquire_lease("leader", "ctl-b", ttl=10, now=117.0)
+    assert two.acquire_lease("leader", "ctl-b", ttl=10, now=118.5)  # expired: taken over
+    assert one.lease_holder("leader", now=119.0) == "ctl-b"
+    assert not one.acquire_lease("leader", "ctl-a", ttl=10, now=119.0)
+    two.release_lease("leader", "ctl-b")
+    assert one.lease_holder("leader", now=119.0) is None

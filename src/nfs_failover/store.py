@@ -1,9 +1,13 @@
-"""The store: the desired state and the vantage points' reports, shared by the
-controller and the agents.
+"""The store: the desired state, the vantage points' reports, the journal of workflow
+steps and the leader lease, shared by the controller and the agents.
 
 The contract (kept by every implementation; sqlite now, etcd later):
 - ``set_desired`` is a compare-and-swap on the volume's generation, so two writers never
   silently overwrite each other; readers always see a whole state, never half of one.
+- The journal is append-only; each workflow step is recorded before and after it runs,
+  so a controller killed at any point finds where it was.
+- At most one running workflow per volume; ``acquire_lease`` is a compare-and-swap with
+  an expiry, so two controllers on one store never both act.
 - Every call finishes within the store's ``timeout`` or raises ``StoreError``: a store
   that is briefly unavailable costs a caller one failed call, never a hang.
 """
@@ -16,6 +20,7 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from nfs_failover.config import StoreUrl
 from nfs_failover.desired import VolumeDesired
@@ -39,6 +44,32 @@ class Report:
     at: float
 
 
+@dataclass(frozen=True)
+class Event:
+    """One journal entry. ``phase`` is "before" or "after" for a workflow step, else ""."""
+
+    volume: str
+    kind: str
+    detail: dict[str, object]
+    workflow: int | None = None
+    step: str = ""
+    phase: str = ""
+    at: float = 0.0
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class Workflow:
+    id: int
+    volume: str
+    kind: str
+    status: str  # running, done, failed
+    step: int  # the index of the next step to run
+    data: dict[str, object]
+    started: float
+    updated: float
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS desired (
     volume TEXT PRIMARY KEY, generation INTEGER NOT NULL, state TEXT NOT NULL,
@@ -48,6 +79,22 @@ CREATE TABLE IF NOT EXISTS reports (
     agent TEXT NOT NULL, volume TEXT NOT NULL, replica TEXT NOT NULL, up INTEGER NOT NULL,
     detail TEXT NOT NULL, latency_s REAL NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (agent, volume, replica)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, volume TEXT NOT NULL,
+    workflow INTEGER, kind TEXT NOT NULL, step TEXT NOT NULL, phase TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_volume ON events (volume, id);
+CREATE TABLE IF NOT EXISTS workflows (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, volume TEXT NOT NULL, kind TEXT NOT NULL,
+    status TEXT NOT NULL, step INTEGER NOT NULL, data TEXT NOT NULL, started REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_running_workflow ON workflows (volume)
+    WHERE status = 'running';
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL
 );
 """
 
@@ -98,17 +145,115 @@ class SqliteStore:
                     tuple(asdict(report).values()))  # fmt: skip
 
     def reports(self, volume: str | None = None) -> list[Report]:
-        sql, args = "SELECT * FROM reports", ()
-        if volume is not None:
-            sql, args = sql + " WHERE volume = ?", (volume,)  # type: ignore[assignment]
-        return [Report(a, v, r, bool(u), d, lat, at) for a, v, r, u, d, lat, at in
-                self._query(sql, args).fetchall()]  # fmt: skip
+        rows = self._query(
+            "SELECT * FROM reports WHERE ? IS NULL OR volume = ?", (volume, volume)
+        ).fetchall()
+        return [Report(a, v, r, bool(u), d, lat, at) for a, v, r, u, d, lat, at in rows]
+
+    # -- the journal ---------------------------------------------------------------------
+
+    def append(self, event: Event) -> int:
+        """Add an event at the end of the journal; returns its id."""
+        cursor = self._query(
+            "INSERT INTO events (at, volume, workflow, kind, step, phase, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (event.at or time.time(), event.volume, event.workflow, event.kind, event.step,
+             event.phase, json.dumps(event.detail, default=str)),
+        )  # fmt: skip
+        return int(cursor.lastrowid or 0)
+
+    def events(
+        self, volume: str | None = None, *, after: int = 0, limit: int = 10_000
+    ) -> list[Event]:
+        """Journal entries after id ``after``, oldest first."""
+        rows = self._query(
+            "SELECT id, at, volume, workflow, kind, step, phase, detail FROM events "
+            "WHERE id > ? AND (? IS NULL OR volume = ?) ORDER BY id LIMIT ?",
+            (after, volume, volume, limit),
+        ).fetchall()
+        return [
+            Event(volume=v, kind=k, detail=json.loads(d), workflow=w, step=st, phase=ph, at=at,
+                  id=i)
+            for i, at, v, w, k, st, ph, d in rows
+        ]  # fmt: skip
+
+    # -- workflows -------------------------------------------------------------------------
+
+    def start_workflow(self, volume: str, kind: str, data: dict[str, object]) -> Workflow:
+        """Record a new running workflow; StoreError if the volume already runs one."""
+        now = time.time()
+        cursor = self._query(
+            "INSERT INTO workflows (volume, kind, status, step, data, started, updated) "
+            "VALUES (?, ?, 'running', 0, ?, ?, ?)",
+            (volume, kind, json.dumps(data, default=str), now, now),
+        )
+        return Workflow(int(cursor.lastrowid or 0), volume, kind, "running", 0, data, now, now)
+
+    def running_workflow(self, volume: str) -> Workflow | None:
+        row = self._query(
+            "SELECT id, volume, kind, status, step, data, started, updated FROM workflows "
+            "WHERE volume = ? AND status = 'running'",
+            (volume,),
+        ).fetchone()
+        return _workflow(row) if row else None
+
+    def last_workflow(self, volume: str) -> Workflow | None:
+        row = self._query(
+            "SELECT id, volume, kind, status, step, data, started, updated FROM workflows "
+            "WHERE volume = ? ORDER BY id DESC LIMIT 1",
+            (volume,),
+        ).fetchone()
+        return _workflow(row) if row else None
+
+    def advance_workflow(self, workflow: int, step: int, data: dict[str, object]) -> None:
+        """Record that the steps before ``step`` are done, with the workflow's data."""
+        self._query(
+            "UPDATE workflows SET step = ?, data = ?, updated = ? WHERE id = ?",
+            (step, json.dumps(data, default=str), time.time(), workflow),
+        )
+
+    def finish_workflow(self, workflow: int, status: str) -> None:
+        self._query(
+            "UPDATE workflows SET status = ?, updated = ? WHERE id = ? AND status = 'running'",
+            (status, time.time(), workflow),
+        )
+
+    # -- the leader lease --------------------------------------------------------------
+
+    def acquire_lease(
+        self, name: str, holder: str, ttl: float, *, now: float | None = None
+    ) -> bool:
+        """Take or renew the lease ``name`` for ``ttl`` seconds; False while another holder's
+        lease has not expired."""
+        at = time.time() if now is None else now
+        cursor = self._query(
+            "INSERT INTO leases VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+            "holder = excluded.holder, expires = excluded.expires "
+            "WHERE leases.holder = excluded.holder OR leases.expires < ?",
+            (name, holder, at + ttl, at),
+        )
+        return cursor.rowcount == 1
+
+    def release_lease(self, name: str, holder: str) -> None:
+        self._query("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+
+    def lease_holder(self, name: str, *, now: float | None = None) -> str | None:
+        at = time.time() if now is None else now
+        row = self._query(
+            "SELECT holder FROM leases WHERE name = ? AND expires >= ?", (name, at)
+        ).fetchone()
+        return str(row[0]) if row else None
 
     def _query(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, args)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
+
+
+def _workflow(row: tuple[Any, ...]) -> Workflow:
+    wid, volume, kind, status, step, data, started, updated = row
+    return Workflow(wid, volume, kind, status, step, json.loads(data), started, updated)
 
 
 def _desired(text: str) -> VolumeDesired:
