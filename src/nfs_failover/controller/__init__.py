@@ -1,0 +1,1 @@
+"""The controller: turns endpoint health and replication status into guarded actions."""
