@@ -103,23 +103,28 @@ def _normal(seen: Observed) -> Decision:
 
 
 def failover_limitation(seen: Observed) -> str | None:
-    """Why a read-write failover may not happen now, or None when it may.
+    """Why a read-write failover may not happen now, or None when it may."""
+    return replication_limitation(seen.replication, seen.policy, seen.replication_error)
 
-    ``failover --force`` overrides these (the lag and mirror checks), never the fencing.
+
+def replication_limitation(
+    status: ReplicationStatus | None, policy: Policy, error: str | None = None
+) -> str | None:
+    """The replication side of the guardrails: mirrored, healthy, lag within max_lag.
+
+    ``failover --force`` overrides these, never the fencing.
     """
-    status = seen.replication
     if status is None:
-        return f"replication status unavailable ({seen.replication_error or 'no answer'})"
+        return f"replication status unavailable ({error or 'no answer'})"
     if status.mirror_state is not MirrorState.MIRRORED:
         return f"replication is {status.mirror_state}, not mirrored"
     if not status.healthy:
         return f"replication is unhealthy: {status.error or 'no reason given'}"
     if status.lag is None:
         return "replication lag unknown"
-    if status.lag > seen.policy.max_lag:
+    if status.lag > policy.max_lag:
         return (
-            f"lag {format_duration(status.lag)} exceeds max_lag "
-            f"{format_duration(seen.policy.max_lag)}"
+            f"lag {format_duration(status.lag)} exceeds max_lag {format_duration(policy.max_lag)}"
         )
     return None
 

@@ -329,16 +329,22 @@ class LocalProvider(Provider):
         return state, transfer
 
     async def _apply_access(self, state: RelationshipState, deadline: float) -> None:
-        """The destination is read-only until a break, the source writable; confirmed."""
+        """The destination is read-only until a break, the source writable.
+
+        The destination's access is always confirmed over NFS; the source's only when it
+        had to change, since after an outage the source may not answer at all.
+        """
         source, destination = self._sides(state)
         protected = state.mirror_state != MirrorState.BROKEN
         for index, read_only in ((source, False), (destination, protected)):
             export = self._export(index)
             if export is None:
                 continue
-            if ganesha.set_access(export.config, self._folder(index), read_only=read_only):
+            changed = ganesha.set_access(export.config, self._folder(index), read_only=read_only)
+            if changed:
                 ganesha.reload(export.pidfile)
-            await self._confirm_access(index, read_only, deadline)
+            if changed or index == destination:
+                await self._confirm_access(index, read_only, deadline)
 
     async def _confirm_access(self, index: int, read_only: bool, deadline: float) -> None:
         """Wait until the export really refuses or takes writes over NFS (Ganesha reloads

@@ -1,0 +1,219 @@
+"""Workflows: fixed lists of idempotent steps, journaled before and after each one.
+
+Each step first reads the real state (the provider's, the store's) and does only what
+is still missing, so a controller killed at any point re-runs the interrupted step
+safely on restart. The desired state never offers clients two writable replicas: a
+read-write failover first withdraws the destination from the offer, breaks, confirms
+the destination takes writes, and only then offers the destination alone, fencing the
+old source.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from nfs_failover.config import Config, Volume
+from nfs_failover.controller.decide import replication_limitation
+from nfs_failover.controller.hooks import HookFailed, run_hook
+from nfs_failover.desired import VolumeDesired, failed_over, normal
+from nfs_failover.errors import NfsFailoverError
+from nfs_failover.probe import Prober
+from nfs_failover.replication import Progress, Provider
+from nfs_failover.store import Event, SqliteStore, Workflow
+
+CRASH_ENV = "NFS_FAILOVER_CRASH_AT"  # "KIND:STEP": exit hard before that step (tests)
+CRASH_EXIT = 70
+
+
+class Refused(NfsFailoverError):
+    """A guardrail stopped the workflow before it changed anything."""
+
+
+@dataclass
+class Context:
+    config: Config
+    volume: Volume
+    provider: Provider
+    store: SqliteStore
+    force: bool = False
+    step_timeout: float = 300.0
+    progress: Progress | None = None
+    data: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return self.volume.replicas[0].name
+
+    @property
+    def destination(self) -> str:
+        return self.volume.replicas[1].name
+
+
+StepFn = Callable[[Context], Awaitable[None]]
+
+
+# -- steps ---------------------------------------------------------------------------------
+
+
+async def check_replication(ctx: Context) -> None:
+    """The guardrails of a read-write failover: mirrored, healthy, lag within max_lag."""
+    policy = ctx.config.effective_policy(ctx.volume)
+    status = await ctx.provider.status(timeout=ctx.step_timeout)
+    limitation = replication_limitation(status, policy)
+    ctx.data["replication"] = f"{status.mirror_state}, lag {status.lag}"
+    if limitation is None:
+        return
+    if not ctx.force:
+        raise Refused(f"no failover: {limitation}")
+    ctx.data["forced"] = limitation
+
+
+async def withdraw_destination(ctx: Context) -> None:
+    """Offer no read-only fallback while the destination is about to become writable."""
+    await _set_desired(ctx, lambda now: _offer(ctx, (ctx.source,), now.generation + 1))
+
+
+async def break_replication(ctx: Context) -> None:
+    result = await ctx.provider.break_(
+        force=ctx.force, timeout=ctx.step_timeout, progress=ctx.progress
+    )
+    ctx.data["break_changed"] = result.changed
+
+
+async def confirm_writable(ctx: Context) -> None:
+    """The destination must really take writes before clients are sent to it."""
+    export = ctx.volume.replicas[1].export
+    deadline = time.monotonic() + ctx.step_timeout
+    async with Prober(timeout=min(2.0, ctx.step_timeout), keep=False) as prober:
+        while True:
+            result = await prober.probe(export, check_write=True)
+            if result.writable:
+                return
+            if time.monotonic() >= deadline:
+                raise NfsFailoverError(
+                    f"{ctx.destination} does not take writes: {result.summary()}"
+                )
+
+
+async def fence_source(ctx: Context) -> None:
+    await _set_desired(ctx, lambda current: failed_over(ctx.volume, current.generation + 1))
+
+
+async def steer_to_destination(ctx: Context) -> None:
+    """Read-only failover: clients read from the destination; replication untouched."""
+    await _set_desired(ctx, lambda now: _offer(ctx, (ctx.destination,), now.generation + 1))
+
+
+async def steer_back(ctx: Context) -> None:
+    policy = ctx.config.effective_policy(ctx.volume)
+    await _set_desired(ctx, lambda current: _with_generation(
+        normal(ctx.volume, policy.read_only_fallback), current.generation + 1))  # fmt: skip
+
+
+def _hooks(kind: str) -> StepFn:
+    async def run(ctx: Context) -> None:
+        hooks = ctx.config.hooks
+        values = {
+            "volume": ctx.volume.name, "event": kind,
+            "from_replica": ctx.source, "to_replica": ctx.destination,
+            "from_export": str(ctx.volume.replicas[0].export),
+            "to_export": str(ctx.volume.replicas[1].export),
+        }  # fmt: skip
+        for hook in getattr(hooks, kind):
+            try:
+                await run_hook(hook, values, hooks.timeout_for(hook).total_seconds())
+            except HookFailed as exc:
+                if kind.startswith("pre_"):
+                    raise Refused(f"{kind} hook failed: {exc}") from exc
+                failures = [*_strings(ctx.data.get("hook_failures")), str(exc)]
+                ctx.data["hook_failures"] = failures
+
+    return run
+
+
+async def _set_desired(ctx: Context, make: Callable[[VolumeDesired], VolumeDesired]) -> None:
+    """Compare-and-swap the volume's desired state; a state already in place is kept."""
+    policy = ctx.config.effective_policy(ctx.volume)
+    stored = ctx.store.get_desired(ctx.volume.name)
+    current = stored or normal(ctx.volume, policy.read_only_fallback)
+    wanted = make(current)
+    if (wanted.offered, wanted.active, wanted.fenced) == (
+        current.offered, current.active, current.fenced) and stored is not None:  # fmt: skip
+        return
+    expected = None if stored is None else stored.generation
+    if not ctx.store.set_desired(wanted, expected_generation=expected):
+        raise NfsFailoverError(f"volume {ctx.volume.name}: desired state changed meanwhile")
+    ctx.store.append(Event(ctx.volume.name, "desired", {
+        "offered": list(wanted.offered), "fenced": list(wanted.fenced),
+        "generation": wanted.generation}))  # fmt: skip
+
+
+def _offer(ctx: Context, offered: tuple[str, ...], generation: int) -> VolumeDesired:
+    return VolumeDesired(ctx.volume.name, offered, offered[0], (), generation)
+
+
+def _with_generation(desired: VolumeDesired, generation: int) -> VolumeDesired:
+    return VolumeDesired(desired.volume, desired.offered, desired.active, desired.fenced,
+                         generation)  # fmt: skip
+
+
+# -- the workflows -------------------------------------------------------------------------
+
+WORKFLOWS: dict[str, tuple[tuple[str, StepFn], ...]] = {
+    "failover": (
+        ("check-replication", check_replication),
+        ("pre-hooks", _hooks("pre_failover")),
+        ("withdraw-destination", withdraw_destination),
+        ("break", break_replication),
+        ("confirm-writable", confirm_writable),
+        ("fence-source", fence_source),
+        ("post-hooks", _hooks("post_failover")),
+    ),
+    "failover-read-only": (
+        ("steer-to-destination", steer_to_destination),
+    ),
+    "failback-read-only": (
+        ("steer-back", steer_back),
+    ),
+}  # fmt: skip
+
+
+async def run(ctx: Context, kind: str, *, resume: Workflow | None = None) -> Workflow:
+    """Run (or resume) a workflow to its end; journal every step before and after.
+
+    A refusal ends the workflow as "refused" and is raised; any other error leaves it
+    running, to be resumed from the interrupted step.
+    """
+    steps = WORKFLOWS[kind]
+    store, volume = ctx.store, ctx.volume.name
+    workflow = resume or store.start_workflow(volume, kind, {"force": ctx.force})
+    ctx.data = dict(workflow.data)
+    for index in range(workflow.step, len(steps)):
+        name, step = steps[index]
+        store.append(Event(volume, kind, {}, workflow=workflow.id, step=name, phase="before"))
+        _crash_here(kind, index)
+        try:
+            await step(ctx)
+        except Refused as exc:
+            store.append(Event(volume, kind, {"refused": str(exc)}, workflow=workflow.id,
+                               step=name, phase="after"))  # fmt: skip
+            store.finish_workflow(workflow.id, "refused")
+            raise
+        store.append(Event(volume, kind, dict(ctx.data), workflow=workflow.id, step=name,
+                           phase="after"))  # fmt: skip
+        store.advance_workflow(workflow.id, index + 1, ctx.data)
+    store.finish_workflow(workflow.id, "done")
+    return workflow
+
+
+def _strings(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _crash_here(kind: str, index: int) -> None:
+    """The test hook behind the kill-at-every-step proof: exit hard, no clean-up."""
+    if os.environ.get(CRASH_ENV) == f"{kind}:{index}":
+        os._exit(CRASH_EXIT)

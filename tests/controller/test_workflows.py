@@ -1,0 +1,129 @@
+"""Workflows on the real lab: guarded, journaled, and resumable after a hard kill."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from nfs_failover.config import Config, StoreUrl, Volume, load_config
+from nfs_failover.controller.workflows import (
+    CRASH_ENV,
+    CRASH_EXIT,
+    WORKFLOWS,
+    Context,
+    Refused,
+    run,
+)
+from nfs_failover.lab import Lab
+from nfs_failover.replication import MirrorState
+from nfs_failover.replication.local import LocalProvider
+from nfs_failover.store import SqliteStore
+from tests.replication.conftest import T, folders
+from tests.replication.test_local import nfs_write
+
+pytestmark = pytest.mark.lab
+
+
+def config_for(lab: Lab, volume: Volume, tmp_path: Path, **policy: object) -> Config:
+    config = load_config(lab.config_path)
+    if policy:
+        volume = volume.model_copy(update={"policy": volume.policy.model_copy(update=policy)})
+    store = StoreUrl.parse(f"sqlite://{tmp_path / 'state.db'}")
+    return config.model_copy(update={"volumes": (volume,), "store": store})
+
+
+def failover(config: Config, provider: LocalProvider, store: SqliteStore) -> None:
+    ctx = Context(config, config.volumes[0], provider, store, step_timeout=T)
+    asyncio.run(run(ctx, "failover"))
+
+
+def test_a_read_write_failover_after_a_real_outage_lands_writes_on_zone_2(
+    replication_lab: Lab, volume: Volume, provider: LocalProvider, tmp_path: Path
+) -> None:
+    source, destination = folders(volume)
+    (source / "before-the-outage").write_text("replicated")
+    asyncio.run(provider.transfer_now(timeout=T))
+    config = config_for(replication_lab, volume, tmp_path)
+    store = SqliteStore(tmp_path / "state.db")
+    replication_lab.outage("az1")
+    try:
+        failover(config, provider, store)
+        desired = store.get_desired("crr")
+        assert desired is not None
+        assert (desired.offered, desired.fenced) == (("dest1",), ("site1",))
+        asyncio.run(nfs_write(volume.replicas[1].export, "after-the-failover"))
+        assert (destination / "after-the-failover").read_bytes() == b"written over NFS"
+        assert (destination / "before-the-outage").read_text() == "replicated"
+    finally:
+        replication_lab.restore("az1")
+    steps = [(e.step, e.phase) for e in store.events("crr") if e.workflow]
+    assert steps[0] == ("check-replication", "before") and steps[-1] == ("post-hooks", "after")
+
+
+def test_a_lag_above_max_lag_refuses_the_failover_and_changes_nothing(
+    replication_lab: Lab, volume: Volume, provider: LocalProvider, tmp_path: Path
+) -> None:
+    asyncio.run(provider.transfer_now(timeout=T))
+    config = config_for(replication_lab, volume, tmp_path, max_lag=timedelta(milliseconds=1))
+    store = SqliteStore(tmp_path / "state.db")
+    with pytest.raises(Refused, match=r"no failover: lag .* exceeds max_lag 1ms"):
+        failover(config, provider, store)
+    assert store.get_desired("crr") is None
+    last = store.last_workflow("crr")
+    assert last is not None and last.status == "refused"
+    assert asyncio.run(provider.status(timeout=T)).mirror_state is MirrorState.MIRRORED
+
+
+_FAILOVER = """
+import asyncio, sys
+from pathlib import Path
+from nfs_failover.config import Config
+from nfs_failover.controller.workflows import Context, run
+from nfs_failover.replication.local import LocalProvider
+from nfs_failover.store import SqliteStore
+config = Config.model_validate_json(Path(sys.argv[1]).read_text())
+volume = config.volumes[0]
+asyncio.run(run(Context(config, volume, LocalProvider(volume),
+                        SqliteStore(config.store.sqlite_path), step_timeout=30), "failover"))
+"""
+
+
+@pytest.mark.parametrize("crash_at", range(len(WORKFLOWS["failover"])))
+def test_a_failover_killed_at_any_step_resumes_breaks_once_and_never_offers_two_writers(
+    replication_lab: Lab, volume: Volume, tmp_path: Path, crash_at: int
+) -> None:
+    config = config_for(replication_lab, volume, tmp_path, read_only_fallback=True)
+    engine = LocalProvider(config.volumes[0])
+    asyncio.run(engine.transfer_now(timeout=T))
+    saved = tmp_path / "config.json"
+    saved.write_text(config.model_dump_json())
+    killed = subprocess.run(
+        [sys.executable, "-c", _FAILOVER, str(saved)],
+        env={**__import__("os").environ, CRASH_ENV: f"failover:{crash_at}"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert killed.returncode == CRASH_EXIT, killed.stderr
+
+    store = SqliteStore(tmp_path / "state.db")  # the restarted controller
+    running = store.running_workflow("crr")
+    assert running is not None and running.step == crash_at
+    ctx = Context(config, config.volumes[0], engine, store, step_timeout=T)
+    asyncio.run(run(ctx, "failover", resume=running))
+
+    assert asyncio.run(engine.status(timeout=T)).mirror_state is MirrorState.BROKEN
+    events = store.events("crr")
+    breaks = [e for e in events if e.step == "break" and e.phase == "after"]
+    assert [e.detail["break_changed"] for e in breaks] == [True]  # broken exactly once
+    broke_at = events.index(breaks[0])
+    offers = [(i, e.detail["offered"]) for i, e in enumerate(events) if e.kind == "desired"]
+    assert all(len(offered) == 1 for i, offered in offers if i > broke_at)  # type: ignore[arg-type]
+    before = [offered for i, offered in offers if i < broke_at]
+    assert before and before[-1] == ["site1"]  # the read-only fallback withdrawn first
+    final = store.get_desired("crr")
+    assert final is not None and (final.offered, final.fenced) == (("dest1",), ("site1",))
+    asyncio.run(engine.close())
