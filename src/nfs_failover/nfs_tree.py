@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 from nfs_failover.config import Export
-from nfs_failover.errors import RpcError
+from nfs_failover.errors import ProtocolStatusError, RpcError
 from nfs_failover.rpc.mount import MOUNT_PROGRAM, MOUNT_VERSION, MountClient
 from nfs_failover.rpc.nfs3 import NFS_PROGRAM, NFS_VERSION, Fattr3, Ftype3, Nfs3Client
 from nfs_failover.rpc.portmap import PortmapClient
@@ -69,3 +70,53 @@ async def _walk(nfs: Nfs3Client, root: bytes, deadline: float, limit: int) -> di
 
 def _left(deadline: float) -> float:
     return max(deadline - time.monotonic(), 0.0)
+
+
+async def copy_out(
+    export: Export, paths: list[str], target: Path, *, timeout: float, chunk: int = 64 * 1024
+) -> tuple[list[str], list[str]]:
+    """Copy files from an export into ``target`` over NFS: (copied, missing) paths.
+
+    This is how a failback preserves what exists only on the old source, the same way
+    for every provider: a file gone from the export is listed as missing, not an error.
+    """
+    deadline = time.monotonic() + timeout
+    copied: list[str] = []
+    missing: list[str] = []
+    async with asyncio.timeout(timeout):
+        nfs, root = await open_export(export, timeout=timeout)
+        try:
+            for path in paths:
+                handle = await _resolve(nfs, root, path, deadline)
+                if handle is None:
+                    missing.append(path)
+                    continue
+                await _fetch(nfs, handle, target / path, chunk, deadline)
+                copied.append(path)
+        finally:
+            await nfs.close()
+    return copied, missing
+
+
+async def _resolve(nfs: Nfs3Client, root: bytes, path: str, deadline: float) -> bytes | None:
+    handle = root
+    for part in path.split("/"):
+        try:
+            handle, _ = await nfs.lookup(handle, part, timeout=_left(deadline))
+        except ProtocolStatusError as exc:
+            if exc.name == "NFS3ERR_NOENT":
+                return None
+            raise
+    return handle
+
+
+async def _fetch(nfs: Nfs3Client, handle: bytes, local: Path, chunk: int, deadline: float) -> None:
+    local.parent.mkdir(parents=True, exist_ok=True)
+    offset = 0
+    with open(local, "wb") as out:
+        while True:
+            result = await nfs.read(handle, offset, chunk, timeout=_left(deadline))
+            out.write(result.data)
+            offset += len(result.data)
+            if result.eof or not result.data:
+                return

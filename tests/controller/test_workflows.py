@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -23,7 +24,7 @@ from nfs_failover.lab import Lab
 from nfs_failover.replication import MirrorState
 from nfs_failover.replication.local import LocalProvider
 from nfs_failover.store import SqliteStore
-from tests.replication.conftest import T, folders
+from tests.replication.conftest import T, folders, settle, tree
 from tests.replication.test_local import nfs_write
 
 pytestmark = pytest.mark.lab
@@ -104,7 +105,7 @@ def test_a_failover_killed_at_any_step_resumes_breaks_once_and_never_offers_two_
     saved.write_text(config.model_dump_json())
     killed = subprocess.run(
         [sys.executable, "-c", _FAILOVER, str(saved)],
-        env={**__import__("os").environ, CRASH_ENV: f"failover:{crash_at}"},
+        env={**os.environ, CRASH_ENV: f"failover:{crash_at}"},
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert killed.returncode == CRASH_EXIT, killed.stderr
@@ -126,4 +127,81 @@ def test_a_failover_killed_at_any_step_resumes_breaks_once_and_never_offers_two_
     assert before and before[-1] == ["site1"]  # the read-only fallback withdrawn first
     final = store.get_desired("crr")
     assert final is not None and (final.offered, final.fenced) == (("dest1",), ("site1",))
+    asyncio.run(engine.close())
+
+
+def test_failback_preserves_what_only_the_old_source_had_and_restores_the_direction(
+    replication_lab: Lab, volume: Volume, provider: LocalProvider, tmp_path: Path
+) -> None:
+    source, destination = folders(volume)
+    (source / "base").write_text("replicated")
+    settle()
+    asyncio.run(provider.transfer_now(timeout=T))
+    settle()
+    (source / "late-on-source").write_text("written after the last transfer")
+    config = config_for(replication_lab, volume, tmp_path)
+    store = SqliteStore(tmp_path / "state.db")
+    replication_lab.outage("az1")
+    try:
+        failover(config, provider, store)
+        asyncio.run(nfs_write(volume.replicas[1].export, "after-failover"))
+    finally:
+        replication_lab.restore("az1")
+
+    ctx = Context(config, config.volumes[0], provider, store, step_timeout=T)
+    done = asyncio.run(run(ctx, "failback"))
+    last = store.last_workflow("crr")
+    assert last is not None and last.status == "done"
+    preserved = last.data["preserved_old-source"]
+    assert isinstance(preserved, dict) and preserved["files"] == ["late-on-source"]
+    folder = Path(str(preserved["folder"]))
+    assert (folder / "late-on-source").read_text() == "written after the last transfer"
+    assert done.id == last.id
+
+    status = asyncio.run(provider.status(timeout=T))
+    assert (status.mirror_state, status.source) == (MirrorState.MIRRORED, "site1")
+    assert (source / "after-failover").read_bytes() == b"written over NFS"
+    assert tree(source) == tree(destination)
+    desired = store.get_desired("crr")
+    assert desired is not None and (desired.offered, desired.fenced) == (("site1",), ())
+
+
+_FAILBACK = _FAILOVER.replace('"failover"))', '"failback"))')
+
+
+@pytest.mark.parametrize("crash_at", range(len(WORKFLOWS["failback"])))
+def test_a_failback_killed_at_any_step_resumes_and_completes(
+    replication_lab: Lab, volume: Volume, tmp_path: Path, crash_at: int
+) -> None:
+    config = config_for(replication_lab, volume, tmp_path)
+    engine = LocalProvider(config.volumes[0])
+    source, destination = folders(volume)
+    (source / "base").write_text("replicated")
+    asyncio.run(engine.transfer_now(timeout=T))
+    store = SqliteStore(tmp_path / "state.db")
+    failover(config, engine, store)
+    asyncio.run(nfs_write(volume.replicas[1].export, "after-failover"))
+    saved = tmp_path / "config.json"
+    saved.write_text(config.model_dump_json())
+    killed = subprocess.run(
+        [sys.executable, "-c", _FAILBACK, str(saved)],
+        env={**os.environ, CRASH_ENV: f"failback:{crash_at}"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert killed.returncode == CRASH_EXIT, killed.stderr
+    running = store.running_workflow("crr")
+    assert running is not None and (running.kind, running.step) == ("failback", crash_at)
+    ctx = Context(config, config.volumes[0], engine, store, step_timeout=T)
+    asyncio.run(run(ctx, "failback", resume=running))
+
+    status = asyncio.run(engine.status(timeout=T))
+    assert (status.mirror_state, status.source) == (MirrorState.MIRRORED, "site1")
+    assert (source / "after-failover").read_bytes() == b"written over NFS"
+    assert tree(source) == tree(destination)
+    events = store.events("crr")
+    breaks = [e.detail["break_changed"] for e in events if e.step == "break-reverse"
+              and e.phase == "after"]  # fmt: skip
+    assert breaks == [True]  # the reverse relationship was broken exactly once
+    offers = [e.detail["offered"] for e in events if e.kind == "desired"]
+    assert all(len(offered) == 1 for offered in offers)  # type: ignore[arg-type]
     asyncio.run(engine.close())

@@ -14,12 +14,14 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nfs_failover.config import Config, Volume
 from nfs_failover.controller.decide import replication_limitation
 from nfs_failover.controller.hooks import HookFailed, run_hook
 from nfs_failover.desired import VolumeDesired, failed_over, normal
 from nfs_failover.errors import NfsFailoverError
+from nfs_failover.nfs_tree import copy_out
 from nfs_failover.probe import Prober
 from nfs_failover.replication import Progress, Provider
 from nfs_failover.store import Event, SqliteStore, Workflow
@@ -160,6 +162,50 @@ def _with_generation(desired: VolumeDesired, generation: int) -> VolumeDesired:
                          generation)  # fmt: skip
 
 
+async def check_source_answers(ctx: Context) -> None:
+    """Failback needs the old source to answer over NFS; refuse early when it does not."""
+    async with Prober(timeout=min(5.0, ctx.step_timeout), keep=False) as prober:
+        result = await prober.probe(ctx.volume.replicas[0].export)
+    if not result.up:
+        raise Refused(f"no failback: source {ctx.source} {result.summary()}")
+
+
+def _preserve(label: str) -> StepFn:
+    """Copy out over NFS what the next reverse resync would overwrite: the files that
+    changed on the provider's current source since the last common point."""
+
+    async def run(ctx: Context) -> None:
+        status = await ctx.provider.status(timeout=ctx.step_timeout)
+        found = await ctx.provider.divergence(timeout=ctx.step_timeout)
+        export = next(r.export for r in ctx.volume.replicas if r.name == status.source)
+        target = preserved_dir(ctx) / label
+        copied, missing = await copy_out(
+            export, list(found.source_only), target, timeout=ctx.step_timeout
+        )
+        ctx.data[f"preserved_{label}"] = {
+            "from": status.source, "folder": str(target), "files": copied, "deleted": missing,
+        }  # fmt: skip
+
+    return run
+
+
+def preserved_dir(ctx: Context) -> Path:
+    """Where a failback keeps what it saved: beside the store, per volume and workflow."""
+    base = ctx.config.store.sqlite_path
+    root = base.parent if base is not None else Path("/var/lib/nfs-failover")
+    return root / "preserved" / ctx.volume.name / str(ctx.data.get("workflow", "manual"))
+
+
+async def reverse_resync(ctx: Context) -> None:
+    result = await ctx.provider.reverse_resync(timeout=ctx.step_timeout, progress=ctx.progress)
+    ctx.data.setdefault("overwritten", [])
+    ctx.data["overwritten"] = [*_strings(ctx.data["overwritten"]), *result.overwritten]
+
+
+async def final_transfer(ctx: Context) -> None:
+    await ctx.provider.transfer_now(timeout=ctx.step_timeout, progress=ctx.progress)
+
+
 # -- the workflows -------------------------------------------------------------------------
 
 WORKFLOWS: dict[str, tuple[tuple[str, StepFn], ...]] = {
@@ -171,6 +217,18 @@ WORKFLOWS: dict[str, tuple[tuple[str, StepFn], ...]] = {
         ("confirm-writable", confirm_writable),
         ("fence-source", fence_source),
         ("post-hooks", _hooks("post_failover")),
+    ),
+    "failback": (
+        ("check-source", check_source_answers),
+        ("preserve-old-source", _preserve("old-source")),
+        ("pre-hooks", _hooks("pre_failback")),
+        ("reverse-resync", reverse_resync),
+        ("final-transfer", final_transfer),
+        ("break-reverse", break_replication),
+        ("preserve-late-writes", _preserve("late-writes")),
+        ("resync-original", reverse_resync),
+        ("steer-back", steer_back),
+        ("post-hooks", _hooks("post_failback")),
     ),
     "failover-read-only": (
         ("steer-to-destination", steer_to_destination),
@@ -190,7 +248,7 @@ async def run(ctx: Context, kind: str, *, resume: Workflow | None = None) -> Wor
     steps = WORKFLOWS[kind]
     store, volume = ctx.store, ctx.volume.name
     workflow = resume or store.start_workflow(volume, kind, {"force": ctx.force})
-    ctx.data = dict(workflow.data)
+    ctx.data = {**workflow.data, "workflow": workflow.id}
     for index in range(workflow.step, len(steps)):
         name, step = steps[index]
         store.append(Event(volume, kind, {}, workflow=workflow.id, step=name, phase="before"))
