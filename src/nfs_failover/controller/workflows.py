@@ -230,6 +230,16 @@ WORKFLOWS: dict[str, tuple[tuple[str, StepFn], ...]] = {
         ("steer-back", steer_back),
         ("post-hooks", _hooks("post_failback")),
     ),
+    "switchover": (
+        ("check-replication", check_replication),
+        ("pre-hooks", _hooks("pre_failover")),
+        ("withdraw-destination", withdraw_destination),
+        ("final-transfer", final_transfer),
+        ("break", break_replication),
+        ("confirm-writable", confirm_writable),
+        ("fence-source", fence_source),
+        ("post-hooks", _hooks("post_failover")),
+    ),
     "failover-read-only": (
         ("steer-to-destination", steer_to_destination),
     ),

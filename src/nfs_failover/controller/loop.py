@@ -1,0 +1,297 @@
+"""The controller's loop: observe, decide, act, once per probe interval.
+
+Each cycle it renews its lease (a standby controller on the same store only watches),
+probes every replica as one vantage point and reads the agents' reports, turns them
+into endpoint health, asks each volume's provider for its replication status, decides
+with ``decide``, and starts the workflow the decision names. Volumes act in parallel:
+a zone outage hits all of them at once. A workflow left running by a killed controller
+is resumed first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import asdict
+
+from nfs_failover.agent import Agent
+from nfs_failover.config import Config, Volume
+from nfs_failover.controller import workflows
+from nfs_failover.controller.decide import Action, Decision, Observed, VolumeState, decide
+from nfs_failover.controller.handle import JsonObject
+from nfs_failover.desired import VolumeDesired
+from nfs_failover.errors import NfsFailoverError
+from nfs_failover.health import EndpointHealth, HealthSettings, HealthTracker
+from nfs_failover.probe import Prober
+from nfs_failover.replication import Provider, ReplicationStatus, open_provider
+from nfs_failover.store import Event, Report, SqliteStore, Workflow
+
+log = logging.getLogger(__name__)
+LEASE = "controller"
+ACTION_WORKFLOW = {
+    Action.FAILOVER: "failover",
+    Action.FAILOVER_READ_ONLY: "failover-read-only",
+    Action.FAILBACK: "failback",
+    Action.FAILBACK_READ_ONLY: "failback-read-only",
+}
+MANUAL = {"failover": "failover", "failback": "failback", "switchover": "switchover"}
+
+
+def volume_state(volume: Volume, desired: VolumeDesired | None, running: str | None) -> VolumeState:
+    """Where a volume is, from its desired state (the one source of truth)."""
+    if running in ("failover", "switchover", "failover-read-only"):
+        return VolumeState.FAILING_OVER
+    if running in ("failback", "failback-read-only"):
+        return VolumeState.FAILING_BACK
+    if desired is None or desired.active == volume.replicas[0].name:
+        return VolumeState.NORMAL
+    return VolumeState.FAILED_OVER if desired.fenced else VolumeState.FAILED_OVER_RO
+
+
+class Controller:
+    """One controller (and, in single-host mode, its agent) over one store."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: SqliteStore,
+        *,
+        name: str | None = None,
+        providers: Mapping[str, Provider] | None = None,
+        agent: Agent | None = None,
+        step_timeout: float = 300.0,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.name = name or f"controller@{socket.gethostname()}"
+        self.providers = dict(providers or {v.name: open_provider(v) for v in config.volumes})
+        self.agent = agent
+        self.step_timeout = step_timeout
+        policies = {v.name: config.effective_policy(v) for v in config.volumes}
+        self.tracker = HealthTracker(lambda name: HealthSettings.from_policy(policies[name]))
+        self.interval = min(p.probe_interval for p in policies.values()).total_seconds()
+        self.timeout = max(p.probe_timeout for p in policies.values()).total_seconds()
+        self._prober = Prober(timeout=self.timeout)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._decisions: dict[str, Decision] = {}
+        self._health: dict[tuple[str, str], EndpointHealth] = {}
+        self._replication: dict[str, ReplicationStatus | None] = {}
+        self._latencies: dict[tuple[str, str], float] = {}
+        self._last_cycle = 0.0
+        self.leader = False
+
+    async def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self._prober.close()
+        for provider in self.providers.values():
+            await provider.close()
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (bounded) for the workflows in flight to end."""
+        pending = [t for t in self._tasks.values() if not t.done()]
+        if pending:
+            await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                await self.cycle()
+            except NfsFailoverError as exc:  # a family we know: say it, go on
+                log.error("cycle failed: %s", exc)
+            except Exception:  # a bug: log it as one, and keep the loop alive
+                log.exception("cycle failed with an unexpected error")
+            if self.agent is not None:
+                await self.agent.cycle()
+            wait = max(self.interval - (time.monotonic() - started), 0.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+        self.store.release_lease(LEASE, self.name)
+
+    async def cycle(self) -> dict[str, Decision]:
+        now = time.time()
+        self.leader = self.store.acquire_lease(LEASE, self.name, ttl=max(3 * self.interval, 5.0))
+        await self._observe(now)
+        decisions: dict[str, Decision] = {}
+        for volume in self.config.volumes:
+            decision = await self._decide(volume, now)
+            if not self.leader:
+                holder = self.store.lease_holder(LEASE) or "another controller"
+                decision = Decision(Action.NONE, f"standby: {holder} holds the lease")
+            self._remember(volume.name, decision)
+            decisions[volume.name] = decision
+            if self.leader and decision.action is not Action.NONE:
+                self._start(volume, decision)
+        self._last_cycle = time.monotonic()
+        return decisions
+
+    async def _observe(self, now: float) -> None:
+        targets = [(v.name, r.name, r.export) for v in self.config.volumes for r in v.replicas]
+        results = await asyncio.gather(*(self._prober.probe(e) for *_, e in targets))
+        for (volume, replica, _), result in zip(targets, results, strict=True):
+            self.tracker.observe(Report(self.name, volume, replica, result.up, result.summary(),
+                                        result.latency_s, now))  # fmt: skip
+            self._latencies[(volume, replica)] = result.latency_s
+        for report in self.store.reports():
+            self.tracker.observe(report)
+        for health in self.tracker.evaluate_all(now):
+            self._health[(health.volume, health.replica)] = health
+            if health.changed:
+                log.info("%s/%s: %s", health.volume, health.replica, health.reason)
+
+    async def _decide(self, volume: Volume, now: float) -> Decision:
+        running = self.store.running_workflow(volume.name)
+        desired = self.store.get_desired(volume.name)
+        status, error = await self._replication_status(volume)
+        source, destination = (self._health_of(volume.name, r.name, now) for r in volume.replicas)
+        in_flight = volume.name in self._tasks and not self._tasks[volume.name].done()
+        seen = Observed(
+            volume=volume,
+            policy=self.config.effective_policy(volume),
+            state=volume_state(volume, desired, running.kind if running else None),
+            source=source, destination=destination,
+            replication=status, replication_error=error,
+            paused=self.paused(volume.name),
+            running_workflow=(f"{running.kind} at step {running.step}"
+                              if running and not in_flight else None),
+        )  # fmt: skip
+        if in_flight:
+            return Decision(Action.NONE, f"{running.kind if running else 'workflow'} in progress")
+        return decide(seen)
+
+    def _health_of(self, volume: str, replica: str, now: float) -> EndpointHealth:
+        return self._health.get((volume, replica)) or self.tracker.evaluate(volume, replica, now)
+
+    async def _replication_status(
+        self, volume: Volume
+    ) -> tuple[ReplicationStatus | None, str | None]:
+        try:
+            status = await self.providers[volume.name].status(timeout=self.timeout * 2)
+        except NfsFailoverError as exc:
+            self._replication[volume.name] = None
+            return None, str(exc)
+        self._replication[volume.name] = status
+        return status, None
+
+    def _remember(self, volume: str, decision: Decision) -> None:
+        before = self._decisions.get(volume)
+        self._decisions[volume] = decision
+        if before is None or str(before) != str(decision):
+            log.info("%s: %s", volume, decision)
+            self.store.append(Event(volume, "decision", {"action": decision.action.value,
+                                                         "reason": decision.reason}))  # fmt: skip
+
+    def _start(self, volume: Volume, decision: Decision, *, force: bool = False) -> None:
+        running = self.store.running_workflow(volume.name)
+        kind = running.kind if decision.action is Action.RESUME and running else (
+            ACTION_WORKFLOW.get(decision.action))  # fmt: skip
+        if kind is None:
+            return
+        self._launch(volume, kind, resume=running if running and running.kind == kind else None,
+                     force=force)  # fmt: skip
+
+    def _launch(
+        self, volume: Volume, kind: str, *, resume: Workflow | None = None, force: bool = False
+    ) -> asyncio.Task[None]:
+        ctx = workflows.Context(self.config, volume, self.providers[volume.name], self.store,
+                                force=force, step_timeout=self.step_timeout)  # fmt: skip
+
+        async def go() -> None:
+            try:
+                await workflows.run(ctx, kind, resume=resume)
+                log.info("%s: %s done", volume.name, kind)
+            except workflows.Refused as exc:
+                log.warning("%s: %s refused: %s", volume.name, kind, exc)
+            except NfsFailoverError as exc:
+                log.error("%s: %s stopped, to be resumed: %s", volume.name, kind, exc)
+
+        task = asyncio.create_task(go(), name=f"{kind}:{volume.name}")
+        self._tasks[volume.name] = task
+        return task
+
+    # -- pause, and the operator's requests --------------------------------------------------
+
+    def paused(self, volume: str) -> bool:
+        """Pause is journaled, so it survives restarts: the last pause/resume event wins."""
+        flags = [e for e in self.store.events(None) if e.kind in ("pause", "resume")
+                 and e.volume in ("*", volume)]  # fmt: skip
+        return bool(flags) and flags[-1].kind == "pause"
+
+    async def request(self, action: str, volume: str | None, *, force: bool = False) -> JsonObject:
+        if action in ("pause", "resume"):
+            self.store.append(Event(volume or "*", action, {"by": "operator"}))
+            return {"action": action, "volume": volume or "*", "done": True}
+        kind = MANUAL.get(action)
+        target = next((v for v in self.config.volumes if v.name == volume), None)
+        if kind is None or target is None:
+            raise NfsFailoverError(f"unknown action {action!r} or volume {volume!r}")
+        if self.store.running_workflow(target.name) is not None:
+            raise NfsFailoverError(f"volume {target.name}: a workflow is already running")
+        task = self._launch(target, kind, force=force)
+        await asyncio.shield(task)
+        last = self.store.last_workflow(target.name)
+        if last is None or last.status != "done":
+            reason = self._last_refusal(target.name) or "stopped; it resumes on the next cycle"
+            raise NfsFailoverError(f"{kind} {target.name}: {reason}")
+        return {"action": action, "volume": target.name, "workflow": last.id, "status": last.status}
+
+    def _last_refusal(self, volume: str) -> str | None:
+        refused = [e for e in self.store.events(volume) if "refused" in e.detail]
+        return str(refused[-1].detail["refused"]) if refused else None
+
+    # -- what the API and the CLI show -------------------------------------------------------
+
+    def status(self) -> list[JsonObject]:
+        return [self._volume_status(v) for v in self.config.volumes]
+
+    def _volume_status(self, volume: Volume) -> JsonObject:
+        desired = self.store.get_desired(volume.name)
+        running = self.store.running_workflow(volume.name)
+        last = self.store.last_workflow(volume.name)
+        status = self._replication.get(volume.name)
+        decision = self._decisions.get(volume.name)
+        return {
+            "volume": volume.name,
+            "mode": volume.mode.value,
+            "state": volume_state(volume, desired, running.kind if running else None).value,
+            "active": desired.active if desired else volume.replicas[0].name,
+            "offered": list(desired.offered) if desired else None,
+            "fenced": list(desired.fenced) if desired else [],
+            "replication": status.mirror_state.value if status else "unknown",
+            "lag_s": status.lag.total_seconds() if status and status.lag else None,
+            "health": {r.name: self._health[(volume.name, r.name)].reason
+                       for r in volume.replicas if (volume.name, r.name) in self._health},
+            "last_action": f"{last.kind}: {last.status}" if last else None,
+            "since": last.updated if last else None,
+            "decision": str(decision) if decision else None,
+            "paused": self.paused(volume.name),
+        }  # fmt: skip
+
+    def history(self, volume: str | None, after: int, limit: int) -> list[JsonObject]:
+        return [asdict(e) for e in self.store.events(volume, after=after, limit=limit)]
+
+    def alive(self) -> bool:
+        return time.monotonic() - self._last_cycle < max(3 * self.interval, 10.0)
+
+    def metrics_state(self) -> list[JsonObject]:
+        states = [s.value for s in VolumeState]
+        out: list[JsonObject] = []
+        for item in self.status():
+            name = str(item["volume"])
+            failovers = sum(1 for e in self.store.events(name)
+                            if e.step == "fence-source" and e.phase == "after")  # fmt: skip
+            out.append({
+                "volume": name, "state": item["state"], "states": states,
+                "replication_lag_seconds": item["lag_s"], "failovers_total": failovers,
+                "probe_latency_seconds": [{"replica": r, "seconds": s}
+                                          for (v, r), s in self._latencies.items() if v == name],
+            })  # fmt: skip
+        return out

@@ -1,0 +1,147 @@
+"""The controller's loop on the real lab: outages, guardrails, restarts, pause."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from nfs_failover.config import Config, Volume
+from nfs_failover.controller.decide import Action, Decision
+from nfs_failover.controller.loop import Controller
+from nfs_failover.lab import Lab
+from nfs_failover.replication.local import LocalProvider
+from nfs_failover.store import SqliteStore
+from tests.controller.test_workflows import config_for
+from tests.replication.conftest import T, folders
+
+pytestmark = pytest.mark.lab
+
+FAST = {
+    "probe_interval": timedelta(milliseconds=200),
+    "probe_timeout": timedelta(milliseconds=500),
+    "failover_after": timedelta(seconds=2),
+    "recover_after": timedelta(seconds=1),
+}
+
+
+@pytest.fixture
+def setup(
+    replication_lab: Lab, volume: Volume, tmp_path: Path
+) -> Iterator[tuple[Config, SqliteStore]]:
+    (folders(volume)[0] / "base").write_text("replicated")
+    config = config_for(replication_lab, volume, tmp_path, **FAST)
+    engine = LocalProvider(config.volumes[0])
+    asyncio.run(engine.transfer_now(timeout=T))
+    asyncio.run(engine.close())
+    store = SqliteStore(tmp_path / "state.db")
+    yield config, store
+    store.close()
+
+
+async def cycles(controller: Controller, seconds: float) -> list[dict[str, Decision]]:
+    """Run the loop's cycles for a while; the decisions of each."""
+    seen = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        seen.append(await controller.cycle())
+        await asyncio.sleep(controller.interval)
+    await controller.settle(T)  # let a started workflow finish
+    return seen
+
+
+def run_controller(config: Config, store: SqliteStore, lab: Lab | None, script: str) -> Controller:
+    """A controller through ``script``: "outage:S" cuts az1 for S seconds, "run:S" waits."""
+
+    async def main() -> Controller:
+        controller = Controller(config, store, name="ctl-test", step_timeout=T)
+        try:
+            for part in script.split():
+                what, seconds = part.split(":")
+                if what == "outage" and lab is not None:
+                    lab.outage("az1")
+                    try:
+                        await cycles(controller, float(seconds))
+                    finally:
+                        lab.restore("az1")
+                else:
+                    await cycles(controller, float(seconds))
+            return controller
+        finally:
+            await controller.close()
+
+    return asyncio.run(main())
+
+
+def test_an_outage_shorter_than_the_grace_period_changes_nothing(
+    replication_lab: Lab, setup: tuple[Config, SqliteStore]
+) -> None:
+    config, store = setup
+    run_controller(config, store, replication_lab, "run:0.5 outage:1.2 run:1.5")
+    assert store.get_desired("crr") is None
+    assert store.last_workflow("crr") is None
+    decisions = [e.detail["action"] for e in store.events("crr") if e.kind == "decision"]
+    assert set(decisions) == {"none"}
+
+
+def test_a_real_outage_fails_over_and_the_source_stays_fenced_across_a_restart(
+    replication_lab: Lab, setup: tuple[Config, SqliteStore], volume: Volume
+) -> None:
+    config, store = setup
+    run_controller(config, store, replication_lab, "outage:3.5 run:2")
+    desired = store.get_desired("crr")
+    assert desired is not None and (desired.offered, desired.fenced) == (("dest1",), ("site1",))
+    # A new controller on the same store, with the source back and stable.
+    restarted = run_controller(config, store, None, "run:2")
+    assert store.get_desired("crr") == desired
+    status = restarted.status()[0]
+    assert (status["state"], status["fenced"]) == ("failed-over", ["site1"])
+    assert "until `failback crr` (failback: manual)" in str(status["decision"])
+
+
+def test_a_lag_above_max_lag_refuses_and_status_says_why(
+    replication_lab: Lab, volume: Volume, tmp_path: Path
+) -> None:
+    config = config_for(replication_lab, volume, tmp_path, **FAST,
+                        max_lag=timedelta(milliseconds=1))  # fmt: skip
+    engine = LocalProvider(config.volumes[0])
+    asyncio.run(engine.transfer_now(timeout=T))
+    asyncio.run(engine.close())
+    store = SqliteStore(tmp_path / "state.db")
+    controller = run_controller(config, store, replication_lab, "outage:3.5")
+    assert store.get_desired("crr") is None
+    decision = str(controller.status()[0]["decision"])
+    assert "no failover: lag" in decision and "exceeds max_lag 1ms" in decision
+
+
+def test_pause_stops_automatic_failover_and_manual_failback_works(
+    replication_lab: Lab, setup: tuple[Config, SqliteStore]
+) -> None:
+    config, store = setup
+
+    async def paused_then_failback() -> tuple[list[dict[str, Decision]], dict[str, object]]:
+        controller = Controller(config, store, name="ctl-test", step_timeout=T)
+        try:
+            await controller.request("pause", None)
+            replication_lab.outage("az1")
+            try:
+                seen = await cycles(controller, 3.5)
+            finally:
+                replication_lab.restore("az1")
+            await controller.request("resume", None)
+            await controller.request("failover", "crr")  # manual commands run while paused too
+            result = await controller.request("failback", "crr")
+            return seen, result
+        finally:
+            await controller.close()
+
+    seen, result = asyncio.run(paused_then_failback())
+    assert all(d["crr"].action is Action.NONE for d in seen)
+    assert seen[-1]["crr"].reason.startswith("paused")
+    assert result["status"] == "done"
+    desired = store.get_desired("crr")
+    assert desired is not None and (desired.offered, desired.fenced) == (("site1",), ())
