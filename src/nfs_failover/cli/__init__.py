@@ -16,6 +16,7 @@ from nfs_failover.cli import (
     agent_cmd,
     autofs_cmd,
     config_cmd,
+    controller_cmd,
     lab_cmd,
     probe_cmd,
     replication_cmd,
@@ -37,6 +38,8 @@ app.add_typer(replication_cmd.app, name="replication")
 autofs_cmd.app.command("render")(agent_cmd.render)
 app.add_typer(autofs_cmd.app, name="autofs")
 app.command("agent")(agent_cmd.agent)
+for command in controller_cmd.COMMANDS:
+    app.command()(command)
 
 
 def _version(value: bool) -> None:

@@ -133,6 +133,17 @@ class Controller:
         self._last_cycle = time.monotonic()
         return decisions
 
+    async def plan(self) -> dict[str, Decision]:
+        """What this controller would do now and why, changing nothing (no lease taken,
+        no workflow started)."""
+        now = time.time()
+        await self._observe(now)
+        plans = {}
+        for volume in self.config.volumes:
+            plans[volume.name] = await self._decide(volume, now)
+            self._decisions[volume.name] = plans[volume.name]
+        return plans
+
     async def _observe(self, now: float) -> None:
         targets = [(v.name, r.name, r.export) for v in self.config.volumes for r in v.replicas]
         results = await asyncio.gather(*(self._prober.probe(e) for *_, e in targets))
@@ -259,7 +270,7 @@ class Controller:
         status = self._replication.get(volume.name)
         decision = self._decisions.get(volume.name)
         return {
-            "volume": volume.name,
+            "name": volume.name,
             "mode": volume.mode.value,
             "state": volume_state(volume, desired, running.kind if running else None).value,
             "active": desired.active if desired else volume.replicas[0].name,
@@ -285,7 +296,7 @@ class Controller:
         states = [s.value for s in VolumeState]
         out: list[JsonObject] = []
         for item in self.status():
-            name = str(item["volume"])
+            name = str(item["name"])
             failovers = sum(1 for e in self.store.events(name)
                             if e.step == "fence-source" and e.phase == "after")  # fmt: skip
             out.append({

@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import time
@@ -35,6 +36,7 @@ CONFIG_NAME = "lab.yaml"
 OUTAGE_TABLE = "nfo_outage"
 OUTAGE_PORTS = (ganesha.PORTMAP_PORT, ganesha.MOUNT_PORT, ganesha.NFS_PORT)
 VOLUME = "crr"
+API_PORT = 8741
 READY_TIMEOUT = 20.0
 
 Progress = Callable[[str], None]
@@ -220,6 +222,9 @@ class Lab:
 
     def _write_config(self, say: Progress) -> None:
         source, destination = self.zones
+        token = self.state_dir / "api-token"
+        if not token.exists():
+            _write_if_changed(token, secrets.token_hex(32) + "\n")  # 0600, like every file here
         config = {
             "volumes": [
                 {
@@ -259,8 +264,11 @@ class Lab:
                 "root": str(self.state_dir / "client"),
                 "timeout": "10s",
                 "negative_timeout": "1s",
+                # The lab's own automount, never the host's.
+                "pidfile": str(self.state_dir / "client" / "automount.pid"),
             },
             "store": f"sqlite://{self.state_dir / 'state.db'}",
+            "api": {"listen": f"127.0.0.1:{API_PORT + self.slot}", "token_file": str(token)},
         }
         text = "# Written by `nfs-failover lab up` for the lab's volume pair.\n" + yaml.safe_dump(
             config, sort_keys=False

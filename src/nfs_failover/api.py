@@ -1,0 +1,613 @@
+"""The HTTP API of a running controller: status, history, health, metrics, and actions.
+
+Owns the FastAPI app over a ``ControllerHandle`` (``build_app``), the bearer token file
+(``read_token``) and running the server inside the controller's event loop (``serve``).
+
+Reads (GET) are open: status, history, health and metrics say what the controller sees
+and does, which is no secret, and monitoring and liveness probes must reach them without
+a credential. Actions (every method but GET, HEAD and OPTIONS) change which replica
+clients mount, so each needs ``Authorization: Bearer <token>``; a request without it is
+answered 401 before its body is read and before the handle is called. A bearer header is
+never sent by a browser on its own, so a web page cannot forge an action (no CSRF). The
+token is compared in constant time and never logged or echoed. The server listens on
+loopback only unless told otherwise: it speaks plain HTTP, and a token sent over the
+network in clear text would be a token given away.
+
+An action is shielded from its request: a client that goes away, or the API stopping,
+does not cancel a failover halfway; the controller finishes it and journals the result.
+
+Every route runs on the event loop (``async def``), never in FastAPI's thread pool, so
+the handle is only ever called from the loop that owns the controller. Errors are JSON
+objects ``{"error": "one line"}``. FastAPI's ``/docs``, ``/redoc`` and ``/openapi.json``
+are disabled: this module's docstrings are the API's reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hmac
+import ipaddress
+import logging
+import os
+import socket
+import stat
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import uvicorn
+from fastapi import Body, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from nfs_failover.config import HostPort
+from nfs_failover.controller.handle import ControllerHandle, JsonObject
+from nfs_failover.errors import ConfigError, NfsFailoverError
+
+__all__ = [
+    "DEFAULT_HISTORY_LIMIT",
+    "MAX_HISTORY_LIMIT",
+    "PROBE_LATENCY_BUCKETS",
+    "ActionBody",
+    "HandleCollector",
+    "TokenGate",
+    "VolumeMetrics",
+    "build_app",
+    "read_token",
+    "serve",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HISTORY_LIMIT = 1000
+MAX_HISTORY_LIMIT = 10_000
+MAX_TOKEN_BYTES = 4096
+# uvicorn waits this long for open requests (an action may be running) once told to stop;
+# serve() gives it a little more, then closes what is left.
+SHUTDOWN_GRACE_SECONDS = 5
+SHUTDOWN_WAIT_SECONDS = SHUTDOWN_GRACE_SECONDS + 2.0
+# Probe latencies run from sub-millisecond (loopback) to the probe timeout (seconds).
+PROBE_LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+_UNAUTHORIZED = "a bearer token is required"
+_OPEN_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Actions started over the API, held until done: the event loop keeps weak references only.
+_ACTIONS: set[asyncio.Future[JsonObject]] = set()
+
+_T = TypeVar("_T")
+
+
+class ActionBody(BaseModel):
+    """The optional JSON body of ``POST /volumes/{name}/failover``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    force: bool = False
+
+
+# -- the app -----------------------------------------------------------------------------
+
+
+def build_app(handle: ControllerHandle, token: str) -> FastAPI:
+    """The API over ``handle``; actions need ``Authorization: Bearer <token>``.
+
+    Routes: ``GET /status``, ``/volumes/{name}``, ``/history``, ``/health``, ``/metrics``;
+    ``POST /volumes/{name}/failover`` (body ``{"force": bool}``, optional),
+    ``/volumes/{name}/failback``, ``/volumes/{name}/switchover``, ``/pause`` and
+    ``/resume`` (``?volume=NAME``, optional: without it, every volume).
+    """
+    if not token:
+        raise ValueError("the API token must not be empty")
+    app = FastAPI(title="nfs-failover", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(TokenGate, token=token)
+    _answer_errors_as_json(app)
+    _add_read_routes(app, handle)
+    _add_metrics_route(app, handle)
+    _add_action_routes(app, handle)
+    return app
+
+
+class TokenGate:
+    """ASGI middleware: every method but GET, HEAD and OPTIONS needs the bearer token.
+
+    A middleware rather than a FastAPI dependency: it answers before routing and body
+    parsing, so an unauthenticated request learns nothing (not even whether its route or
+    body is valid), and an action route added later cannot forget the check.
+    """
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in _OPEN_METHODS:
+            await self.app(scope, receive, send)
+            return
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        if _bearer_matches(header, self._expected):
+            await self.app(scope, receive, send)
+            return
+        refusal = _error(401, _UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+        await refusal(scope, receive, send)
+
+
+def _bearer_matches(header: bytes | None, expected: bytes) -> bool:
+    """Whether ``header`` is ``Bearer <expected>`` (the scheme in any case, RFC 7235)."""
+    if header is None:
+        return False
+    scheme, _, credentials = header.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return False
+    return hmac.compare_digest(credentials.strip(), expected)
+
+
+def _answer_errors_as_json(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, _validation_problems(exc.errors()))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail).lower(), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises the exception after this answer, and uvicorn logs it.
+        return _error(500, "internal error; the controller's log has the details")
+
+
+def _validation_problems(errors: Sequence[Any]) -> str:
+    """Pydantic's errors as one line: ``limit: input should be ... 10000; after: ...``."""
+    problems = []
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ())]
+        kind = error.get("type")
+        if kind == "json_invalid":
+            problems.append("body: not valid JSON")
+            continue
+        if kind in {"model_attributes_type", "model_type", "dict_type"} and loc == ["body"]:
+            problems.append('body: expected a JSON object such as {"force": true}')
+            continue
+        where = ".".join(loc[1:]) or (loc[0] if loc else "request")
+        message = str(error.get("msg", "invalid"))
+        problems.append(f"{where}: {message[:1].lower()}{message[1:]}")
+    return "; ".join(problems) or "invalid request"
+
+
+def _add_read_routes(app: FastAPI, handle: ControllerHandle) -> None:
+    @app.get("/status")
+    async def status() -> JSONResponse:
+        return _json(handle.status())
+
+    @app.get("/volumes/{name}")
+    async def volume(name: str) -> JSONResponse:
+        found = _find_volume(handle, name)
+        return _no_volume(name) if found is None else _json(found)
+
+    # An unknown volume is not refused here: the journal keeps the history of volumes
+    # since removed from the config, and a name without entries simply has none.
+    @app.get("/history")
+    async def history(
+        volume: str | None = None,
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_LIMIT)] = DEFAULT_HISTORY_LIMIT,
+    ) -> JSONResponse:
+        return _json(handle.history(volume, after, limit))
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if handle.alive():
+            return JSONResponse({"status": "alive"})
+        return JSONResponse({"status": "stuck"}, status_code=503)
+
+
+def _add_metrics_route(app: FastAPI, handle: ControllerHandle) -> None:
+    # A registry of the app's own: two apps in one process (tests, a restart) never
+    # collide, and nothing else registered globally leaks into this exposition.
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HandleCollector(handle))
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _add_action_routes(app: FastAPI, handle: ControllerHandle) -> None:
+    @app.post("/volumes/{name}/failover")
+    async def failover(
+        name: str, body: Annotated[ActionBody | None, Body()] = None
+    ) -> JSONResponse:
+        return await _act(handle, "failover", name, force=body is not None and body.force)
+
+    @app.post("/volumes/{name}/failback")
+    async def failback(name: str) -> JSONResponse:
+        return await _act(handle, "failback", name)
+
+    @app.post("/volumes/{name}/switchover")
+    async def switchover(name: str) -> JSONResponse:
+        return await _act(handle, "switchover", name)
+
+    @app.post("/pause")
+    async def pause(volume: str | None = None) -> JSONResponse:
+        return await _act(handle, "pause", volume)
+
+    @app.post("/resume")
+    async def resume(volume: str | None = None) -> JSONResponse:
+        return await _act(handle, "resume", volume)
+
+
+async def _act(
+    handle: ControllerHandle, action: str, volume: str | None, *, force: bool = False
+) -> JSONResponse:
+    if volume is not None and _find_volume(handle, volume) is None:
+        return _no_volume(volume)
+    target = "every volume" if volume is None else f"volume {volume!r}"
+    log.info("API: %s of %s requested%s", action, target, " (forced)" if force else "")
+    # Shielded: a client that goes away, or the API stopping, must not cancel an action
+    # halfway (a failover that has fenced but not yet steered); the controller finishes it.
+    running = asyncio.ensure_future(handle.request(action, volume, force=force))
+    _ACTIONS.add(running)
+    running.add_done_callback(_ACTIONS.discard)
+    try:
+        result = await asyncio.shield(running)
+    except asyncio.CancelledError:
+        log.warning("API: the request for %s of %s went away; the action goes on", action, target)
+        running.add_done_callback(functools.partial(_log_outcome, f"{action} of {target}"))
+        raise
+    except NfsFailoverError as exc:
+        log.info("API: %s of %s refused: %s", action, target, exc)
+        return _error(409, str(exc))
+    return _json(result)
+
+
+def _log_outcome(what: str, action: asyncio.Future[JsonObject]) -> None:
+    """How an action whose request went away ended: nobody else will hear of it."""
+    if action.cancelled():
+        log.warning("API: %s was cancelled", what)
+    elif isinstance(error := action.exception(), NfsFailoverError):
+        log.info("API: %s refused: %s", what, error)
+    elif error is not None:
+        log.error("API: %s failed (a bug)", what, exc_info=error)
+    else:
+        log.info("API: %s done", what)
+
+
+def _find_volume(handle: ControllerHandle, name: str) -> JsonObject | None:
+    return next((entry for entry in handle.status() if entry.get("name") == name), None)
+
+
+def _no_volume(name: str) -> JSONResponse:
+    return _error(404, f"no volume {name!r}")
+
+
+def _json(content: object) -> JSONResponse:
+    return JSONResponse(jsonable_encoder(content))
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+# -- metrics -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VolumeMetrics:
+    """One entry of ``ControllerHandle.metrics_state()``, checked and typed."""
+
+    volume: str
+    state: str
+    states: tuple[str, ...]
+    replication_lag_seconds: float | None
+    failovers_total: int
+    probe_latency_seconds: tuple[tuple[str, float], ...]  # (replica, seconds)
+
+    @classmethod
+    def read(cls, entry: JsonObject) -> VolumeMetrics:
+        """Raise ``TypeError`` naming the field if the handle broke its contract (a bug)."""
+        lag = entry.get("replication_lag_seconds")
+        samples = _field(entry, "probe_latency_seconds", list)
+        return cls(
+            volume=_field(entry, "volume", str),
+            state=_field(entry, "state", str),
+            states=tuple(_item(state, "states", str) for state in _field(entry, "states", list)),
+            replication_lag_seconds=None if lag is None else float(_number(lag, "lag")),
+            failovers_total=int(_number(entry.get("failovers_total"), "failovers_total")),
+            probe_latency_seconds=tuple(_latency(sample) for sample in samples),
+        )
+
+
+def _field(entry: Mapping[str, object], key: str, kind: type[_T]) -> _T:
+    return _item(entry.get(key), key, kind)
+
+
+def _item(value: object, key: str, kind: type[_T]) -> _T:
+    if not isinstance(value, kind):
+        raise TypeError(f"metrics_state(): {key} is {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+def _number(value: object, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"metrics_state(): {key} is {type(value).__name__}, not a number")
+    return value
+
+
+def _latency(sample: object) -> tuple[str, float]:
+    fields = _item(sample, "probe_latency_seconds[]", dict)
+    return _field(fields, "replica", str), float(_number(fields.get("seconds"), "seconds"))
+
+
+class HandleCollector:
+    """Reads ``metrics_state()`` and ``alive()`` at each scrape; keeps no state of its own.
+
+    ``nfs_failover_probe_latency_seconds`` is a histogram of the samples the handle
+    reports now (its recent window), rebuilt at each scrape: the handle gives no sample
+    ids, so samples cannot be counted once each into a cumulative histogram. Its buckets
+    and count are therefore not monotonic: use ``histogram_quantile`` on the buckets as
+    scraped, not on ``rate()`` of them. A volume whose lag is unknown has no
+    ``nfs_failover_replication_lag_seconds`` sample (absent, not zero).
+    """
+
+    def __init__(self, handle: ControllerHandle) -> None:
+        self._handle = handle
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # nothing to check for duplicates at registration; no scrape at startup
+
+    def collect(self) -> Iterator[Metric]:
+        entries = [VolumeMetrics.read(entry) for entry in self._handle.metrics_state()]
+        yield _state_family(entries)
+        yield _lag_family(entries)
+        yield _failovers_family(entries)
+        yield _latency_family(entries)
+        alive = GaugeMetricFamily(
+            "nfs_failover_controller_alive",
+            "1 while the decision loop completes its cycles in time, 0 when it is stuck.",
+            value=1.0 if self._handle.alive() else 0.0,
+        )
+        yield alive
+
+
+def _state_family(entries: Iterable[VolumeMetrics]) -> Metric:
+    family = GaugeMetricFamily(
+        "nfs_failover_volume_state",
+        "1 for the state the volume is in, 0 for each other state it can be in.",
+        labels=["volume", "state"],
+    )
+    for entry in entries:
+        for state in dict.fromkeys((*entry.states, entry.state)):
+            family.add_metric([entry.volume, state], 1.0 if state == entry.state else 0.0)
+    return family
+
+
+def _lag_family(entries: Iterable[VolumeMetrics]) -> Metric:
+    family = GaugeMetricFamily(
+        "nfs_failover_replication_lag_seconds",
+        "Age of the newest data the destination has; absent while unknown.",
+        labels=["volume"],
+    )
+    for entry in entries:
+        if entry.replication_lag_seconds is not None:
+            family.add_metric([entry.volume], entry.replication_lag_seconds)
+    return family
+
+
+def _failovers_family(entries: Iterable[VolumeMetrics]) -> Metric:
+    family = CounterMetricFamily(
+        "nfs_failover_failovers",
+        "Failovers of the volume, as the journal counts them.",
+        labels=["volume"],
+    )
+    for entry in entries:
+        family.add_metric([entry.volume], float(entry.failovers_total))
+    return family
+
+
+def _latency_family(entries: Iterable[VolumeMetrics]) -> Metric:
+    family = HistogramMetricFamily(
+        "nfs_failover_probe_latency_seconds",
+        "Latency of the recent probes of each replica, as the controller reports them now.",
+        labels=["volume", "replica"],
+    )
+    for entry in entries:
+        by_replica: dict[str, list[float]] = {}
+        for replica, seconds in entry.probe_latency_seconds:
+            by_replica.setdefault(replica, []).append(seconds)
+        for replica, samples in by_replica.items():
+            buckets = [
+                (str(bound), float(sum(s <= bound for s in samples)))
+                for bound in PROBE_LATENCY_BUCKETS
+            ]
+            buckets.append(("+Inf", float(len(samples))))
+            family.add_metric([entry.volume, replica], buckets, sum_value=sum(samples))
+    return family
+
+
+# -- the token ---------------------------------------------------------------------------
+
+
+def read_token(path: Path) -> str:
+    """The bearer token in ``path``, without surrounding whitespace.
+
+    The file must be a regular file, readable by its owner only (mode & 0o077 == 0),
+    and hold one token of printable ASCII without spaces. Raises ``ConfigError`` with
+    one line ``PATH: problem``; the content is never shown.
+    """
+    try:
+        # O_NONBLOCK: a FIFO put in the token's place must not hang the start-up.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise ConfigError([f"{path}: cannot read the API token file: {reason}"]) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError([f"{path}: the API token file is not a regular file"])
+        if mode & 0o077:
+            raise ConfigError(
+                [
+                    f"{path}: the API token file is accessible by group or others (mode"
+                    f" {stat.S_IMODE(mode):04o}); refusing it: chmod 600 {path}"
+                ]
+            )
+        data = os.read(fd, MAX_TOKEN_BYTES + 1)
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise ConfigError([f"{path}: cannot read the API token file: {reason}"]) from None
+    finally:
+        os.close(fd)
+    return _check_token(path, data)
+
+
+def _check_token(path: Path, data: bytes) -> str:
+    if len(data) > MAX_TOKEN_BYTES:
+        raise ConfigError([f"{path}: the API token file is larger than {MAX_TOKEN_BYTES} bytes"])
+    token = data.strip()
+    if not token:
+        raise ConfigError(
+            [
+                f"{path}: the API token file is empty; write a token into it, such as the"
+                " output of: openssl rand -hex 32"
+            ]
+        )
+    if any(byte <= 0x20 or byte >= 0x7F for byte in token):
+        raise ConfigError(
+            [
+                f"{path}: the API token must be one line of printable ASCII without spaces"
+                " (content not shown)"
+            ]
+        )
+    return token.decode("ascii")
+
+
+# -- the server --------------------------------------------------------------------------
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its signal handlers.
+
+    ``uvicorn.Server.serve`` replaces the process's SIGINT and SIGTERM handlers while it
+    runs; inside the controller, the controller owns them and stops the API through the
+    ``stop`` event instead.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(
+    app: FastAPI, listen: HostPort, stop: asyncio.Event, *, allow_remote: bool = False
+) -> None:
+    """Serve ``app`` on ``listen`` in the running event loop until ``stop`` is set.
+
+    Then stops accepting connections, lets open requests finish for up to
+    ``SHUTDOWN_GRACE_SECONDS`` and returns within ``SHUTDOWN_WAIT_SECONDS``. Raises
+    ``ConfigError`` (nothing bound) if ``listen`` is not a loopback address and
+    ``allow_remote`` is False, or if the address cannot be resolved or bound. uvicorn
+    logs at warning level and writes no access log, so no request line or header (the
+    token) reaches the logs.
+    """
+    sock = await _bind(listen, allow_remote=allow_remote)
+    config = uvicorn.Config(
+        app,
+        log_config=None,  # log through the daemon's own logging setup
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+    )
+    server = _Server(config)
+    try:
+        serving = asyncio.create_task(_serve_socket(server, sock, listen))
+        stopping = asyncio.create_task(stop.wait())
+        log.info("API listening on http://%s", listen)
+        try:
+            await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            server.should_exit = True
+            await _finish(server, serving)
+    finally:
+        sock.close()
+
+
+async def _serve_socket(server: _Server, sock: socket.socket, listen: HostPort) -> None:
+    try:
+        await server.serve(sockets=[sock])
+    except (SystemExit, OSError):
+        # uvicorn calls sys.exit() when it cannot start: that must not end the controller.
+        raise ConfigError([f"api.listen: the API could not start on {listen}"]) from None
+
+
+async def _finish(server: _Server, serving: asyncio.Task[None]) -> None:
+    done, _ = await asyncio.wait({serving}, timeout=SHUTDOWN_WAIT_SECONDS)
+    if not done:
+        log.warning("the API did not stop within %ss; closing it", SHUTDOWN_WAIT_SECONDS)
+        server.force_exit = True
+        serving.cancel()
+        await asyncio.wait({serving}, timeout=1.0)
+        return
+    serving.result()
+
+
+async def _bind(listen: HostPort, *, allow_remote: bool) -> socket.socket:
+    """A socket bound to ``listen`` (not yet listening), after the loopback check."""
+    loop = asyncio.get_running_loop()
+    try:
+        found = await loop.getaddrinfo(listen.host, listen.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError([f"api.listen: cannot resolve {listen.host}: {exc.strerror}"]) from None
+    family, kind, proto, _, address = found[0]
+    host = str(address[0])
+    if not allow_remote and not ipaddress.ip_address(host).is_loopback:
+        shown = str(listen) if host == listen.host else f"{listen} ({host})"
+        raise ConfigError(
+            [
+                f"api.listen: {shown} is not a loopback address; the API speaks plain HTTP, so"
+                " it listens on loopback only unless remote access is allowed explicitly"
+            ]
+        )
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise ConfigError([f"api.listen: cannot listen on {listen}: {reason}"]) from None
+    return sock

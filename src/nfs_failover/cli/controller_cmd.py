@@ -1,0 +1,203 @@
+"""The operator's commands: ``run``, ``status``, ``plan``, ``history`` and the manual
+actions (``failover``, ``failback``, ``switchover``, ``pause``, ``resume``).
+
+Manual actions go to the running controller over its HTTP API with the bearer token, so
+there is only ever one actor; ``plan`` and ``history`` also work with no controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nfs_failover import aio
+from nfs_failover.agent import Agent
+from nfs_failover.api import build_app, read_token, serve
+from nfs_failover.config import Config, load_config
+from nfs_failover.controller.loop import Controller
+from nfs_failover.errors import NfsFailoverError
+from nfs_failover.lab import default_state_dir
+from nfs_failover.lab.lab import CONFIG_NAME
+from nfs_failover.store import open_store
+
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Config file [default: the lab's lab.yaml].")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+VolumeArg = Annotated[str, typer.Argument(help="The volume's name.")]
+
+
+def _config(path: Path | None) -> Config:
+    return load_config(path or default_state_dir() / CONFIG_NAME)
+
+
+def run(
+    config: ConfigOpt = None,
+    no_api: Annotated[bool, typer.Option("--no-api", help="Do not serve the HTTP API.")] = False,
+) -> None:
+    """Run the controller and this host's agent (the single-host mode) until stopped."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    loaded = _config(config)
+    token = None if no_api else read_token(loaded.api.token_file)
+    store = open_store(loaded.store)
+    controller = Controller(loaded, store, agent=Agent(loaded, store))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        jobs = [controller.run(stop)]
+        if token is not None:
+            jobs.append(serve(build_app(controller, token), loaded.api.listen, stop))
+        try:
+            await asyncio.gather(*jobs)
+        finally:
+            await controller.close()
+            if controller.agent is not None:
+                await controller.agent.close()
+            store.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        aio.run(main())
+
+
+def plan(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """What the controller would do now and why; changes nothing."""
+    loaded = _config(config)
+
+    async def once() -> dict[str, str]:
+        store = open_store(loaded.store)
+        controller = Controller(loaded, store, name="plan")
+        try:
+            return {name: str(d) for name, d in (await controller.plan()).items()}
+        finally:
+            await controller.close()
+            store.close()
+
+    plans = aio.run(once())
+    if as_json:
+        typer.echo(json.dumps(plans, indent=2))
+        return
+    for name, decision in plans.items():
+        console.print(f"[bold]{name}[/]: {decision}")
+
+
+def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Each volume: mode, state, active and fenced replicas, replication, last action."""
+    loaded = _config(config)
+    volumes: list[dict[str, Any]] = _api(loaded, "GET", "/status")
+    if as_json:
+        typer.echo(json.dumps(volumes, indent=2))
+        return
+    table = Table()
+    for column in ("volume", "mode", "state", "active", "fenced", "replication", "lag",
+                   "last action", "decision"):  # fmt: skip
+        table.add_column(column)
+    for v in volumes:
+        lag = f"{v['lag_s']:.0f}s" if v.get("lag_s") is not None else "-"
+        table.add_row(str(v["name"]), str(v["mode"]), str(v["state"]), str(v["active"]),
+                      ", ".join(v["fenced"]) or "-", str(v["replication"]), lag,
+                      str(v["last_action"] or "-"), str(v["decision"] or "-"))  # fmt: skip
+    console.print(table)
+
+
+def history(
+    config: ConfigOpt = None,
+    volume: Annotated[str | None, typer.Option("--volume", help="Only this volume.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The journal as a timeline (read from the store; no controller needed)."""
+    loaded = _config(config)
+    store = open_store(loaded.store)
+    try:
+        events = store.events(volume)
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps([e.__dict__ for e in events], indent=2, default=str))
+        return
+    for e in events:
+        when = datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        step = f" {e.step} {e.phase}" if e.step else ""
+        detail = e.detail.get("reason") or e.detail.get("refused") or ""
+        console.print(f"{when} {e.volume} {e.kind}{step} {detail}".rstrip())
+
+
+def _action(action: str, volume: str | None, force: bool, config: Path | None) -> None:
+    loaded = _config(config)
+    path = f"/volumes/{volume}/{action}" if volume and action not in ("pause", "resume") else (
+        f"/{action}" + (f"?volume={volume}" if volume else ""))  # fmt: skip
+    result = _api(loaded, "POST", path, {"force": force}, timeout=3600)
+    typer.echo(json.dumps(result, indent=2))
+
+
+def failover(
+    volume: VolumeArg,
+    force: Annotated[
+        bool, typer.Option("--force", help="Override the lag and mirror checks.")
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Fail a volume over now (read-write: break, fence, steer)."""
+    _action("failover", volume, force, config)
+
+
+def failback(volume: VolumeArg, config: ConfigOpt = None) -> None:
+    """Fail back: preserve, reverse resync, final transfer, swap back, steer."""
+    _action("failback", volume, False, config)
+
+
+def switchover(volume: VolumeArg, config: ConfigOpt = None) -> None:
+    """A planned move of the active side: final transfer first, then break and steer."""
+    _action("switchover", volume, False, config)
+
+
+def pause(volume: Annotated[str | None, typer.Argument()] = None, config: ConfigOpt = None) -> None:
+    """Stop automatic actions (for one volume or all); manual commands still run."""
+    _action("pause", volume, False, config)
+
+
+def resume(
+    volume: Annotated[str | None, typer.Argument()] = None, config: ConfigOpt = None
+) -> None:
+    """Resume automatic actions."""
+    _action("resume", volume, False, config)
+
+
+COMMANDS = (run, status, plan, history, failover, failback, switchover, pause, resume)
+
+
+def _api(
+    config: Config, method: str, path: str, body: object = None, *, timeout: float = 10.0
+) -> Any:
+    """Call the running controller's API on loopback; a clear error when none answers."""
+    url = f"http://{config.api.listen}{path}"
+    headers = {}
+    if method == "POST":
+        headers["Authorization"] = f"Bearer {read_token(config.api.token_file)}"
+    try:
+        reply = httpx.request(method, url, json=body, headers=headers, timeout=timeout)
+    except httpx.TransportError as exc:
+        raise NfsFailoverError(
+            f"no controller answers at {config.api.listen} ({exc.__class__.__name__}); "
+            "start one with `nfs-failover run`"
+        ) from exc
+    data = reply.json()
+    if reply.status_code >= 400:
+        raise NfsFailoverError(str(data.get("error") if isinstance(data, dict) else data))
+    return data

@@ -1,0 +1,754 @@
+"""The HTTP API over a recording controller handle: routes, token, metrics, token file, serve.
+
+The handle here is a small fake that records what it is asked: the API is the unit under
+test; the real controller is tested in tests/controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from nfs_failover import api
+from nfs_failover.api import MAX_HISTORY_LIMIT, build_app, read_token, serve
+from nfs_failover.config import HostPort
+from nfs_failover.controller.handle import ControllerHandle, JsonObject
+from nfs_failover.errors import ConfigError, NfsFailoverError
+
+TOKEN = "s3cret-token-0123456789abcdef"
+STATES = ["healthy", "degraded", "failing_over", "failed_over", "paused"]
+UNAUTHORIZED = {"error": "a bearer token is required"}
+
+T = TypeVar("T")
+
+
+class RecordingController:
+    """A ControllerHandle with two volumes that records every call it gets."""
+
+    def __init__(self) -> None:
+        self.volumes: list[JsonObject] = [
+            {"name": "crr", "mode": "read-write", "state": "healthy", "active": "az1"},
+            {"name": "tools", "mode": "read-only", "state": "failed_over", "active": "az2"},
+        ]
+        self.journal: list[JsonObject] = [
+            {"id": i, "volume": "crr" if i % 2 else "tools", "event": f"e{i}"} for i in range(1, 7)
+        ]
+        self.metrics: list[JsonObject] = [
+            {
+                "volume": "crr",
+                "state": "healthy",
+                "states": STATES,
+                "replication_lag_seconds": 42.5,
+                "failovers_total": 0,
+                "probe_latency_seconds": [
+                    {"replica": "az1", "seconds": 0.002},
+                    {"replica": "az1", "seconds": 0.02},
+                    {"replica": "az1", "seconds": 0.3},
+                    {"replica": "az2", "seconds": 0.004},
+                ],
+            },
+            {
+                "volume": "tools",
+                "state": "failed_over",
+                "states": STATES,
+                "replication_lag_seconds": None,
+                "failovers_total": 3,
+                "probe_latency_seconds": [],
+            },
+        ]
+        self.is_alive = True
+        self.refusal: str | None = None
+        self.requests: list[tuple[str, str | None, bool]] = []
+        self.history_asked: list[tuple[str | None, int, int]] = []
+        self.scrapes = 0
+
+    def status(self) -> list[JsonObject]:
+        return [dict(volume) for volume in self.volumes]
+
+    def history(self, volume: str | None, after: int, limit: int) -> list[JsonObject]:
+        self.history_asked.append((volume, after, limit))
+        entries = [e for e in self.journal if volume is None or e["volume"] == volume]
+        return [e for e in entries if int(str(e["id"])) > after][:limit]
+
+    def alive(self) -> bool:
+        return self.is_alive
+
+    def metrics_state(self) -> list[JsonObject]:
+        self.scrapes += 1
+        return self.metrics
+
+    async def request(self, action: str, volume: str | None, *, force: bool = False) -> JsonObject:
+        self.requests.append((action, volume, force))
+        if self.refusal is not None:
+            raise NfsFailoverError(self.refusal)
+        return {"action": action, "volume": volume, "result": "done", "forced": force}
+
+
+@pytest.fixture
+def controller() -> RecordingController:
+    return RecordingController()
+
+
+@pytest.fixture
+def app(controller: RecordingController) -> FastAPI:
+    handle: ControllerHandle = controller  # checks the fake against the Protocol
+    return build_app(handle, TOKEN)
+
+
+def call(app: FastAPI, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await client.request(method, url, **kwargs)
+
+    return asyncio.run(send())
+
+
+def post(app: FastAPI, url: str, token: str | None = TOKEN, **kwargs: Any) -> httpx.Response:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    return call(app, "POST", url, headers=headers, **kwargs)
+
+
+# -- reads -------------------------------------------------------------------------------
+
+
+def test_status_lists_every_volume_as_the_handle_reports_it(app: FastAPI) -> None:
+    response = call(app, "GET", "/status")
+
+    assert response.status_code == 200
+    assert [volume["name"] for volume in response.json()] == ["crr", "tools"]
+    assert response.json()[1]["state"] == "failed_over"
+
+
+def test_a_volume_is_served_by_its_name(app: FastAPI) -> None:
+    response = call(app, "GET", "/volumes/tools")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "name": "tools",
+        "mode": "read-only",
+        "state": "failed_over",
+        "active": "az2",
+    }
+
+
+def test_an_unknown_volume_is_a_404_naming_it(app: FastAPI) -> None:
+    response = call(app, "GET", "/volumes/x")
+
+    assert response.status_code == 404
+    assert response.json() == {"error": "no volume 'x'"}
+
+
+def test_history_passes_volume_after_and_limit_to_the_handle(
+    app: FastAPI, controller: RecordingController
+) -> None:
+    response = call(app, "GET", "/history", params={"volume": "crr", "after": 1, "limit": 1})
+
+    assert response.status_code == 200
+    assert response.json() == [{"id": 3, "volume": "crr", "event": "e3"}]
+    assert controller.history_asked == [("crr", 1, 1)]
+
+
+def test_history_defaults_to_the_first_thousand_entries_of_every_volume(
+    app: FastAPI, controller: RecordingController
+) -> None:
+    response = call(app, "GET", "/history")
+
+    assert len(response.json()) == 6
+    assert controller.history_asked == [(None, 0, 1000)]
+
+
+def test_history_takes_the_maximum_limit(app: FastAPI, controller: RecordingController) -> None:
+    response = call(app, "GET", "/history", params={"limit": MAX_HISTORY_LIMIT})
+
+    assert response.status_code == 200
+    assert controller.history_asked == [(None, 0, MAX_HISTORY_LIMIT)]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"limit": MAX_HISTORY_LIMIT + 1}, "limit: input should be less than or equal to 10000"),
+        ({"limit": 0}, "limit: input should be greater than or equal to 1"),
+        ({"limit": "all"}, "limit: input should be a valid integer"),
+        ({"after": -1}, "after: input should be greater than or equal to 0"),
+    ],
+)
+def test_history_refuses_an_invalid_limit_or_after_with_a_clear_message(
+    app: FastAPI, controller: RecordingController, params: dict[str, object], message: str
+) -> None:
+    response = call(app, "GET", "/history", params=params)
+
+    assert response.status_code == 422
+    assert response.json()["error"].startswith(message)
+    assert controller.history_asked == []
+
+
+def test_health_is_200_while_the_decision_loop_is_alive(app: FastAPI) -> None:
+    response = call(app, "GET", "/health")
+
+    assert (response.status_code, response.json()) == (200, {"status": "alive"})
+
+
+def test_health_is_503_when_the_decision_loop_is_stuck(
+    app: FastAPI, controller: RecordingController
+) -> None:
+    controller.is_alive = False
+
+    response = call(app, "GET", "/health")
+
+    assert (response.status_code, response.json()) == (503, {"status": "stuck"})
+
+
+def test_reads_need_no_token(app: FastAPI) -> None:
+    for url in ("/status", "/volumes/crr", "/history", "/health", "/metrics"):
+        assert call(app, "GET", url).status_code == 200, url
+
+
+def test_the_docs_and_openapi_routes_are_disabled(app: FastAPI) -> None:
+    for url in ("/docs", "/redoc", "/openapi.json"):
+        response = call(app, "GET", url)
+        assert (response.status_code, response.json()) == (404, {"error": "not found"}), url
+
+
+# -- actions and the token ---------------------------------------------------------------
+
+ACTION_URLS = [
+    "/volumes/crr/failover",
+    "/volumes/crr/failback",
+    "/volumes/crr/switchover",
+    "/pause",
+    "/resume?volume=crr",
+]
+
+
+@pytest.mark.parametrize("url", ACTION_URLS)
+def test_an_action_without_a_token_is_refused_and_not_run(
+    app: FastAPI, controller: RecordingController, url: str
+) -> None:
+    response = post(app, url, token=None, json={"force": True})
+
+    assert (response.status_code, response.json()) == (401, UNAUTHORIZED)
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert controller.requests == []
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Bearer wrong",
+        f"Bearer {TOKEN}x",
+        f"Bearer {TOKEN[:-1]}",
+        "Bearer ",
+        f"Basic {TOKEN}",
+        TOKEN,
+        f"Bearer {TOKEN.upper()}",
+        "Bearer \xe9".encode("latin-1"),
+        "Bearer s3cret-token-\xff".encode("latin-1"),
+    ],
+)
+def test_an_action_with_a_wrong_token_is_refused_with_the_same_message(
+    app: FastAPI, controller: RecordingController, authorization: str | bytes
+) -> None:
+    response = call(app, "POST", "/volumes/crr/failover", headers={"Authorization": authorization})
+
+    assert (response.status_code, response.json()) == (401, UNAUTHORIZED)
+    assert TOKEN not in response.text
+    assert controller.requests == []
+
+
+def test_an_unauthenticated_request_learns_nothing_about_routes_or_bodies(
+    app: FastAPI, controller: RecordingController
+) -> None:
+    for url, body in [("/volumes/crr/failover", b"{not json"), ("/no/such/route", b"")]:
+        response = post(app, url, token=None, content=body)
+        assert (response.status_code, response.json()) == (401, UNAUTHORIZED), url
+    assert controller.requests == []
+
+
+def test_a_failover_with_the_token_runs_on_the_handle_and_returns_its_result(
+    app: FastAPI, controller: RecordingController
+) -> None:
+    response = post(app, "/volumes/crr/failover")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "action": "failover",
+        "volume": "crr",
+        "result": "done",
+        "forced": False,
+    }
+    assert controller.requests == [("failover", "crr", False)]
+    assert TOKEN not in response.text
+
+
+def test_the_bearer_scheme_is_accepted_in_any_case(
+    app: FastAPI, controller: RecordingController
+) -> None:
+    response = call(
+        app, "POST", "/volumes/crr/failover", headers={"Authorization": f"bearer  {TOKEN}"}
+    )
+
+    assert response.status_code == 200
+    assert controller.requests == [("failover", "crr", False)]
+
+
+@pytest.mark.parametrize(("body", "force"), [({"force": True}, True), ({"force": False}, False)])
+def test_a_failover_passes_force_from_its_body_to_the_handle(
+    app: FastAPI, controller: RecordingController, body: dict[str, bool], force: bool
+) -> None:
+    response = post(app, "/volumes/crr/failover", json=body)
+
+    assert response.status_code == 200
+    assert response.json()["forced"] is force
+    assert controller.requests == [("failover", "crr", force)]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"force": "yes"}, "force: input should be a valid boolean"),
+        ({"force": 1}, "force: input should be a valid boolean"),
+        ({"forse": True}, "forse: extra inputs are not permitted"),
+    ],
+)
+def test_a_failover_body_that_is_not_as_documented_is_a_422(
+    app: FastAPI, controller: RecordingController, body: dict[str, object], message: str
+) -> None:
+    response = post(app, "/volumes/crr/failover", json=body)
+
+    assert (response.status_code, response.json()) == (422, {"error": message})
+    assert controller.requests == []
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{force", "body: not valid JSON"),
+        (b"[true]", 'body: expected a JSON object such as {"force": true}'),
+        (b'"force"', 'body: expected a JSON object such as {"force": true}'),
+    ],
+)
+def test_a_failover_body_that_is_not_a_json_object_is_a_422(
+    app: FastAPI, controller: RecordingController, content: bytes, message: str
+) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    response = call(app, "POST", "/volumes/crr/failover", content=content, headers=headers)
+
+    assert (response.status_code, response.json()) == (422, {"error": message})
+    assert controller.requests == []
+
+
+@pytest.mark.parametrize("action", ["failback", "switchover"])
+def test_failback_and_switchover_run_on_their_volume(
+    app: FastAPI, controller: RecordingController, action: str
+) -> None:
+    response = post(app, f"/volumes/tools/{action}")
+
+    assert response.status_code == 200
+    assert response.json()["action"] == action
+    assert controller.requests == [(action, "tools", False)]
+
+
+@pytest.mark.parametrize("action", ["pause", "resume"])
+@pytest.mark.parametrize("volume", [None, "tools"])
+def test_pause_and_resume_apply_to_every_volume_or_to_the_one_named(
+    app: FastAPI, controller: RecordingController, action: str, volume: str | None
+) -> None:
+    params = {} if volume is None else {"volume": volume}
+
+    response = post(app, f"/{action}", params=params)
+
+    assert response.status_code == 200
+    assert response.json()["volume"] == volume
+    assert controller.requests == [(action, volume, False)]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/volumes/x/failover", "/volumes/x/failback", "/volumes/x/switchover", "/pause?volume=x"],
+)
+def test_an_action_on_an_unknown_volume_is_a_404_and_not_run(
+    app: FastAPI, controller: RecordingController, url: str
+) -> None:
+    response = post(app, url)
+
+    assert (response.status_code, response.json()) == (404, {"error": "no volume 'x'"})
+    assert controller.requests == []
+
+
+def test_a_refused_action_is_a_409_with_the_handles_reason(
+    app: FastAPI, controller: RecordingController
+) -> None:
+    controller.refusal = "no failover: lag 31m exceeds max_lag 20m"
+
+    response = post(app, "/volumes/crr/failover")
+
+    assert response.status_code == 409
+    assert response.json() == {"error": "no failover: lag 31m exceeds max_lag 20m"}
+    assert controller.requests == [("failover", "crr", False)]
+
+
+def test_an_action_whose_request_goes_away_still_runs_to_its_end(
+    app: FastAPI, controller: RecordingController, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="nfs_failover.api")
+    release = asyncio.Event()
+    finished: list[str] = []
+
+    async def slow_request(action: str, volume: str | None, *, force: bool = False) -> JsonObject:
+        await release.wait()
+        finished.append(action)
+        return {}
+
+    controller.request = slow_request  # type: ignore[method-assign]
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            request = asyncio.create_task(client.post("/volumes/crr/failover", headers=headers))
+            await asyncio.sleep(0.1)
+            request.cancel()
+            await asyncio.wait({request})
+        assert request.cancelled()
+        release.set()
+        await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+
+    assert finished == ["failover"]
+    assert "API: failover of volume 'crr' done" in caplog.messages
+
+
+def test_gets_are_the_only_open_method(app: FastAPI, controller: RecordingController) -> None:
+    for method in ("PUT", "DELETE", "PATCH"):
+        response = call(app, method, "/volumes/crr/failover")
+        assert (response.status_code, response.json()) == (401, UNAUTHORIZED), method
+    assert controller.requests == []
+
+
+# -- metrics -----------------------------------------------------------------------------
+
+
+def scrape(app: FastAPI) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples of one scrape: (name, sorted labels) -> value."""
+    response = call(app, "GET", "/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == CONTENT_TYPE_LATEST
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_carry_the_state_of_each_volume_as_one_and_zeros(app: FastAPI) -> None:
+    samples = scrape(app)
+
+    for volume, current in [("crr", "healthy"), ("tools", "failed_over")]:
+        for state in STATES:
+            labels = (("state", state), ("volume", volume))
+            expected = 1.0 if state == current else 0.0
+            assert samples[("nfs_failover_volume_state", labels)] == expected, (volume, state)
+
+
+def test_metrics_carry_lag_and_failovers_and_omit_an_unknown_lag(app: FastAPI) -> None:
+    samples = scrape(app)
+
+    assert samples[("nfs_failover_replication_lag_seconds", (("volume", "crr"),))] == 42.5
+    assert ("nfs_failover_replication_lag_seconds", (("volume", "tools"),)) not in samples
+    assert samples[("nfs_failover_failovers_total", (("volume", "crr"),))] == 0
+    assert samples[("nfs_failover_failovers_total", (("volume", "tools"),))] == 3
+
+
+def test_metrics_carry_a_latency_histogram_per_volume_and_replica(app: FastAPI) -> None:
+    samples = scrape(app)
+
+    def bucket(replica: str, le: str) -> float:
+        labels = (("le", le), ("replica", replica), ("volume", "crr"))
+        return samples[("nfs_failover_probe_latency_seconds_bucket", labels)]
+
+    az1 = (("replica", "az1"), ("volume", "crr"))
+    assert [bucket("az1", le) for le in ("0.001", "0.0025", "0.025", "0.25", "0.5", "+Inf")] == [
+        0,
+        1,
+        2,
+        2,
+        3,
+        3,
+    ]
+    assert samples[("nfs_failover_probe_latency_seconds_count", az1)] == 3
+    assert samples[("nfs_failover_probe_latency_seconds_sum", az1)] == pytest.approx(0.322)
+    assert bucket("az2", "0.005") == 1
+    assert not any(
+        name.startswith("nfs_failover_probe_latency") and ("volume", "tools") in labels
+        for name, labels in samples
+    )
+
+
+def test_metrics_say_whether_the_decision_loop_is_alive(
+    app: FastAPI, controller: RecordingController
+) -> None:
+    assert scrape(app)[("nfs_failover_controller_alive", ())] == 1
+    controller.is_alive = False
+    assert scrape(app)[("nfs_failover_controller_alive", ())] == 0
+
+
+def test_metrics_are_read_from_the_handle_at_each_scrape(
+    app: FastAPI, controller: RecordingController
+) -> None:
+    assert controller.scrapes == 0  # building the app does not read them
+    scrape(app)
+    controller.metrics[0]["state"] = "degraded"
+    controller.metrics[0]["failovers_total"] = 1
+
+    samples = scrape(app)
+
+    assert controller.scrapes == 2
+    assert samples[("nfs_failover_volume_state", (("state", "degraded"), ("volume", "crr")))] == 1
+    assert samples[("nfs_failover_volume_state", (("state", "healthy"), ("volume", "crr")))] == 0
+    assert samples[("nfs_failover_failovers_total", (("volume", "crr"),))] == 1
+
+
+def test_metrics_use_a_registry_of_the_apps_own(controller: RecordingController) -> None:
+    first, second = build_app(controller, TOKEN), build_app(controller, TOKEN)
+
+    assert scrape(first) == scrape(second)
+    assert REGISTRY.get_sample_value("nfs_failover_controller_alive") is None
+
+
+# -- the token file ----------------------------------------------------------------------
+
+
+def token_file(tmp_path: Path, content: bytes, mode: int = 0o600) -> Path:
+    path = tmp_path / "token"
+    path.write_bytes(content)
+    path.chmod(mode)
+    return path
+
+
+def test_a_token_file_readable_by_its_owner_only_is_accepted_and_stripped(
+    tmp_path: Path,
+) -> None:
+    assert read_token(token_file(tmp_path, f"  {TOKEN}\n".encode())) == TOKEN
+
+
+def test_a_missing_token_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "absent"
+
+    with pytest.raises(ConfigError) as caught:
+        read_token(path)
+
+    assert caught.value.problems == [
+        f"{path}: cannot read the API token file: no such file or directory"
+    ]
+
+
+@pytest.mark.parametrize("content", [b"", b" \n\t\n"])
+def test_an_empty_token_file_is_refused(tmp_path: Path, content: bytes) -> None:
+    path = token_file(tmp_path, content)
+
+    with pytest.raises(ConfigError) as caught:
+        read_token(path)
+
+    assert caught.value.problems == [
+        f"{path}: the API token file is empty; write a token into it, such as the output of:"
+        " openssl rand -hex 32"
+    ]
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_a_token_file_that_group_or_others_can_access_is_refused(tmp_path: Path, mode: int) -> None:
+    path = token_file(tmp_path, TOKEN.encode(), mode)
+
+    with pytest.raises(ConfigError) as caught:
+        read_token(path)
+
+    assert caught.value.problems == [
+        f"{path}: the API token file is accessible by group or others (mode {mode:04o});"
+        f" refusing it: chmod 600 {path}"
+    ]
+
+
+def test_a_directory_is_not_a_token_file(tmp_path: Path) -> None:
+    path = tmp_path / "dir"
+    path.mkdir(mode=0o700)
+
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        read_token(path)
+
+
+@pytest.mark.parametrize("content", [b"secret words", b"secr\xc3\xa9t", b"secret\nsecret"])
+def test_a_token_that_cannot_travel_in_a_header_is_refused_without_showing_it(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = token_file(tmp_path, content)
+
+    with pytest.raises(ConfigError) as caught:
+        read_token(path)
+
+    assert "(content not shown)" in str(caught.value)
+    assert "secr" not in str(caught.value).replace(str(path), "")
+
+
+def test_an_oversized_token_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="larger than 4096 bytes"):
+        read_token(token_file(tmp_path, b"x" * 5000))
+
+
+# -- serve -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def until_answered(url: str, deadline: float) -> httpx.Response:
+    async with httpx.AsyncClient() as client:
+        while True:
+            try:
+                return await client.get(url, timeout=1.0)
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+
+def run_serving(
+    app: FastAPI, listen: HostPort, while_serving: Callable[[], Awaitable[T]]
+) -> tuple[T, float]:
+    """Serve, run ``while_serving``, set the stop event: its result and the stop time."""
+
+    async def main() -> tuple[T, float]:
+        stop = asyncio.Event()
+        server = asyncio.create_task(serve(app, listen, stop))
+        try:
+            result = await while_serving()
+        finally:
+            stop.set()
+            stopped_at = time.monotonic()
+            await asyncio.wait_for(server, timeout=10)
+        return result, time.monotonic() - stopped_at
+
+    return asyncio.run(main())
+
+
+def test_serve_answers_over_real_http_and_stops_when_told(app: FastAPI) -> None:
+    listen = HostPort("127.0.0.1", free_port())
+
+    async def health_and_status() -> tuple[httpx.Response, httpx.Response]:
+        health = await until_answered(f"http://{listen}/health", time.monotonic() + 5)
+        async with httpx.AsyncClient() as client:
+            refused = await client.post(f"http://{listen}/pause")
+        return health, refused
+
+    (health, refused), stop_seconds = run_serving(app, listen, health_and_status)
+
+    assert (health.status_code, health.json()) == (200, {"status": "alive"})
+    assert (refused.status_code, refused.json()) == (401, UNAUTHORIZED)
+    assert "server" not in refused.headers
+    assert stop_seconds < 3
+    with socket.socket() as sock:  # the port is free again
+        sock.bind(("127.0.0.1", listen.port))
+
+
+def test_serve_stops_within_its_bounded_wait_while_an_action_hangs(
+    app: FastAPI, controller: RecordingController, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "SHUTDOWN_GRACE_SECONDS", 1)
+    monkeypatch.setattr(api, "SHUTDOWN_WAIT_SECONDS", 2.0)
+    listen = HostPort("127.0.0.1", free_port())
+
+    async def hang(action: str, volume: str | None, *, force: bool = False) -> JsonObject:
+        await asyncio.Event().wait()
+        return {}
+
+    controller.request = hang  # type: ignore[method-assign]
+
+    async def main() -> tuple[float, object]:
+        stop = asyncio.Event()
+        server = asyncio.create_task(serve(app, listen, stop))
+        await until_answered(f"http://{listen}/health", time.monotonic() + 5)
+        async with httpx.AsyncClient() as client:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            action = asyncio.create_task(client.post(f"http://{listen}/pause", headers=headers))
+            await asyncio.sleep(0.2)
+            stop.set()
+            stopped_at = time.monotonic()
+            await asyncio.wait_for(server, timeout=10)
+            elapsed = time.monotonic() - stopped_at
+            await asyncio.wait({action}, timeout=5)
+        return elapsed, action.exception() or action.result()
+
+    stop_seconds, client_saw = asyncio.run(main())
+
+    assert stop_seconds < 3.5
+    # The request is cut off (its action goes on in the controller), not left hanging.
+    assert isinstance(client_saw, httpx.TransportError) or (
+        isinstance(client_saw, httpx.Response) and client_saw.status_code == 500
+    )
+
+
+def test_serve_leaves_the_process_signal_handlers_alone(app: FastAPI) -> None:
+    listen = HostPort("127.0.0.1", free_port())
+
+    def handlers() -> tuple[object, object]:
+        return signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+
+    async def main() -> tuple[object, object, object]:
+        before = handlers()  # asyncio.run has installed its own SIGINT handler by now
+        stop = asyncio.Event()
+        server = asyncio.create_task(serve(app, listen, stop))
+        await until_answered(f"http://{listen}/health", time.monotonic() + 5)
+        during = handlers()
+        stop.set()
+        await asyncio.wait_for(server, timeout=10)
+        return before, during, handlers()
+
+    before, during, after = asyncio.run(main())
+
+    assert during == before
+    assert after == before
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.13.5", "::"])
+def test_serve_refuses_a_non_loopback_address(app: FastAPI, host: str) -> None:
+    listen = HostPort(host, 8741)
+
+    with pytest.raises(ConfigError) as caught:
+        asyncio.run(serve(app, listen, asyncio.Event()))
+
+    assert caught.value.problems == [
+        f"api.listen: {listen} is not a loopback address; the API speaks plain HTTP, so it"
+        " listens on loopback only unless remote access is allowed explicitly"
+    ]
+
+
+def test_serve_reports_an_address_already_in_use(app: FastAPI) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = HostPort("127.0.0.1", taken.getsockname()[1])
+
+        with pytest.raises(ConfigError) as caught:
+            asyncio.run(serve(app, listen, asyncio.Event()))
+
+    assert caught.value.problems == [
+        f"api.listen: cannot listen on {listen}: address already in use"
+    ]
