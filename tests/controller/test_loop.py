@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from nfs_failover.config import Config, Volume
+from nfs_failover.config import Config, Failback, Mode, Volume
 from nfs_failover.controller.decide import Action, Decision
 from nfs_failover.controller.loop import Controller
 from nfs_failover.lab import Lab
+from nfs_failover.replication import MirrorState
 from nfs_failover.replication.local import LocalProvider
 from nfs_failover.store import SqliteStore
 from tests.controller.test_workflows import config_for
@@ -145,3 +146,60 @@ def test_pause_stops_automatic_failover_and_manual_failback_works(
     assert result["status"] == "done"
     desired = store.get_desired("crr")
     assert desired is not None and (desired.offered, desired.fenced) == (("site1",), ())
+
+
+def test_a_read_only_volume_fails_over_and_fails_back_on_its_own(
+    replication_lab: Lab, setup: tuple[Config, SqliteStore], volume: Volume, tmp_path: Path
+) -> None:
+    _, store = setup
+    read_only = volume.model_copy(update={"mode": Mode.READ_ONLY, "mount": volume.mount.model_copy(
+        update={"options": "ro,hard,tcp,vers=3,nolock"})})  # fmt: skip
+    config = config_for(replication_lab, read_only, tmp_path, **FAST, failback=Failback.AUTOMATIC)
+    run_controller(config, store, replication_lab, "outage:3.5")
+    during = store.get_desired("crr")
+    assert during is not None and (during.offered, during.fenced) == (("dest1",), ())
+    engine = LocalProvider(config.volumes[0])
+    assert asyncio.run(engine.status(timeout=T)).mirror_state is MirrorState.MIRRORED
+    asyncio.run(engine.close())
+    run_controller(config, store, None, "run:3")  # source back and stable for recover_after
+    after = store.get_desired("crr")
+    assert after is not None and after.offered == ("site1", "dest1")
+
+
+def test_a_second_controller_on_the_same_store_stands_by(
+    replication_lab: Lab, setup: tuple[Config, SqliteStore]
+) -> None:
+    config, store = setup
+
+    async def two() -> tuple[dict[str, Decision], dict[str, Decision]]:
+        first = Controller(config, store, name="ctl-a", step_timeout=T)
+        second = Controller(config, SqliteStore(store.path), name="ctl-b", step_timeout=T)
+        try:
+            return await first.cycle(), await second.cycle()
+        finally:
+            await first.close()
+            await second.close()
+
+    leader, standby = asyncio.run(two())
+    assert leader["crr"].reason.startswith("no action")
+    assert standby["crr"].reason == "standby: ctl-a holds the lease"
+
+
+def test_a_switchover_moves_clients_with_nothing_left_behind(
+    replication_lab: Lab, setup: tuple[Config, SqliteStore], volume: Volume
+) -> None:
+    config, store = setup
+    source, destination = folders(volume)
+
+    async def switch() -> dict[str, object]:
+        controller = Controller(config, store, name="ctl-test", step_timeout=T)
+        try:
+            (source / "written-just-before").write_text("must arrive")
+            return await controller.request("switchover", "crr")
+        finally:
+            await controller.close()
+
+    assert asyncio.run(switch())["status"] == "done"
+    assert (destination / "written-just-before").read_text() == "must arrive"
+    desired = store.get_desired("crr")
+    assert desired is not None and (desired.offered, desired.fenced) == (("dest1",), ("site1",))

@@ -73,7 +73,9 @@ def test_run_fails_over_on_an_outage_and_the_api_needs_its_token_for_actions(
         back = httpx.post(f"{base}/volumes/crr/failback",
                           headers={"Authorization": f"Bearer {token}"}, timeout=120)  # fmt: skip
         assert back.status_code == 200, back.text
-        assert httpx.get(f"{base}/status").json()[0]["state"] == "normal"
+        after = httpx.get(f"{base}/status").json()[0]
+        assert after["state"] == "normal"
+        assert [p["from"] for p in after["preserved"]] == ["site1", "dest1"]  # listed in status
         metrics = httpx.get(f"{base}/metrics").text
         assert 'nfs_failover_failovers_total{volume="crr"} 1.0' in metrics
     finally:

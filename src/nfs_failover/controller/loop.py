@@ -52,6 +52,12 @@ def volume_state(volume: Volume, desired: VolumeDesired | None, running: str | N
     return VolumeState.FAILED_OVER if desired.fenced else VolumeState.FAILED_OVER_RO
 
 
+def _preserved(data: Mapping[str, object]) -> list[JsonObject]:
+    """What a failback saved before overwriting it: folder, files, and files deleted."""
+    return [dict(value) for key, value in data.items()
+            if key.startswith("preserved_") and isinstance(value, dict)]  # fmt: skip
+
+
 class Controller:
     """One controller (and, in single-host mode, its agent) over one store."""
 
@@ -283,6 +289,7 @@ class Controller:
             "last_action": f"{last.kind}: {last.status}" if last else None,
             "since": last.updated if last else None,
             "decision": str(decision) if decision else None,
+            "preserved": _preserved(last.data) if last else [],
             "paused": self.paused(volume.name),
         }  # fmt: skip
 
