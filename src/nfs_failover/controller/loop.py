@@ -28,6 +28,7 @@ from nfs_failover.errors import NfsFailoverError
 from nfs_failover.health import EndpointHealth, HealthSettings, HealthTracker
 from nfs_failover.probe import Prober
 from nfs_failover.replication import Provider, ReplicationStatus, open_provider
+from nfs_failover.replication.local import LocalProvider
 from nfs_failover.store import Event, Report, SqliteStore, Workflow
 
 log = logging.getLogger(__name__)
@@ -107,20 +108,33 @@ class Controller:
     # -- the loop --------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Cycle until ``stop``; the local engine's transfer schedule runs alongside, and
+        the agent (single-host mode) cycles at the same time as the controller."""
+        schedules = [
+            asyncio.create_task(provider.serve(stop))
+            for provider in self.providers.values()
+            if isinstance(provider, LocalProvider)
+        ]
         while not stop.is_set():
             started = time.monotonic()
-            try:
-                await self.cycle()
-            except NfsFailoverError as exc:  # a family we know: say it, go on
-                log.error("cycle failed: %s", exc)
-            except Exception:  # a bug: log it as one, and keep the loop alive
-                log.exception("cycle failed with an unexpected error")
-            if self.agent is not None:
-                await self.agent.cycle()
+            await asyncio.gather(self._guarded_cycle(), self._agent_cycle())
             wait = max(self.interval - (time.monotonic() - started), 0.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
+        await asyncio.gather(*schedules, return_exceptions=True)
         self.store.release_lease(LEASE, self.name)
+
+    async def _guarded_cycle(self) -> None:
+        try:
+            await self.cycle()
+        except NfsFailoverError as exc:  # a family we know: say it, go on
+            log.error("cycle failed: %s", exc)
+        except Exception:  # a bug: log it as one, and keep the loop alive
+            log.exception("cycle failed with an unexpected error")
+
+    async def _agent_cycle(self) -> None:
+        if self.agent is not None:
+            await self.agent.cycle()
 
     async def cycle(self) -> dict[str, Decision]:
         now = time.time()
