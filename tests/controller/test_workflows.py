@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nfs_failover.config import Config, StoreUrl, Volume, load_config
+from nfs_failover.config import Config, Hook, StoreUrl, Volume, load_config
 from nfs_failover.controller.workflows import (
     CRASH_ENV,
     CRASH_EXIT,
@@ -205,3 +205,17 @@ def test_a_failback_killed_at_any_step_resumes_and_completes(
     offers = [e.detail["offered"] for e in events if e.kind == "desired"]
     assert all(len(offered) == 1 for offered in offers)  # type: ignore[arg-type]
     asyncio.run(engine.close())
+
+
+def test_a_failing_pre_hook_stops_the_failover_before_anything_changes(
+    replication_lab: Lab, volume: Volume, provider: LocalProvider, tmp_path: Path
+) -> None:
+    asyncio.run(provider.transfer_now(timeout=T))
+    config = config_for(replication_lab, volume, tmp_path)
+    hooks = config.hooks.model_copy(update={"pre_failover": (Hook(argv=("/bin/false",)),)})
+    config = config.model_copy(update={"hooks": hooks})
+    store = SqliteStore(tmp_path / "state.db")
+    with pytest.raises(Refused, match="pre_failover hook failed: hook /bin/false exited 1"):
+        failover(config, provider, store)
+    assert store.get_desired("crr") is None
+    assert asyncio.run(provider.status(timeout=T)).mirror_state is MirrorState.MIRRORED

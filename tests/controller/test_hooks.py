@@ -1,0 +1,34 @@
+"""Hooks: real programs, argv with placeholders, a deadline each, never a shell."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from nfs_failover.config import Hook
+from nfs_failover.controller.hooks import HookFailed, run_hook
+
+VALUES = {"volume": "crr", "event": "pre_failover", "from_replica": "site1",
+          "to_replica": "dest1", "from_export": "198.18.1.5:/crr-site1",
+          "to_export": "198.18.2.5:/crr-dest1"}  # fmt: skip
+
+
+def test_a_hook_gets_its_placeholders_as_separate_arguments(tmp_path: Path) -> None:
+    hook = Hook(argv=("/usr/bin/touch", str(tmp_path / "{volume}-{to_replica}; rm -rf x")))
+    asyncio.run(run_hook(hook, VALUES, timeout=5))
+    assert (tmp_path / "crr-dest1; rm -rf x").exists()  # one argument, no shell
+
+
+def test_a_failing_hook_is_reported_with_its_exit_status() -> None:
+    with pytest.raises(HookFailed, match="hook /bin/false exited 1"):
+        asyncio.run(run_hook(Hook(argv=("/bin/false",)), VALUES, timeout=5))
+
+
+def test_a_hook_that_overruns_its_deadline_is_killed() -> None:
+    started = time.monotonic()
+    with pytest.raises(HookFailed, match=r"no result within 0\.5s; killed"):
+        asyncio.run(run_hook(Hook(argv=("/bin/sleep", "30")), VALUES, timeout=0.5))
+    assert time.monotonic() - started < 2
