@@ -105,3 +105,23 @@ def test_only_one_controller_holds_the_lease_until_it_expires(tmp_path: Path) ->
     assert not one.acquire_lease("leader", "ctl-a", ttl=10, now=119.0)
     two.release_lease("leader", "ctl-b")
     assert one.lease_holder("leader", now=119.0) is None
+
+
+def test_the_newest_events_and_the_last_of_a_kind_are_found_past_any_limit(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    store.append(Event("*", "pause", {"by": "operator"}))
+    for i in range(300):
+        store.append(Event("crr", "decision", {"reason": f"cycle {i}"}))
+    store.append(Event("crr", "failover", {"refused": "no failover: lag 31m"}, step="check",
+                       phase="after"))  # fmt: skip
+    store.append(Event("crr", "resume", {}))
+    tail = store.recent_events("crr", limit=3)
+    assert [e.kind for e in tail] == ["decision", "failover", "resume"]
+    last = store.last_event(["*", "crr"], ["pause", "resume"])
+    assert last is not None and last.kind == "resume"
+    refused = store.last_event(["crr"], ["failover"], with_key="refused")
+    assert refused is not None and refused.detail["refused"] == "no failover: lag 31m"
+    assert store.last_event(["crr"], ["decision"], with_key="refused") is None
+    assert store.count_events("crr", "check", "after") == 1

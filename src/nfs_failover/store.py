@@ -18,6 +18,7 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -171,11 +172,38 @@ class SqliteStore:
             "WHERE id > ? AND (? IS NULL OR volume = ?) ORDER BY id LIMIT ?",
             (after, volume, volume, limit),
         ).fetchall()
-        return [
-            Event(volume=v, kind=k, detail=json.loads(d), workflow=w, step=st, phase=ph, at=at,
-                  id=i)
-            for i, at, v, w, k, st, ph, d in rows
-        ]  # fmt: skip
+        return [_event(row) for row in rows]
+
+    def recent_events(self, volume: str | None = None, *, limit: int = 200) -> list[Event]:
+        """The newest ``limit`` entries, oldest first."""
+        rows = self._query(
+            "SELECT id, at, volume, workflow, kind, step, phase, detail FROM events "
+            "WHERE (? IS NULL OR volume = ?) ORDER BY id DESC LIMIT ?",
+            (volume, volume, limit),
+        ).fetchall()
+        return [_event(row) for row in reversed(rows)]
+
+    def last_event(
+        self, volumes: Sequence[str], kinds: Sequence[str], *, with_key: str | None = None
+    ) -> Event | None:
+        """The newest entry of one of ``kinds`` for one of ``volumes`` (whose detail has
+        ``with_key``, if given)."""
+        marks = ",".join("?" * len(volumes)), ",".join("?" * len(kinds))
+        row = self._query(
+            "SELECT id, at, volume, workflow, kind, step, phase, detail FROM events "  # noqa: S608 - placeholders only
+            f"WHERE volume IN ({marks[0]}) AND kind IN ({marks[1]}) "
+            "AND (? IS NULL OR json_extract(detail, '$.' || ?) IS NOT NULL) "
+            "ORDER BY id DESC LIMIT 1",
+            (*volumes, *kinds, with_key, with_key),
+        ).fetchone()
+        return _event(row) if row else None
+
+    def count_events(self, volume: str, step: str, phase: str) -> int:
+        row = self._query(
+            "SELECT count(*) FROM events WHERE volume = ? AND step = ? AND phase = ?",
+            (volume, step, phase),
+        ).fetchone()
+        return int(row[0])
 
     # -- workflows -------------------------------------------------------------------------
 
@@ -249,6 +277,11 @@ class SqliteStore:
             return self._db.execute(sql, args)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    eid, at, volume, workflow, kind, step, phase, detail = row
+    return Event(volume, kind, json.loads(detail), workflow, step, phase, at, eid)
 
 
 def _workflow(row: tuple[Any, ...]) -> Workflow:

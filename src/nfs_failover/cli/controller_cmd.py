@@ -119,13 +119,14 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 def history(
     config: ConfigOpt = None,
     volume: Annotated[str | None, typer.Option("--volume", help="Only this volume.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="The newest N entries.")] = 200,
     as_json: JsonOpt = False,
 ) -> None:
     """The journal as a timeline (read from the store; no controller needed)."""
     loaded = _config(config)
     store = open_store(loaded.store)
     try:
-        events = store.events(volume)
+        events = store.recent_events(volume, limit=limit)
     finally:
         store.close()
     if as_json:

@@ -252,9 +252,8 @@ class Controller:
 
     def paused(self, volume: str) -> bool:
         """Pause is journaled, so it survives restarts: the last pause/resume event wins."""
-        flags = [e for e in self.store.events(None) if e.kind in ("pause", "resume")
-                 and e.volume in ("*", volume)]  # fmt: skip
-        return bool(flags) and flags[-1].kind == "pause"
+        last = self.store.last_event(["*", volume], ["pause", "resume"])
+        return last is not None and last.kind == "pause"
 
     async def request(self, action: str, volume: str | None, *, force: bool = False) -> JsonObject:
         if action in ("pause", "resume"):
@@ -275,8 +274,9 @@ class Controller:
         return {"action": action, "volume": target.name, "workflow": last.id, "status": last.status}
 
     def _last_refusal(self, volume: str) -> str | None:
-        refused = [e for e in self.store.events(volume) if "refused" in e.detail]
-        return str(refused[-1].detail["refused"]) if refused else None
+        kinds = list(workflows.WORKFLOWS)
+        refused = self.store.last_event([volume], kinds, with_key="refused")
+        return str(refused.detail["refused"]) if refused else None
 
     # -- what the API and the CLI show -------------------------------------------------------
 
@@ -318,8 +318,7 @@ class Controller:
         out: list[JsonObject] = []
         for item in self.status():
             name = str(item["name"])
-            failovers = sum(1 for e in self.store.events(name)
-                            if e.step == "fence-source" and e.phase == "after")  # fmt: skip
+            failovers = self.store.count_events(name, "fence-source", "after")
             out.append({
                 "volume": name, "state": item["state"], "states": states,
                 "replication_lag_seconds": item["lag_s"], "failovers_total": failovers,
