@@ -135,6 +135,17 @@ def status(volume: VolumeArg, config: ConfigOpt = None, as_json: JsonOpt = False
     _print_status(_run(_volume(config, volume), lambda p: p.status(timeout=30)), as_json)
 
 
+Operation = Callable[[Provider, float], Awaitable[OperationResult]]
+
+
+def _operate(
+    volume: str, config: Path | None, timeout: str, as_json: bool, call: Operation
+) -> None:
+    """Run one provider operation with its deadline and progress; print its result."""
+    seconds = _seconds(timeout)
+    _print_result(_run(_volume(config, volume), lambda p: call(p, seconds)), as_json)
+
+
 @app.command()
 def transfer(
     volume: VolumeArg,
@@ -143,10 +154,8 @@ def transfer(
     as_json: JsonOpt = False,
 ) -> None:
     """Transfer now, source to destination."""
-    seconds = _seconds(timeout)
-    result = _run(_volume(config, volume),
-                  lambda p: p.transfer_now(timeout=seconds, progress=_progress))  # fmt: skip
-    _print_result(result, as_json)
+    _operate(volume, config, timeout, as_json,
+             lambda p, t: p.transfer_now(timeout=t, progress=_progress))  # fmt: skip
 
 
 @app.command("break")
@@ -158,10 +167,8 @@ def break_(
     as_json: JsonOpt = False,
 ) -> None:
     """Break the replication: the destination becomes writable."""
-    seconds = _seconds(timeout)
-    result = _run(_volume(config, volume),
-                  lambda p: p.break_(force=force, timeout=seconds, progress=_progress))  # fmt: skip
-    _print_result(result, as_json)
+    _operate(volume, config, timeout, as_json,
+             lambda p, t: p.break_(force=force, timeout=t, progress=_progress))  # fmt: skip
 
 
 @app.command()
@@ -172,10 +179,8 @@ def resync(
     as_json: JsonOpt = False,
 ) -> None:
     """Source to destination again; destination changes since the break are overwritten."""
-    seconds = _seconds(timeout)
-    result = _run(_volume(config, volume),
-                  lambda p: p.resync(timeout=seconds, progress=_progress))  # fmt: skip
-    _print_result(result, as_json)
+    _operate(volume, config, timeout, as_json,
+             lambda p, t: p.resync(timeout=t, progress=_progress))  # fmt: skip
 
 
 @app.command("reverse-resync")
@@ -186,10 +191,8 @@ def reverse_resync(
     as_json: JsonOpt = False,
 ) -> None:
     """Destination to source; the roles swap and the old source's changes are overwritten."""
-    seconds = _seconds(timeout)
-    result = _run(_volume(config, volume),
-                  lambda p: p.reverse_resync(timeout=seconds, progress=_progress))  # fmt: skip
-    _print_result(result, as_json)
+    _operate(volume, config, timeout, as_json,
+             lambda p, t: p.reverse_resync(timeout=t, progress=_progress))  # fmt: skip
 
 
 @app.command()
