@@ -156,6 +156,7 @@ def test_failback_preserves_what_only_the_old_source_had_and_restores_the_direct
     assert isinstance(preserved, dict) and preserved["files"] == ["late-on-source"]
     folder = Path(str(preserved["folder"]))
     assert (folder / "late-on-source").read_text() == "written after the last transfer"
+    assert folder.stat().st_mode & 0o077 == 0  # users' data, readable by root only
     assert done.id == last.id
 
     status = asyncio.run(provider.status(timeout=T))

@@ -179,6 +179,10 @@ def _preserve(label: str) -> StepFn:
         found = await ctx.provider.divergence(timeout=ctx.step_timeout)
         export = next(r.export for r in ctx.volume.replicas if r.name == status.source)
         target = preserved_dir(ctx) / label
+        # Users' data: readable by root only, like the store beside it.
+        for folder in (*reversed(target.parents[:3]), target):
+            folder.mkdir(mode=0o700, exist_ok=True)
+            folder.chmod(0o700)
         copied, missing = await copy_out(
             export, list(found.source_only), target, timeout=ctx.step_timeout
         )
