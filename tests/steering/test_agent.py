@@ -13,8 +13,8 @@ from nfs_failover.agent import Agent
 from nfs_failover.config import Config, Mode, load_config
 from nfs_failover.desired import VolumeDesired, failed_over
 from nfs_failover.lab import Lab
+from nfs_failover.lab.automount import automount, mounts_tried
 from nfs_failover.store import SqliteStore, StoreError
-from tests.steering.automount import automount, mounts_tried
 
 pytestmark = pytest.mark.lab
 
@@ -127,6 +127,8 @@ def test_the_real_automount_keeps_the_rendered_order_and_follows_a_reload(
             # The failed key stays negatively cached for --negative-timeout (whole seconds).
             time.sleep(config.autofs.negative_timeout.total_seconds() + 1.1)
         assert firsts == [site1] * 3, firsts
+        daemon.look_up(key)
+        assert daemon.replica_for(key) == site1  # asked again inside the negative cache
 
         # A read-write failover: the agent rewrites the map and makes automount reload it.
         store.set_desired(failed_over(volume, generation=1), expected_generation=None)

@@ -1,7 +1,8 @@
-"""The real automount daemon for tests: Debian's autofs in a private mount namespace.
+"""The lab's client side: Debian's real automount daemon in a private mount namespace.
 
-It cannot mount NFS here (no kernel NFS), but its debug log names the entry it read and
-the replica it would mount (docs/lab.md), which is what these tests need.
+It cannot mount NFS here (no kernel NFS client), but its debug log names the entry it
+read and the replica it would mount (docs/lab.md). That is how the lab's client picks a
+replica exactly as a real client would, and how tests prove the rendered order holds.
 """
 
 from __future__ import annotations
@@ -63,6 +64,20 @@ class Automount:
         os.kill(self.pid, signal.SIGHUP)
         self.wait_for("re-reading map", after=start)
 
+    def replica_for(self, path: Path, timeout: float = 60.0) -> str | None:
+        """The HOST:/PATH the daemon would mount for ``path`` now (its first choice), or
+        None when the map offers nothing there. A key still negatively cached after a
+        failed mount is looked up again once the cache expires (``--negative-timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.look_up(path, timeout=max(deadline - time.monotonic(), 1.0))
+            tried = mounts_tried(log)
+            if tried:
+                return tried[0]
+            if "lookup_mount" in log or time.monotonic() > deadline:
+                return None  # the daemon read the map and found nothing to mount
+            time.sleep(0.25)  # answered from its negative cache: ask again when it expires
+
 
 def mounts_tried(log: str) -> list[str]:
     """The HOST:/PATH of each ``mount -t nfs`` the daemon ran, in order."""
@@ -71,6 +86,8 @@ def mounts_tried(log: str) -> list[str]:
 
 @contextmanager
 def automount(master: Path, workdir: Path) -> Iterator[Automount]:
+    """Run automount on ``master`` (its pid file and log in ``workdir``) for the block."""
+    workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "automount.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
