@@ -13,6 +13,7 @@ import re
 import signal
 from pathlib import Path
 
+from nfs_failover import files
 from nfs_failover.errors import ProviderError
 
 _EXPORT_BLOCK = re.compile(r"EXPORT\s*\{.*?\n\}", re.DOTALL)
@@ -40,10 +41,10 @@ def set_access(config: Path, folder: Path, *, read_only: bool) -> bool:
         raise ProviderError(f"{config}: no EXPORT block with Path = {folder}")
     if new == text:
         return False
-    tmp = config.with_name(f".{config.name}.tmp")
-    tmp.write_text(new)
-    os.chmod(tmp, config.stat().st_mode & 0o777)
-    os.replace(tmp, config)
+    try:
+        files.write_atomically(config, new, mode=config.stat().st_mode & 0o777)
+    except OSError as exc:
+        raise ProviderError(f"{config}: cannot write the Ganesha config ({exc.strerror})") from exc
     return True
 
 

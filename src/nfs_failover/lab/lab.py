@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from nfs_failover import aio
+from nfs_failover import aio, files
 from nfs_failover.errors import LabError
 from nfs_failover.ganesha import export_access
 from nfs_failover.lab import ganesha, system
@@ -435,15 +435,5 @@ def _is_zombie(pid: int) -> bool:
 
 
 def _write_if_changed(path: Path, text: str) -> bool:
-    """Atomic write (temporary file, fsync, rename), only when the content differs."""
-    with contextlib.suppress(OSError):
-        if path.read_text() == text:
-            return False
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return True
+    """The lab's files are readable by root only."""
+    return files.write_atomically(path, text, mode=0o600)

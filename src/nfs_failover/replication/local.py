@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from nfs_failover import ganesha
+from nfs_failover import files, ganesha
 from nfs_failover.config import GaneshaExport, LocalReplication, Volume
 from nfs_failover.errors import PreconditionError, ProviderError, ProviderTimeout
 from nfs_failover.probe import Prober
@@ -86,13 +86,7 @@ class RelationshipState:
         return cls(**data, last_transfer=Transfer(**last) if last else None)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(asdict(self), handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        files.write_atomically(path, json.dumps(asdict(self), indent=1), mode=0o600)
 
     def noted(self, event: str, **details: object) -> RelationshipState:
         entry = {"at": time.time(), "event": event, **details}

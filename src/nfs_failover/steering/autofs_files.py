@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from nfs_failover import files
 from nfs_failover.config import Config, Volume
 from nfs_failover.desired import VolumeDesired, normal
 from nfs_failover.errors import SteeringError
@@ -89,35 +90,14 @@ def apply(config: Config, desired: Mapping[str, VolumeDesired], *, reload: bool 
 
 
 def write_atomically(path: Path, text: str) -> bool:
-    """Temporary file, fsync, rename, fsync of the folder; False when nothing changed.
+    """Write a managed file atomically, only when it changes; False when it did not.
 
     Mode 0644: a map with the owner-execute bit would be run as a program map.
     """
     try:
-        if path.read_text() == text:
-            return False
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise SteeringError(f"{path}: cannot read ({exc.strerror})") from exc
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.nfs-failover.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        return files.write_atomically(path, text, mode=0o644)
     except OSError as exc:
         raise SteeringError(f"{path}: cannot write ({exc.strerror})") from exc
-    return True
 
 
 def reload_automount(pidfile: Path) -> str:
