@@ -20,7 +20,7 @@ from nfs_failover.config import Config, Volume
 from nfs_failover.controller.decide import replication_limitation
 from nfs_failover.controller.hooks import HookFailed, run_hook
 from nfs_failover.desired import VolumeDesired, failed_over, normal
-from nfs_failover.errors import NfsFailoverError
+from nfs_failover.errors import NfsFailoverError, ProviderError
 from nfs_failover.nfs_tree import copy_out
 from nfs_failover.probe import Prober
 from nfs_failover.replication import Progress, Provider
@@ -44,6 +44,7 @@ class Context:
     step_timeout: float = 300.0
     progress: Progress | None = None
     data: dict[str, object] = field(default_factory=dict)
+    on_desired: Callable[[], None] | None = None  # told when the desired state changed
 
     @property
     def source(self) -> str:
@@ -151,6 +152,8 @@ async def _set_desired(ctx: Context, make: Callable[[VolumeDesired], VolumeDesir
     ctx.store.append(Event(ctx.volume.name, "desired", {
         "offered": list(wanted.offered), "fenced": list(wanted.fenced),
         "generation": wanted.generation}))  # fmt: skip
+    if ctx.on_desired is not None:
+        ctx.on_desired()
 
 
 def _offer(ctx: Context, offered: tuple[str, ...], generation: int) -> VolumeDesired:
@@ -207,7 +210,25 @@ async def reverse_resync(ctx: Context) -> None:
 
 
 async def final_transfer(ctx: Context) -> None:
-    await ctx.provider.transfer_now(timeout=ctx.step_timeout, progress=ctx.progress)
+    """One more transfer now; a provider without on-demand transfers (ANF) is noted, and
+    what changed since its last scheduled one is preserved before being overwritten."""
+    try:
+        await ctx.provider.transfer_now(timeout=ctx.step_timeout, progress=ctx.progress)
+    except ProviderError as exc:
+        if exc.code != "unsupported":
+            raise
+        ctx.data["final_transfer"] = f"skipped: {exc}"
+
+
+async def quiesce_source(ctx: Context) -> None:
+    """Writes stop on the current source (the old destination), so the next transfer
+    carries everything: where the provider can, nothing is left to preserve."""
+    try:
+        await ctx.provider.quiesce_source(timeout=ctx.step_timeout)
+    except ProviderError as exc:
+        if exc.code != "unsupported":
+            raise
+        ctx.data["quiesce"] = f"skipped: {exc}"
 
 
 # -- the workflows -------------------------------------------------------------------------
@@ -228,10 +249,12 @@ WORKFLOWS: dict[str, tuple[tuple[str, StepFn], ...]] = {
         ("pre-hooks", _hooks("pre_failback")),
         ("reverse-resync", reverse_resync),
         ("final-transfer", final_transfer),
+        ("quiesce", quiesce_source),
+        ("last-transfer", final_transfer),
         ("break-reverse", break_replication),
         ("preserve-late-writes", _preserve("late-writes")),
-        ("resync-original", reverse_resync),
         ("steer-back", steer_back),
+        ("resync-original", reverse_resync),
         ("post-hooks", _hooks("post_failback")),
     ),
     "switchover": (

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from nfs_failover.errors import ProviderError
+
 # A progress report: what is happening now, and the fraction done when it is known.
 Progress = Callable[[str, float | None], None]
 
@@ -151,6 +153,16 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def divergence(self, *, timeout: float) -> Divergence:
         """What exists or changed on one side only since the last common point."""
+
+    async def quiesce_source(self, *, timeout: float) -> OperationResult:
+        """Make the current source refuse writes, so that one more transfer carries its
+        last change: the step before a planned reversal loses nothing. Providers that
+        cannot raise ``ProviderError`` with code ``unsupported``; the failback then
+        relies on steering and on preserving what changed late."""
+        raise ProviderError(
+            f"{self.name}: cannot make the source read-only through the provider",
+            code="unsupported",
+        )
 
     async def close(self) -> None:  # noqa: B027 - optional for providers holding no resources
         """Release connections; the provider is not used afterwards."""

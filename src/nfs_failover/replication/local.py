@@ -70,6 +70,7 @@ class RelationshipState:
     transfer_started: float | None = None  # set while a transfer runs; left by a crash
     transfer_pid: int | None = None
     unhealthy: str | None = None
+    quiesced: bool = False  # the source refuses writes until the next resync
     last_transfer: Transfer | None = None
     history: tuple[dict[str, object], ...] = field(default_factory=tuple)
 
@@ -205,6 +206,19 @@ class LocalProvider(Provider):
             await self._apply_access(state, deadline)
             return self._result("break", state, changed)
 
+    async def quiesce_source(self, *, timeout: float) -> OperationResult:
+        """The source's export becomes read-only (confirmed over NFS) and stays so, also
+        across a break, until a resync makes a source of it again."""
+        deadline = time.monotonic() + timeout
+        async with self._locked(deadline):
+            state = self._load()
+            changed = not state.quiesced
+            if changed:
+                state = replace(state, quiesced=True).noted("quiesce")
+                state.save(self._state_path)
+            await self._apply_access(state, deadline, confirm_source=True)
+            return self._result("quiesce", state, changed)
+
     async def resync(self, *, timeout: float, progress: Progress | None = None) -> OperationResult:
         return await self._resync(reverse=False, timeout=timeout, progress=progress)
 
@@ -234,7 +248,8 @@ class LocalProvider(Provider):
             overwritten = divergence.source_only if reverse else divergence.destination_only
             if reverse:
                 state = replace(state, reversed=not state.reversed)
-            state = replace(state, mirror_state=MirrorState.MIRRORED.value, last_transfer=None)
+            state = replace(state, mirror_state=MirrorState.MIRRORED.value, last_transfer=None,
+                            quiesced=False)  # fmt: skip
             _say(progress, f"{operation}: {self._status(state).destination} becomes read-only")
             await self._apply_access(state, deadline)
             state = state.noted(operation, overwritten=len(overwritten))
@@ -322,22 +337,26 @@ class LocalProvider(Provider):
         _say(progress, f"transferred {transfer.files_changed} changes, {sent} bytes", 1.0)
         return state, transfer
 
-    async def _apply_access(self, state: RelationshipState, deadline: float) -> None:
-        """The destination is read-only until a break, the source writable.
+    async def _apply_access(
+        self, state: RelationshipState, deadline: float, *, confirm_source: bool = False
+    ) -> None:
+        """The destination is read-only until a break, the source writable unless
+        quiesced.
 
         The destination's access is always confirmed over NFS; the source's only when it
-        had to change, since after an outage the source may not answer at all.
+        had to change (or ``confirm_source``), since after an outage the source may not
+        answer at all.
         """
         source, destination = self._sides(state)
         protected = state.mirror_state != MirrorState.BROKEN
-        for index, read_only in ((source, False), (destination, protected)):
+        for index, read_only in ((source, state.quiesced), (destination, protected)):
             export = self._export(index)
             if export is None:
                 continue
             changed = ganesha.set_access(export.config, self._folder(index), read_only=read_only)
             if changed:
                 ganesha.reload(export.pidfile)
-            if changed or index == destination:
+            if changed or index == destination or confirm_source:
                 await self._confirm_access(index, read_only, deadline)
 
     async def _confirm_access(self, index: int, read_only: bool, deadline: float) -> None:
