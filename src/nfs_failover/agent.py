@@ -65,20 +65,32 @@ class Agent:
 
     async def cycle(self) -> Cycle:
         problems: list[str] = []
-        desired = await self._read_desired(problems)
-        applied = None
-        if desired is not None:
-            try:
-                applied = autofs_files.apply(self.config, desired)
-                if applied.changed:
-                    log.info("maps rewritten (%s): %s", applied.reload,
-                             ", ".join(map(str, applied.changed)))  # fmt: skip
-            except NfsFailoverError as exc:
-                problems.append(f"maps: {exc}")
-                log.error("maps not applied: %s", exc)
+        desired, applied = await self._steer(problems)
         heals = await self._heal(desired, problems) if desired is not None else ()
         probes = await self._probe_and_report(problems)
         return Cycle(desired, applied, probes, heals, tuple(problems))
+
+    async def steer(self) -> Applied | None:
+        """Only the maps, from the desired state: what a single-host controller runs the
+        moment a workflow changes the desired state, without waiting for a cycle."""
+        return (await self._steer([]))[1]
+
+    async def _steer(
+        self, problems: list[str]
+    ) -> tuple[dict[str, VolumeDesired] | None, Applied | None]:
+        desired = await self._read_desired(problems)
+        if desired is None:
+            return None, None
+        try:
+            applied = autofs_files.apply(self.config, desired)
+        except NfsFailoverError as exc:
+            problems.append(f"maps: {exc}")
+            log.error("maps not applied: %s", exc)
+            return desired, None
+        if applied.changed:
+            log.info("maps rewritten (%s): %s", applied.reload,
+                     ", ".join(map(str, applied.changed)))  # fmt: skip
+        return desired, applied
 
     async def _heal(
         self, desired: dict[str, VolumeDesired], problems: list[str]

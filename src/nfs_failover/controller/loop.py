@@ -11,7 +11,6 @@ is resumed first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import time
@@ -19,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 
 from nfs_failover.agent import Agent
-from nfs_failover.config import Config, Volume
+from nfs_failover.config import Config, Mode, Volume
 from nfs_failover.controller import workflows
 from nfs_failover.controller.decide import Action, Decision, Observed, VolumeState, decide
 from nfs_failover.controller.handle import JsonObject
@@ -40,6 +39,7 @@ ACTION_WORKFLOW = {
     Action.FAILBACK_READ_ONLY: "failback-read-only",
 }
 MANUAL = {"failover": "failover", "failback": "failback", "switchover": "switchover"}
+MANUAL_READ_ONLY = {"failover": "failover-read-only", "failback": "failback-read-only"}
 
 
 def volume_state(volume: Volume, desired: VolumeDesired | None, running: str | None) -> VolumeState:
@@ -89,6 +89,8 @@ class Controller:
         self._replication: dict[str, ReplicationStatus | None] = {}
         self._latencies: dict[tuple[str, str], float] = {}
         self._last_cycle = 0.0
+        self._changed = asyncio.Event()
+        self._steering: set[asyncio.Task[object]] = set()
         self.leader = False
 
     async def close(self) -> None:
@@ -110,6 +112,7 @@ class Controller:
     async def run(self, stop: asyncio.Event) -> None:
         """Cycle until ``stop``; the local engine's transfer schedule runs alongside, and
         the agent (single-host mode) cycles at the same time as the controller."""
+        self._changed = asyncio.Event()  # of this loop
         schedules = [
             asyncio.create_task(provider.serve(stop))
             for provider in self.providers.values()
@@ -119,10 +122,29 @@ class Controller:
             started = time.monotonic()
             await asyncio.gather(self._guarded_cycle(), self._agent_cycle())
             wait = max(self.interval - (time.monotonic() - started), 0.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
+            await self._sleep(stop, wait)
         await asyncio.gather(*schedules, return_exceptions=True)
         self.store.release_lease(LEASE, self.name)
+
+    def _wake(self) -> None:
+        """A workflow changed the desired state: the agent (single-host mode) applies it
+        now, and the next cycle comes at once."""
+        self._changed.set()
+        if self.agent is not None:
+            steering = asyncio.create_task(self.agent.steer())
+            self._steering.add(steering)
+            steering.add_done_callback(self._steering.discard)
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        """Until the next cycle: ``seconds``, or less when a workflow changed the desired
+        state (the agent applies it at once) or ``stop`` is set."""
+        waiters = [asyncio.ensure_future(e.wait()) for e in (stop, self._changed)]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        self._changed.clear()
 
     async def _guarded_cycle(self) -> None:
         try:
@@ -173,7 +195,9 @@ class Controller:
             self._latencies[(volume, replica)] = result.latency_s
         for report in self.store.reports():
             self.tracker.observe(report)
-        for health in self.tracker.evaluate_all(now):
+        # Judged when the answers are in: a probe that timed out says the replica did not
+        # answer from the probe's start (the report's time) until now.
+        for health in self.tracker.evaluate_all(time.time()):
             self._health[(health.volume, health.replica)] = health
             if health.changed:
                 log.info("%s/%s: %s", health.volume, health.replica, health.reason)
@@ -233,7 +257,8 @@ class Controller:
         self, volume: Volume, kind: str, *, resume: Workflow | None = None, force: bool = False
     ) -> asyncio.Task[None]:
         ctx = workflows.Context(self.config, volume, self.providers[volume.name], self.store,
-                                force=force, step_timeout=self.step_timeout)  # fmt: skip
+                                force=force, step_timeout=self.step_timeout,
+                                on_desired=self._wake)  # fmt: skip
 
         async def go() -> None:
             try:
@@ -259,8 +284,11 @@ class Controller:
         if action in ("pause", "resume"):
             self.store.append(Event(volume or "*", action, {"by": "operator"}))
             return {"action": action, "volume": volume or "*", "done": True}
-        kind = MANUAL.get(action)
         target = next((v for v in self.config.volumes if v.name == volume), None)
+        read_only = target is not None and target.mode is Mode.READ_ONLY
+        kind = (MANUAL_READ_ONLY if read_only else MANUAL).get(action)
+        if read_only and kind is None and action in MANUAL:
+            raise NfsFailoverError(f"volume {volume}: {action} needs a read-write volume")
         if kind is None or target is None:
             raise NfsFailoverError(f"unknown action {action!r} or volume {volume!r}")
         if self.store.running_workflow(target.name) is not None:

@@ -86,7 +86,9 @@ def apply(config: Config, desired: Mapping[str, VolumeDesired], *, reload: bool 
     changed = tuple(path for path, text in files if write_atomically(path, text))
     if not changed or not reload:
         return Applied(changed, "nothing to reload" if not changed else "reload skipped")
-    return Applied(changed, reload_automount(config.autofs.pidfile))
+    # A rooted set-up (the lab, tests) runs its own automount: never the host's service.
+    host_autofs = config.autofs.root == Path("/")
+    return Applied(changed, reload_automount(config.autofs.pidfile, systemd=host_autofs))
 
 
 def write_atomically(path: Path, text: str) -> bool:
@@ -100,10 +102,11 @@ def write_atomically(path: Path, text: str) -> bool:
         raise SteeringError(f"{path}: cannot write ({exc.strerror})") from exc
 
 
-def reload_automount(pidfile: Path) -> str:
-    """``systemctl reload autofs`` where systemd runs it, else SIGHUP to the pid in
-    ``pidfile``; a daemon that is not running has nothing to reload (said, not raised)."""
-    if _systemd_runs_autofs():
+def reload_automount(pidfile: Path, *, systemd: bool = True) -> str:
+    """``systemctl reload autofs`` where systemd runs it (and ``systemd`` allows it), else
+    SIGHUP to the pid in ``pidfile``; a daemon that is not running has nothing to reload
+    (said, not raised)."""
+    if systemd and _systemd_runs_autofs():
         done = subprocess.run(
             ["systemctl", "reload", "autofs"], capture_output=True, text=True, timeout=30,
             check=False,
