@@ -17,6 +17,7 @@ from nfs_failover.cli import (
     autofs_cmd,
     config_cmd,
     controller_cmd,
+    drill_cmd,
     lab_cmd,
     probe_cmd,
     replication_cmd,
@@ -38,6 +39,7 @@ app.add_typer(replication_cmd.app, name="replication")
 autofs_cmd.app.command("render")(agent_cmd.render)
 app.add_typer(autofs_cmd.app, name="autofs")
 app.command("agent")(agent_cmd.agent)
+app.command("drill")(drill_cmd.drill)
 for command in controller_cmd.COMMANDS:
     app.command()(command)
 

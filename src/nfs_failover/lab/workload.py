@@ -4,11 +4,16 @@ It records every write the server acknowledged (a FILE_SYNC write whose full len
 taken), so a drill can check afterwards that nothing acknowledged was lost. Which replica
 it talks to is asked of ``resolve`` before each file, as a client asks autofs; the NFS I/O
 goes through the project's own client, since the test machines have no kernel NFS client.
+
+A read-only workload reads back files written earlier (``known``) and checks their
+content. Setting ``interrupt`` abandons the operation in flight, as a client whose hung
+mount was unmounted under it: the next one asks ``resolve`` again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
@@ -29,6 +34,16 @@ class Ack:
     sha256: str
     export: str
     at: float
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation as the client saw it, for timelines."""
+
+    at: float
+    export: str
+    kind: str  # "write" or "read"
+    ok: bool
 
 
 @dataclass(frozen=True)
@@ -56,8 +71,13 @@ class Workload:
     file_size: int = 4096
     timeout: float = 2.0
     pause: float = 0.05
+    prefix: str = ""
+    read_only: bool = False
+    known: dict[str, str] = field(default_factory=dict)  # path -> sha256, for reads
+    interrupt: asyncio.Event | None = None
     acks: list[Ack] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    ops: list[Op] = field(default_factory=list)
     reads: int = 0
     _session: tuple[Export, Nfs3Client, bytes] | None = None
     _counter: int = 0
@@ -72,31 +92,72 @@ class Workload:
             await self._drop()
 
     async def step(self) -> Ack | None:
-        """One file: create, FILE_SYNC write, read back, and a listing now and then."""
+        """One file: create, FILE_SYNC write, read back, and a listing now and then (or,
+        read-only, one known file read and checked)."""
         export = await self.resolve()
         self._counter += 1
-        name = f"w{os.getpid()}-{self._counter:07d}"
-        data = os.urandom(self.file_size)
+        kind = "read" if self.read_only else "write"
+        operation = self._read(export) if self.read_only else self._write(export)
         try:
-            async with asyncio.timeout(self.timeout):
-                nfs, root = await self._connect(export)
-                fh = await nfs.create(root, name, mode=CreateMode.UNCHECKED)
-                written = await nfs.write(fh, 0, data, StableHow.FILE_SYNC)
-                if written.count != len(data) or written.committed != StableHow.FILE_SYNC:
-                    raise RpcError(f"short or unstable write: {written.count} bytes")
-                ack = Ack(name, hashlib.sha256(data).hexdigest(), str(export), time.time())
-                self.acks.append(ack)
-                back = await nfs.read(fh, 0, len(data))
-                if back.data != data:
-                    raise RpcError(f"{name}: read back differs from what was written")
-                self.reads += 1
-                if self._counter % 20 == 0:
-                    await nfs.listdir(root)
-                return ack
-        except (RpcError, TimeoutError) as exc:
-            self.failures.append(Failure(str(export), time.time(), str(exc) or "timeout"))
+            ack = await self._bounded(operation)
+        except (RpcError, TimeoutError, _Interrupted) as exc:
+            reason = "interrupted" if isinstance(exc, _Interrupted) else str(exc) or "timeout"
+            self.failures.append(Failure(str(export), time.time(), reason))
+            self.ops.append(Op(time.time(), str(export), kind, False))
             await self._drop()
             return None
+        self.ops.append(Op(time.time(), str(export), kind, True))
+        return ack
+
+    async def _bounded(self, operation: Awaitable[Ack | None]) -> Ack | None:
+        """``operation`` within the timeout, abandoned early when ``interrupt`` is set."""
+        task = asyncio.ensure_future(operation)
+        if self.interrupt is None:
+            async with asyncio.timeout(self.timeout):
+                return await task
+        waiter = asyncio.ensure_future(self.interrupt.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {task, waiter}, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiter.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, RpcError):
+            await task
+        raise _Interrupted() if waiter in done else TimeoutError()
+
+    async def _write(self, export: Export) -> Ack:
+        name = f"{self.prefix}w{os.getpid()}-{self._counter:07d}"
+        data = os.urandom(self.file_size)
+        nfs, root = await self._connect(export)
+        fh = await nfs.create(root, name, mode=CreateMode.UNCHECKED)
+        written = await nfs.write(fh, 0, data, StableHow.FILE_SYNC)
+        if written.count != len(data) or written.committed != StableHow.FILE_SYNC:
+            raise RpcError(f"short or unstable write: {written.count} bytes")
+        ack = Ack(name, hashlib.sha256(data).hexdigest(), str(export), time.time())
+        self.acks.append(ack)
+        back = await nfs.read(fh, 0, len(data))
+        if back.data != data:
+            raise RpcError(f"{name}: read back differs from what was written")
+        self.reads += 1
+        if self._counter % 20 == 0:
+            await nfs.listdir(root)
+        return ack
+
+    async def _read(self, export: Export) -> None:
+        if not self.known:
+            raise RpcError("nothing to read: no known files")
+        names = sorted(self.known)
+        name = names[self._counter % len(names)]
+        nfs, root = await self._connect(export)
+        fh, _ = await nfs.lookup(root, name)
+        back = await nfs.read(fh, 0, self.file_size * 2)
+        if hashlib.sha256(back.data).hexdigest() != self.known[name]:
+            raise RpcError(f"{name}: read differs from what was written")
+        self.reads += 1
 
     async def _connect(self, export: Export) -> tuple[Nfs3Client, bytes]:
         if self._session is not None and self._session[0] == export:
@@ -126,6 +187,10 @@ class Workload:
             else:
                 lost.append(ack.path)
         return Verification(len(self.acks), present, tuple(saved), tuple(lost))
+
+
+class _Interrupted(Exception):
+    """The client was steered elsewhere while an operation was in flight."""
 
 
 def _digest(data: bytes | None) -> str | None:

@@ -1,0 +1,147 @@
+"""``nfs-failover drill``: the whole failover cycle on the local lab, measured and verified."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from nfs_failover import aio
+from nfs_failover.config import Mode
+from nfs_failover.drill.model import SUMMARY_KEYS, DrillReport
+from nfs_failover.drill.report import write_report
+from nfs_failover.drill.run import Drill, DrillOptions
+from nfs_failover.durations import parse_duration
+from nfs_failover.lab import Lab, system
+from nfs_failover.lab.lab import STATE_DIR_ENV
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _seconds(value: str, option: str) -> float:
+    try:
+        seconds = parse_duration(value).total_seconds()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
+    if seconds <= 0:
+        raise typer.BadParameter(f"{value!r}: must be more than 0", param_hint=option)
+    return seconds
+
+
+def drill(
+    mode: Annotated[
+        Mode, typer.Option("--mode", help="The volume's mode: read-write or read-only.")
+    ] = Mode.READ_WRITE,
+    grace: Annotated[
+        str, typer.Option("--grace", help="Grace period before a failover (failover_after).")
+    ] = "5s",
+    schedule: Annotated[str, typer.Option("--schedule", help="Replication interval.")] = "10s",
+    flaps: Annotated[
+        int,
+        typer.Option(
+            "--flaps",
+            min=0,
+            max=1000,
+            help="First cut zone 1 off N times for less than the grace period; "
+            "none of them may fail over.",
+        ),
+    ] = 0,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the lab up even if the drill brought it up.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON on stdout.")
+    ] = False,
+    report: Annotated[
+        Path, typer.Option("--report", help="Folder for drill.json, drill.html, timeline.svg.")
+    ] = Path("drill-report"),
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            envvar=STATE_DIR_ENV,
+            show_default=False,
+            help="The lab's state folder [default: /var/lib/nfs-failover/lab].",
+        ),
+    ] = None,
+) -> None:
+    """Run the whole failover cycle on the lab: outage, failover, restore, failback; verify
+    that no acknowledged write was lost; report the figures. Exit 0 only if all held."""
+    system.require_root()
+    options = DrillOptions(
+        mode=mode, grace=_seconds(grace, "--grace"), schedule=_seconds(schedule, "--schedule"),
+        flaps=flaps, keep=keep,
+    )  # fmt: skip
+    report.mkdir(parents=True, exist_ok=True)
+    _log_to(report / "drill.log")
+    lab = Lab.from_state_dir(state_dir)
+    interactive = err.is_terminal and not as_json
+    runner = Drill(lab, options, say=None if interactive else _line)
+    result = _with_live_view(runner) if interactive else aio.run(runner.run())
+    files = write_report(result, report)
+    if as_json:
+        typer.echo(json.dumps({k: result.summary.get(k) for k in SUMMARY_KEYS}, indent=2))
+    else:
+        _print_summary(result)
+        console.print(f"report: {files.html}  (JSON: {files.json})")
+    raise typer.Exit(0 if result.passed else 1)
+
+
+def _line(message: str) -> None:
+    err.print(f"[dim]drill:[/dim] {message}", highlight=False)
+
+
+def _log_to(path: Path) -> None:
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def _with_live_view(runner: Drill) -> DrillReport:
+    """Run the drill on this thread's event loop; a rich view follows it from another."""
+
+    def view() -> Panel:
+        live = runner.live
+        head = Table.grid(padding=(0, 2))
+        head.add_row("phase", Text(live.phase, style="bold"))
+        head.add_row("elapsed", f"{time.time() - live.started:.1f}s")
+        head.add_row("client on", live.replica or "-")
+        head.add_row("operations", f"{live.ok} ok, {live.failed} failed")
+        head.add_row("controller", Text(live.decision or "-", overflow="ellipsis"))
+        lines = Text("\n".join(live.events[-8:]), style="dim")
+        return Panel(Group(head, lines), title="nfs-failover drill", border_style="blue")
+
+    with Live(get_renderable=view, console=err, refresh_per_second=4, transient=False):
+        return aio.run(runner.run())
+
+
+def _print_summary(result: DrillReport) -> None:
+    table = Table(title="drill " + ("[green]PASSED[/]" if result.passed else "[red]FAILED[/]"))
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key in SUMMARY_KEYS:
+        if key in ("passed", "report_html"):
+            continue
+        value = result.summary.get(key)
+        table.add_row(key, "-" if value is None else str(value))
+    console.print(table)
+    checks = Table(title="checks")
+    checks.add_column("check")
+    checks.add_column("", justify="center")
+    checks.add_column("evidence")
+    for check in result.checks:
+        checks.add_row(check.name, "[green]ok[/]" if check.passed else "[red]FAILED[/]",
+                       check.detail)  # fmt: skip
+    console.print(checks)

@@ -1,0 +1,82 @@
+"""What a drill produced: its summary figures, its checks, and its timeline.
+
+The summary's keys are a stable interface (``nfs-failover drill --json``, README): times
+in seconds as numbers, ``None`` (JSON ``null``) where a figure does not apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+SUMMARY_KEYS = (
+    "passed", "mode", "grace_s", "detection_s", "rto_s", "rto_overhead_s", "break_s",
+    "write_unavailable_s", "failback_s", "failback_unavailable_s", "writes_acknowledged",
+    "writes_lost", "writes_preserved", "flaps", "false_failovers", "split_brain_instants",
+    "final_mirror_state", "report_html",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A span of the drill: ``start``/``end`` in seconds since the drill began."""
+
+    name: str  # stable id: "baseline", "flaps", "outage", "failover", "on-zone2", "failback", ...
+    label: str  # words for people
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Mark:
+    """An instant of the drill, in seconds since it began."""
+
+    name: str  # stable id: "outage", "detected", "break-done", "first-write-zone2", ...
+    label: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One client operation, as the workload saw it."""
+
+    at: float  # seconds since the drill began
+    replica: str  # the replica the client talked to ("site1", "dest1")
+    kind: str  # "write" or "read"
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verification: what was checked, whether it held, and the evidence."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class DrillReport:
+    summary: dict[str, object]  # exactly SUMMARY_KEYS
+    checks: list[Check] = field(default_factory=list)
+    phases: list[Phase] = field(default_factory=list)
+    marks: list[Mark] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    started_at: float = 0.0  # epoch seconds of the drill's t0
+    notes: list[str] = field(default_factory=list)
+    lab: dict[str, object] = field(default_factory=dict)  # zones, exports, state folder
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.summary.get("passed"))
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "summary": {key: self.summary.get(key) for key in SUMMARY_KEYS},
+            "checks": [asdict(c) for c in self.checks],
+            "phases": [asdict(p) for p in self.phases],
+            "marks": [asdict(m) for m in self.marks],
+            "samples": [asdict(s) for s in self.samples],
+            "started_at": self.started_at,
+            "notes": list(self.notes),
+            "lab": dict(self.lab),
+        }

@@ -1,0 +1,460 @@
+"""The drill's report: ``drill.json``, a self-contained ``drill.html`` and ``timeline.svg``.
+
+The timeline is plain SVG text, escaped as it is built, so the page works offline and the
+chart can stand alone as an image. Ticks sharing a pixel column are merged, which keeps the
+chart small however many client operations the drill recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from html import escape
+from pathlib import Path
+
+import jinja2
+
+from nfs_failover.drill.model import SUMMARY_KEYS, DrillReport, Mark, Phase, Sample
+from nfs_failover.files import write_atomically
+
+TEMPLATES = Path(__file__).parent / "templates"
+FILE_MODE = 0o644
+MISSING = "—"
+EN_DASH = "\u2013"  # between the two ends of a span
+
+# The lab's zones, for a report whose lab facts do not name them.
+FALLBACK_ZONES = {"site1": "az1", "dest1": "az2"}
+LAB_REPLICA_KEY = re.compile(r"(?P<replica>[\w.-]+) \((?P<zone>[\w.-]+)\)")
+
+# key: (words for people, unit); a unit of "s" formats the number as seconds.
+FIGURES: dict[str, tuple[str, str]] = {
+    "passed": ("Result", ""),
+    "mode": ("Mode", ""),
+    "grace_s": ("Grace period", "s"),
+    "detection_s": ("Outage detected after", "s"),
+    "rto_s": ("Recovery time (RTO)", "s"),
+    "rto_overhead_s": ("RTO beyond the grace period", "s"),
+    "break_s": ("Mirror break took", "s"),
+    "write_unavailable_s": ("Writes unavailable for", "s"),
+    "failback_s": ("Failback took", "s"),
+    "failback_unavailable_s": ("Writes unavailable during failback", "s"),
+    "writes_acknowledged": ("Writes acknowledged", "writes"),
+    "writes_lost": ("Acknowledged writes lost", "writes"),
+    "writes_preserved": ("Writes preserved", "writes"),
+    "flaps": ("Flaps", ""),
+    "false_failovers": ("False failovers", ""),
+    "split_brain_instants": ("Split-brain instants", ""),
+    "final_mirror_state": ("Final mirror state", ""),
+    "report_html": ("HTML report", ""),
+}
+
+PHASE_COLOURS = {
+    "baseline": "#dbeafe",
+    "flaps": "#fef3c7",
+    "outage": "#fecaca",
+    "failover": "#fed7aa",
+    "on-zone2": "#e9d5ff",
+    "failback": "#fde68a",
+    "back-on-zone1": "#bbf7d0",
+}
+OTHER_PHASE_COLOURS = ("#e2e8f0", "#cffafe", "#fbcfe8", "#d9f99d")
+
+WRITE_OK = "#16a34a"
+READ_OK = "#86efac"
+FAILED = "#dc2626"
+MARK_COLOUR = "#475569"
+
+# Geometry of the chart, in pixels.
+LEFT = 120
+RIGHT = 16
+TOP = 8
+ROW_H = 14  # one row of mark labels
+MAX_LABEL_ROWS = 8
+CHAR_W = 6.2  # average width of a character at 11 px, to keep labels apart
+PHASE_H = 24
+LANE_H = 40
+LANE_GAP = 8
+FONT = "system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif"
+TICK_STEPS = (1, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Where the report went."""
+
+    json: Path
+    html: Path
+    svg: Path
+
+
+def write_report(report: DrillReport, directory: Path) -> ReportFiles:
+    """Write ``drill.json``, ``drill.html`` and ``timeline.svg`` into ``directory`` (created
+    if missing), each atomically with mode 0644. Sets ``summary["report_html"]`` first, so
+    the JSON and the page both name the page. Raises OSError."""
+    directory = directory.absolute()
+    files = ReportFiles(
+        json=directory / "drill.json",
+        html=directory / "drill.html",
+        svg=directory / "timeline.svg",
+    )
+    report.summary["report_html"] = str(files.html)
+    svg = timeline_svg(report)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomically(files.svg, svg + "\n", mode=FILE_MODE)
+    write_atomically(files.html, render_html(report, svg), mode=FILE_MODE)
+    # Last, so that a drill.json on disk means the whole report is there.
+    text = json.dumps(report.to_json(), indent=2) + "\n"
+    write_atomically(files.json, text, mode=FILE_MODE)
+    return files
+
+
+# -- HTML --------------------------------------------------------------------------------
+
+
+def render_html(report: DrillReport, svg: str) -> str:
+    """The page: figures, timeline, checks, phases and marks, notes and lab facts."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    verdict = "PASSED" if report.passed else "FAILED"
+    mode = report.summary.get("mode")
+    passed_checks = sum(1 for c in report.checks if c.passed)
+    return env.get_template("report.html").render(
+        verdict=verdict,
+        passed=report.passed,
+        mode=MISSING if mode is None else str(mode),
+        date=_date(report.started_at),
+        figures=_figures(report.summary),
+        svg=svg,
+        checks=report.checks,
+        checks_passed=passed_checks,
+        events=_events(report.phases, report.marks),
+        notes=report.notes,
+        lab=[(str(k), _lab_value(v)) for k, v in report.lab.items()],
+    )
+
+
+def _date(started_at: float) -> str:
+    if started_at <= 0:
+        return MISSING
+    return datetime.fromtimestamp(started_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _figures(summary: dict[str, object]) -> list[tuple[str, str]]:
+    keys = list(SUMMARY_KEYS) + [k for k in summary if k not in SUMMARY_KEYS]
+    rows = []
+    for key in keys:
+        label, unit = FIGURES.get(key, (key, ""))
+        value = summary.get(key)
+        if key == "passed" and value is not None:
+            rows.append((label, "PASSED" if value else "FAILED"))
+        else:
+            rows.append((label, format_figure(value, unit)))
+    return rows
+
+
+def format_figure(value: object, unit: str = "") -> str:
+    """A summary figure for people: "—" for None, yes/no, seconds to 0.1 s (0.01 below 1 s)."""
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if unit == "s" and isinstance(value, int | float):
+        digits = 2 if abs(value) < 1 else 1
+        return f"{value:.{digits}f} s"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _seconds(at: float) -> str:
+    return f"{at:.1f} s"
+
+
+def _events(phases: Iterable[Phase], marks: Iterable[Mark]) -> list[dict[str, str]]:
+    rows: list[tuple[float, dict[str, str]]] = []
+    for p in phases:
+        when = f"{_seconds(p.start)} {EN_DASH} {_seconds(p.end)}"
+        rows.append((p.start, {"kind": "phase", "name": p.name, "label": p.label, "at": when}))
+    for m in marks:
+        rows.append(
+            (m.at, {"kind": "mark", "name": m.name, "label": m.label, "at": _seconds(m.at)})
+        )
+    rows.sort(key=lambda row: row[0])
+    return [row for _, row in rows]
+
+
+def _lab_value(value: object) -> str:
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, default=str)
+    return MISSING if value is None else str(value)
+
+
+# -- SVG timeline ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """Seconds since the drill began to x pixels."""
+
+    t0: float
+    t1: float
+    left: float
+    right: float
+
+    def x(self, at: float) -> float:
+        return self.left + (at - self.t0) / (self.t1 - self.t0) * (self.right - self.left)
+
+
+@dataclass(frozen=True)
+class _Lane:
+    replica: str
+    zone: str
+    top: float
+
+
+def timeline_svg(report: DrillReport, width: int = 960) -> str:
+    """The drill as an SVG chart: phases on top, one lane of client operations per
+    replica, dashed lines for the marks, seconds since the drill began along the bottom."""
+    width = max(width, LEFT + RIGHT + 100)
+    scale = _scale(report, width)
+    label_rows = _place_mark_labels(report.marks, scale, width)
+    rows = max((row for row, _, _ in label_rows), default=0) + 1
+    phase_top = TOP + rows * ROW_H + 6
+    lanes_top = phase_top + PHASE_H + 10
+    lanes = [
+        _Lane(replica, zone, lanes_top + i * (LANE_H + LANE_GAP))
+        for i, (replica, zone) in enumerate(_replicas(report))
+    ]
+    lanes_bottom = lanes[-1].top + LANE_H
+    axis_y = lanes_bottom + 4
+    legend_y = axis_y + 46
+    height = legend_y + 14
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0f}" '
+        f'viewBox="0 0 {width} {height:.0f}" role="img" font-family="{escape(FONT)}" '
+        f'font-size="11">',
+        "<title>Drill timeline</title>",
+        f'<rect width="{width}" height="{height:.0f}" fill="#ffffff"/>',
+        *_axis(scale, phase_top, axis_y),
+        *_phases(report.phases, scale, phase_top),
+        *_lanes(lanes, scale),
+        *_ticks(report.samples, lanes, scale),
+        *_marks(label_rows, scale, lanes_bottom),
+        *_legend(legend_y),
+        "</svg>",
+    ]
+    return "\n".join(parts)
+
+
+def _scale(report: DrillReport, width: int) -> _Scale:
+    times = [0.0]
+    times += [t for p in report.phases for t in (p.start, p.end)]
+    times += [m.at for m in report.marks]
+    times += [s.at for s in report.samples]
+    t0, t1 = min(times), max(times)
+    if t1 - t0 < 1:
+        t1 = t0 + 1
+    return _Scale(t0, t1, LEFT, width - RIGHT)
+
+
+def _replicas(report: DrillReport) -> list[tuple[str, str]]:
+    """(replica, zone) per lane: the replicas the lab facts name, in their order, then any
+    other replica the samples saw, site1 and dest1 first."""
+    lanes: dict[str, str] = {}
+    zones = report.lab.get("zones")
+    if isinstance(zones, list | tuple):
+        for index, zone in enumerate(zones, start=1):
+            if isinstance(zone, dict) and zone.get("replica"):
+                lanes.setdefault(str(zone["replica"]), str(zone.get("name") or f"az{index}"))
+    for key in report.lab:  # the drill's lab facts name each export "site1 (az1)"
+        named = LAB_REPLICA_KEY.fullmatch(key)
+        if named:
+            lanes.setdefault(named["replica"], named["zone"])
+    seen = list(dict.fromkeys(s.replica for s in report.samples))
+    for replica in sorted(seen, key=lambda r: (r not in FALLBACK_ZONES, seen.index(r))):
+        lanes.setdefault(replica, FALLBACK_ZONES.get(replica, ""))
+    if not lanes:
+        lanes = dict(FALLBACK_ZONES)
+    return list(lanes.items())
+
+
+def _axis(scale: _Scale, top: float, axis_y: float) -> list[str]:
+    span = scale.t1 - scale.t0
+    max_ticks = max(2, (scale.right - scale.left) / 80)
+    step = next((s for s in TICK_STEPS if span / s <= max_ticks), TICK_STEPS[-1])
+    out = [
+        f'<line x1="{scale.left}" y1="{axis_y}" x2="{scale.right}" y2="{axis_y}" stroke="#94a3b8"/>'
+    ]
+    for n in range(math.ceil(scale.t0 / step), math.floor(scale.t1 / step) + 1):
+        x = scale.x(n * step)
+        out.append(
+            f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{axis_y + 4}" stroke="#e2e8f0"/>'
+        )
+        out.append(
+            f'<text x="{x:.1f}" y="{axis_y + 16}" text-anchor="middle" fill="#475569">'
+            f"{n * step} s</text>"
+        )
+    middle = (scale.left + scale.right) / 2
+    out.append(
+        f'<text x="{middle:.1f}" y="{axis_y + 32}" text-anchor="middle" fill="#64748b">'
+        "seconds since the drill began</text>"
+    )
+    return out
+
+
+def _fit(label: str, room: float) -> str:
+    """The label, shortened with an ellipsis to fit ``room`` pixels, or "" if it cannot."""
+    chars = int(room / CHAR_W)
+    if len(label) <= chars:
+        return label
+    return label[: chars - 1] + "…" if chars >= 3 else ""
+
+
+def _phases(phases: Iterable[Phase], scale: _Scale, top: float) -> list[str]:
+    out = []
+    for i, phase in enumerate(phases):
+        x0, x1 = scale.x(phase.start), scale.x(phase.end)
+        w = max(x1 - x0, 1.0)
+        colour = PHASE_COLOURS.get(phase.name, OTHER_PHASE_COLOURS[i % len(OTHER_PHASE_COLOURS)])
+        tip = f"{phase.label}: {_seconds(phase.start)} {EN_DASH} {_seconds(phase.end)}"
+        text = _fit(phase.label, w - 6)
+        out.append(
+            f'<g class="phase" data-name="{escape(phase.name)}"><title>{escape(tip)}</title>'
+            f'<rect x="{x0:.1f}" y="{top}" width="{w:.1f}" height="{PHASE_H}" fill="{colour}" '
+            'stroke="#ffffff"/>'
+        )
+        if text:
+            out.append(
+                f'<text x="{x0 + w / 2:.1f}" y="{top + PHASE_H / 2 + 4}" text-anchor="middle" '
+                f'fill="#1e293b">{escape(text)}</text>'
+            )
+        out.append("</g>")
+    return out
+
+
+def _lanes(lanes: Iterable[_Lane], scale: _Scale) -> list[str]:
+    out = []
+    for lane in lanes:
+        mid = lane.top + LANE_H / 2
+        w = scale.right - scale.left
+        out += [
+            f'<rect x="{scale.left}" y="{lane.top}" width="{w}" height="{LANE_H}" '
+            'fill="#f8fafc" stroke="#e2e8f0"/>',
+            f'<line x1="{scale.left}" y1="{mid}" x2="{scale.right}" y2="{mid}" stroke="#eef2f6"/>',
+            f'<text x="8" y="{mid - 3}" font-size="12" font-weight="600" fill="#0f172a">'
+            f"{escape(_fit(lane.replica, LEFT - 50))}</text>",
+            f'<text x="8" y="{mid + 11}" fill="#64748b">'
+            f"{escape(_fit('zone ' + lane.zone if lane.zone else '', LEFT - 50))}</text>",
+            f'<text x="{LEFT - 4}" y="{lane.top + 13}" text-anchor="end" font-size="9" '
+            'fill="#94a3b8">write</text>',
+            f'<text x="{LEFT - 4}" y="{lane.top + LANE_H - 6}" text-anchor="end" font-size="9" '
+            'fill="#94a3b8">read</text>',
+        ]
+    return out
+
+
+# (kind row, ok) -> class name, colour; drawn in this order so that red lies on top.
+TICK_STYLES = (
+    ((0, True), "write-ok", WRITE_OK),
+    ((1, True), "read-ok", READ_OK),
+    ((0, False), "write-failed", FAILED),
+    ((1, False), "read-failed", FAILED),
+)
+
+
+def _ticks(samples: Iterable[Sample], lanes: list[_Lane], scale: _Scale) -> list[str]:
+    """One path per lane and style; one tick per pixel column, however many samples."""
+    lane_of = {lane.replica: i for i, lane in enumerate(lanes)}
+    columns: dict[tuple[int, int, bool], set[int]] = {}
+    for s in samples:
+        index = lane_of.get(s.replica)
+        if index is None:
+            continue
+        row = 0 if s.kind == "write" else 1
+        columns.setdefault((index, row, s.ok), set()).add(int(scale.x(s.at)))
+    out = []
+    half = LANE_H / 2
+    for (row, ok), name, colour in TICK_STYLES:
+        for i, lane in enumerate(lanes):
+            cols = columns.get((i, row, ok))
+            if not cols:
+                continue
+            y = lane.top + row * half + 3
+            d = "".join(f"M{c}.5 {y:g}v{half - 6:g}" for c in sorted(cols))
+            out.append(
+                f'<path class="tick {name}" data-replica="{escape(lane.replica)}" '
+                f'stroke="{colour}" stroke-width="1" d="{d}"/>'
+            )
+    return out
+
+
+def _place_mark_labels(
+    marks: Iterable[Mark], scale: _Scale, width: int
+) -> list[tuple[int, Mark, tuple[float, str]]]:
+    """Stagger the mark labels over rows so that they do not overlap: (row, mark, (x, anchor))."""
+    row_ends: list[float] = []
+    placed = []
+    for mark in sorted(marks, key=lambda m: m.at):
+        x = scale.x(mark.at)
+        w = len(mark.label) * CHAR_W
+        start, anchor = (x + 3, "start") if x + 3 + w <= width - 2 else (x - 3 - w, "end")
+        row = next((r for r, end in enumerate(row_ends) if end + 6 <= start), None)
+        if row is None and len(row_ends) < MAX_LABEL_ROWS:
+            row = len(row_ends)
+            row_ends.append(start + w)
+        elif row is None:  # too many to keep apart: overlap where it hurts least
+            row = min(range(len(row_ends)), key=row_ends.__getitem__)
+        row_ends[row] = max(row_ends[row], start + w)
+        placed.append((row, mark, (x + 3 if anchor == "start" else x - 3, anchor)))
+    return placed
+
+
+def _marks(
+    placed: list[tuple[int, Mark, tuple[float, str]]],
+    scale: _Scale,
+    bottom: float,
+) -> list[str]:
+    """All the dashed lines first, then the labels over them, each with a white halo."""
+    lines = ['<g class="mark-lines">']
+    labels = []
+    for row, mark, (text_x, anchor) in placed:
+        x = scale.x(mark.at)
+        y = TOP + (row + 1) * ROW_H - 3
+        tip = f"{mark.label}: {_seconds(mark.at)}"
+        lines.append(
+            f'<line x1="{x:.1f}" y1="{y - 9}" x2="{x:.1f}" y2="{bottom}" stroke="{MARK_COLOUR}" '
+            'stroke-width="1" stroke-dasharray="4 3"/>'
+        )
+        labels.append(
+            f'<g class="mark" data-name="{escape(mark.name)}"><title>{escape(tip)}</title>'
+            f'<text x="{text_x:.1f}" y="{y}" text-anchor="{anchor}" fill="#334155" '
+            'stroke="#ffffff" stroke-width="3" paint-order="stroke">'
+            f"{escape(mark.label)}</text></g>"
+        )
+    return [*lines, "</g>", *labels]
+
+
+def _legend(y: float) -> list[str]:
+    items = (("write ok", WRITE_OK), ("read ok", READ_OK), ("failed", FAILED))
+    out = []
+    x = float(LEFT)
+    for label, colour in items:
+        out.append(
+            f'<rect x="{x}" y="{y - 9}" width="3" height="11" fill="{colour}"/>'
+            f'<text x="{x + 8}" y="{y}" fill="#334155">{label}</text>'
+        )
+        x += 16 + len(label) * CHAR_W + 14
+    out.append(
+        f'<line x1="{x}" y1="{y - 10}" x2="{x}" y2="{y + 2}" stroke="{MARK_COLOUR}" '
+        f'stroke-dasharray="4 3"/><text x="{x + 6}" y="{y}" fill="#334155">event</text>'
+    )
+    return out
