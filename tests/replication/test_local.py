@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 
 from nfs_failover.config import Export, Volume
-from nfs_failover.errors import PreconditionError, ProtocolStatusError
+from nfs_failover.errors import PreconditionError, ProtocolStatusError, ProviderError
 from nfs_failover.lab import Lab
 from nfs_failover.replication import MirrorState, RelationshipStatus
 from nfs_failover.replication.local import LocalProvider
@@ -229,6 +229,41 @@ def test_the_schedule_transfers_new_files_without_being_asked(volume: Volume) ->
             await engine.close()
 
     assert asyncio.run(scenario())
+
+
+def test_a_cut_off_source_replicates_nothing_and_never_keeps_a_break_waiting(
+    replication_lab: Lab, volume: Volume
+) -> None:
+    source, destination = folders(volume)
+    settings = volume.replication.model_copy(update={"schedule": timedelta(seconds=1)})
+    engine = LocalProvider(volume.model_copy(update={"replication": settings}))
+    asyncio.run(engine.transfer_now(timeout=T))
+    (source / "written-before-the-outage").write_text("not replicated")
+
+    async def scenario() -> tuple[str | None, float]:
+        stop = asyncio.Event()
+        serving = asyncio.create_task(engine.serve(stop))
+        try:
+            with pytest.raises(ProviderError) as refused:
+                await engine.transfer_now(timeout=T)
+            await asyncio.sleep(3)  # the schedule keeps trying, and failing
+            started = time.monotonic()
+            await engine.break_(timeout=T)
+            return refused.value.code, time.monotonic() - started
+        finally:
+            stop.set()
+            await asyncio.wait_for(serving, 10)
+            await engine.close()
+
+    replication_lab.outage("az1")
+    try:
+        code, waited = asyncio.run(scenario())
+    finally:
+        replication_lab.restore("az1")
+    assert code == "source-unreachable"
+    assert not (destination / "written-before-the-outage").exists()
+    # The failing schedule never held the lock long: the break got it within its deadline.
+    assert waited < T
 
 
 def test_the_replication_commands_drive_the_engine_and_print_json(

@@ -77,11 +77,14 @@ def drill(
 ) -> None:
     """Run the whole failover cycle on the lab: outage, failover, restore, failback; verify
     that no acknowledged write was lost; report the figures. Exit 0 only if all held."""
-    system.require_root()
     options = DrillOptions(
-        mode=mode, grace=_seconds(grace, "--grace"), schedule=_seconds(schedule, "--schedule"),
-        flaps=flaps, keep=keep,
-    )  # fmt: skip
+        mode=mode,
+        grace=_seconds(grace, "--grace"),
+        schedule=_seconds(schedule, "--schedule"),
+        flaps=flaps,
+        keep=keep,
+    )
+    system.require_root()  # fmt: skip
     report.mkdir(parents=True, exist_ok=True)
     _log_to(report / "drill.log")
     lab = Lab.from_state_dir(state_dir)

@@ -51,6 +51,10 @@ SCHEDULED_TIMEOUT = 6 * 3600.0  # a scheduled transfer of local folders: rsync c
 PROGRESS_EVERY = 1.0  # seconds between progress reports of a running transfer
 
 
+REACHABLE_TIMEOUT = 2.0  # seconds for the source's NFS check before a transfer
+RETRY_AFTER = 5.0  # seconds, at most, before a failed scheduled transfer is tried again
+
+
 @dataclass(frozen=True)
 class Transfer:
     started: float
@@ -175,6 +179,10 @@ class LocalProvider(Provider):
         self, *, timeout: float, progress: Progress | None = None
     ) -> OperationResult:
         deadline = time.monotonic() + timeout
+        # The copy itself is local, but the source must answer over NFS: a source cut off
+        # from the network replicates nothing, as with SnapMirror. Checked before taking
+        # the lock, so a dead source never keeps a break waiting.
+        await self._require_reachable(self._sides(self._load())[0], deadline)
         async with self._locked(deadline):
             state = self._load()
             if state.mirror_state == MirrorState.BROKEN:
@@ -244,6 +252,8 @@ class LocalProvider(Provider):
                     f"volume {self.volume.name}: {operation} needs a broken relationship, "
                     f"it is {state.mirror_state}"
                 )
+            new_source = self._sides(state)[1 if reverse else 0]
+            await self._require_reachable(new_source, deadline)
             divergence = self._divergence(state)
             overwritten = divergence.source_only if reverse else divergence.destination_only
             if reverse:
@@ -261,17 +271,23 @@ class LocalProvider(Provider):
         """Transfer on the schedule until ``stop`` is set: the engine's own scheduler.
 
         A transfer is due ``schedule`` after the previous one started; a failed one is
-        retried at the next tick. Only a mirrored (or new) relationship transfers.
+        retried after ``schedule`` or RETRY_AFTER, whichever is shorter. Only a mirrored
+        (or new) relationship transfers.
         """
         interval = self.settings.schedule.total_seconds()
+        retry_at = 0.0
         while not stop.is_set():
             state = self._load()
             last = state.last_transfer
             due = (last.started + interval) if last and state.unhealthy is None else 0.0
+            due = max(due, retry_at)
             if state.mirror_state != MirrorState.BROKEN and time.time() >= due:
-                with contextlib.suppress(ProviderError):
+                try:
                     await self.transfer_now(timeout=max(interval, SCHEDULED_TIMEOUT),
                                             progress=progress)  # fmt: skip
+                except ProviderError:
+                    # Not at once again: a retry loop would starve a break of the lock.
+                    retry_at = time.time() + min(interval, RETRY_AFTER)
                 continue
             with contextlib.suppress(TimeoutError):
                 wait = min(max(due - time.time(), 0.05), interval)
@@ -336,6 +352,17 @@ class LocalProvider(Provider):
         state.save(self._state_path)
         _say(progress, f"transferred {transfer.files_changed} changes, {sent} bytes", 1.0)
         return state, transfer
+
+    async def _require_reachable(self, index: int, deadline: float) -> None:
+        replica = self.volume.replicas[index]
+        async with Prober(timeout=min(REACHABLE_TIMEOUT, _left(deadline)), keep=False) as prober:
+            result = await prober.probe(replica.export)
+        if not result.up:
+            raise ProviderError(
+                f"{replica.name} ({replica.export}) does not answer over NFS "
+                f"({result.summary()}); no transfer started",
+                code="source-unreachable",
+            )
 
     async def _apply_access(
         self, state: RelationshipState, deadline: float, *, confirm_source: bool = False
