@@ -32,3 +32,22 @@ def test_a_hook_that_overruns_its_deadline_is_killed() -> None:
     with pytest.raises(HookFailed, match=r"no result within 0\.5s; killed"):
         asyncio.run(run_hook(Hook(argv=("/bin/sleep", "30")), VALUES, timeout=0.5))
     assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "leave", "go"), [("pre_failover", "az1", "az2"), ("post_failback", "az2", "az1")]
+)
+def test_hook_placeholders_name_the_replica_clients_leave_and_the_one_they_go_to(
+    tmp_path: Path, kind: str, leave: str, go: str
+) -> None:
+    from nfs_failover.config import load_config
+    from nfs_failover.controller.workflows import Context, _hooks
+
+    config = load_config("examples/local-lab.yaml")
+    hook = Hook(argv=("/usr/bin/touch", str(tmp_path / "{event}-{from_replica}-{to_replica}")))
+    hooks = config.hooks.model_copy(update={kind: (hook,)})
+    config = config.model_copy(update={"hooks": hooks})
+    volume = config.volumes[0]
+    ctx = Context(config, volume, provider=None, store=None)  # type: ignore[arg-type]
+    asyncio.run(_hooks(kind)(ctx))
+    assert (tmp_path / f"{kind}-{leave}-{go}").exists()

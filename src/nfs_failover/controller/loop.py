@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from collections.abc import Mapping
@@ -74,7 +75,8 @@ class Controller:
     ) -> None:
         self.config = config
         self.store = store
-        self.name = name or f"controller@{socket.gethostname()}"
+        # The process id too: two controllers on one host must not share the lease.
+        self.name = name or f"controller@{socket.gethostname()}:{os.getpid()}"
         self.providers = dict(providers or {v.name: open_provider(v) for v in config.volumes})
         self.agent = agent
         self.step_timeout = step_timeout

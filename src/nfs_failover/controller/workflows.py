@@ -119,11 +119,14 @@ async def steer_back(ctx: Context) -> None:
 def _hooks(kind: str) -> StepFn:
     async def run(ctx: Context) -> None:
         hooks = ctx.config.hooks
+        # from_ is the replica clients leave, to_ the one they go to: reversed on failback.
+        leave, go = ctx.volume.replicas
+        if kind.endswith("failback"):
+            leave, go = go, leave
         values = {
             "volume": ctx.volume.name, "event": kind,
-            "from_replica": ctx.source, "to_replica": ctx.destination,
-            "from_export": str(ctx.volume.replicas[0].export),
-            "to_export": str(ctx.volume.replicas[1].export),
+            "from_replica": leave.name, "to_replica": go.name,
+            "from_export": str(leave.export), "to_export": str(go.export),
         }  # fmt: skip
         for hook in getattr(hooks, kind):
             try:
