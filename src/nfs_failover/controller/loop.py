@@ -310,6 +310,10 @@ class Controller:
 
     # -- what the API and the CLI show -------------------------------------------------------
 
+    def decision(self, volume: str) -> Decision | None:
+        """The latest decision for ``volume``, as the last cycle made it."""
+        return self._decisions.get(volume)
+
     def status(self) -> list[JsonObject]:
         return [self._volume_status(v) for v in self.config.volumes]
 

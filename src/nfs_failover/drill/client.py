@@ -57,6 +57,11 @@ class AutofsClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
 
+    @property
+    def current(self) -> Export | None:
+        """The replica in use now, if any."""
+        return self._current
+
     async def resolve(self) -> Export:
         """The replica in use; a fresh lookup in the daemon after a reload (or at first)."""
         while True:

@@ -236,7 +236,7 @@ class Drill:
         for _ in range(SEED_FILES):
             if await seed.step() is None:
                 raise DrillError(f"could not write the files to read on {source}")
-        await seed._drop()
+        await seed.close()
         await provider.transfer_now(timeout=self.options.phase_timeout)
         known = {ack.path: ack.sha256 for ack in seed.acks}
         reader = Workload(client.resolve, prefix=prefix, read_only=True, known=known,
@@ -387,11 +387,11 @@ class Drill:
         """Keep the live view current, and say what the controller decides."""
         said = ""
         while True:
-            current = client._current
+            current = client.current
             self.live.replica = str(current) if current else None
             self.live.ok = sum(1 for op in workload.ops if op.ok)
             self.live.failed = len(workload.failures)
-            decision = controller._decisions.get(volume)
+            decision = controller.decision(volume)
             if decision is not None:
                 self.live.decision = str(decision)
                 # Said once per kind of decision, not once per second of a countdown.

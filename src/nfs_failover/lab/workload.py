@@ -159,6 +159,10 @@ class Workload:
             raise RpcError(f"{name}: read differs from what was written")
         self.reads += 1
 
+    async def close(self) -> None:
+        """Close the NFS session (``run`` does it when it stops)."""
+        await self._drop()
+
     async def _connect(self, export: Export) -> tuple[Nfs3Client, bytes]:
         if self._session is not None and self._session[0] == export:
             return self._session[1], self._session[2]
