@@ -47,7 +47,7 @@ class AutofsClient:
         self._watcher: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> AutofsClient:
-        self._offset = len(self.daemon.log.read_bytes())
+        self._offset = self.daemon.log.stat().st_size
         self._watcher = asyncio.create_task(self._watch())
         return self
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import re
 import shutil
@@ -41,8 +40,6 @@ from nfs_failover.lab.workload import Workload
 from nfs_failover.replication.base import MirrorState
 from nfs_failover.replication.local import LocalProvider
 from nfs_failover.store import Event, SqliteStore
-
-log = logging.getLogger(__name__)
 
 FAILOVER_KINDS = ("failover", "failover-read-only", "switchover")
 FAILBACK_KINDS = ("failback", "failback-read-only")
@@ -437,10 +434,8 @@ class Drill:
         await provider.close()
         at = self.at
         events = self._events(store, volume.name)
-        self._mark_steps(events)
+        detected = self._mark_steps(events)
         outage, failback = at.get("outage"), at.get("failback")
-        detected = _first(e.at for e in events if e.kind in FAILOVER_KINDS
-                          and outage is not None and e.at >= outage)  # fmt: skip
         ok_ops = [op for op in workload.ops if op.ok]
         last_before = _last(op.at for op in ok_ops if outage is not None and op.at <= outage)
         last_on_dest = _last(op.at for op in ok_ops if op.export == destination
@@ -521,9 +516,10 @@ class Drill:
             },
         )  # fmt: skip
 
-    def _mark_steps(self, events: list[Event]) -> None:
-        """The workflows' own instants, from the journal."""
+    def _mark_steps(self, events: list[Event]) -> float | None:
+        """The workflows' own instants, from the journal; returns when the failover began."""
         outage, failback = self.at.get("outage"), self.at.get("failback")
+        detected = None
         if outage is not None:
             detected = _first(e.at for e in events if e.kind in FAILOVER_KINDS and e.at >= outage)
             if detected is not None:
@@ -542,6 +538,7 @@ class Drill:
                 end = _step_end(events, step, FAILBACK_KINDS, failback)
                 if end is not None:
                     self.mark(step, label, end)
+        return detected
 
     def _events(self, store: SqliteStore, volume: str) -> list[Event]:
         return list(store.events(volume, after=0, limit=100_000))
