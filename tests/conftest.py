@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nfs_failover.lab import Lab
-from nfs_failover.lab.system import missing_tools
+from nfs_failover.lab.system import kernel_filesystems, missing_tools
 
 # Test labs take their own tags and subnets, so a lab left running is never touched.
 TEST_LAB_TAG = "t"
@@ -38,6 +38,12 @@ def require_lab() -> None:
     if os.environ.get("NFS_FAILOVER_REQUIRE_LAB") == "1":
         pytest.fail(f"NFS_FAILOVER_REQUIRE_LAB=1 but {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def require_kernel_autofs() -> None:
+    """Skip where the host kernel cannot run the real automount (no autofs filesystem)."""
+    if "autofs" not in kernel_filesystems():
+        pytest.skip("needs kernel autofs: this kernel has no autofs in /proc/filesystems")
 
 
 def fresh_lab(state_dir: Path, tag: str, slot: int) -> Lab:

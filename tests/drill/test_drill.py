@@ -22,7 +22,7 @@ from nfs_failover.drill.run import Drill, DrillOptions
 from nfs_failover.lab import Lab
 from nfs_failover.lab.lab import MARKER, STATE_DIR_ENV
 from nfs_failover.store import SqliteStore
-from tests.conftest import fresh_lab, require_lab
+from tests.conftest import fresh_lab, require_kernel_autofs, require_lab
 
 DRILL_TAG, DRILL_SLOT = "d", 44
 pytestmark = pytest.mark.lab
@@ -33,6 +33,7 @@ QUICK = {"grace": 2.0, "schedule": 2.0, "steady": 1.0}
 @pytest.fixture
 def drill_lab(tmp_path: Path) -> Lab:
     require_lab()
+    require_kernel_autofs()
     return fresh_lab(tmp_path / "lab", DRILL_TAG, DRILL_SLOT)
 
 
@@ -98,6 +99,7 @@ def test_a_drill_that_cannot_fail_over_in_time_fails_with_the_reason(drill_lab: 
 
 def test_the_cli_prints_the_stable_json_and_writes_the_report(tmp_path: Path) -> None:
     require_lab()
+    require_kernel_autofs()
     state = tmp_path / "lab"
     fresh_lab(state, DRILL_TAG, DRILL_SLOT)
     state.mkdir(parents=True)

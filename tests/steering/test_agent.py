@@ -15,6 +15,7 @@ from nfs_failover.desired import VolumeDesired, failed_over
 from nfs_failover.lab import Lab
 from nfs_failover.lab.automount import automount, mounts_tried
 from nfs_failover.store import SqliteStore, StoreError
+from tests.conftest import require_kernel_autofs
 
 pytestmark = pytest.mark.lab
 
@@ -112,6 +113,7 @@ def test_agent_reports_reach_the_store(lab: Lab, tmp_path: Path, store: SqliteSt
 def test_the_real_automount_keeps_the_rendered_order_and_follows_a_reload(
     lab: Lab, tmp_path: Path, store: SqliteStore
 ) -> None:
+    require_kernel_autofs()
     config = lab_config(lab, tmp_path, mode=Mode.READ_ONLY)
     volume = config.volumes[0]
     site1, dest1 = (str(r.export) for r in volume.replicas)

@@ -34,6 +34,7 @@ from nfs_failover.controller.loop import Controller
 from nfs_failover.drill.client import AutofsClient, Lookup
 from nfs_failover.drill.model import Check, DrillReport, Mark, Phase, Sample
 from nfs_failover.errors import NfsFailoverError
+from nfs_failover.lab import system
 from nfs_failover.lab.automount import automount
 from nfs_failover.lab.lab import Lab
 from nfs_failover.lab.workload import Workload
@@ -135,6 +136,11 @@ class Drill:
 
     async def run(self) -> DrillReport:
         self.t0 = self.live.started = time.time()
+        if "autofs" not in system.kernel_filesystems():
+            raise DrillError(
+                "this kernel has no autofs filesystem (not in /proc/filesystems), so the "
+                "drill's automount cannot run here"
+            )
         was_up = self.lab.status().up
         try:
             with self._phase("setup", "lab up"):

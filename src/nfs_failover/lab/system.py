@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 from nfs_failover.errors import LabError
 
@@ -50,6 +51,15 @@ def missing_tools() -> list[str]:
     ):
         missing.append(f"{GANESHA_VFS_FSAL} (package nfs-ganesha-vfs)")
     return missing
+
+
+def kernel_filesystems() -> set[str]:
+    """The filesystem types this kernel can mount now (``/proc/filesystems``)."""
+    try:
+        text = Path("/proc/filesystems").read_text()
+    except OSError:
+        return set()
+    return {line.split()[-1] for line in text.splitlines() if line.split()}
 
 
 def require_tools() -> None:
