@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from nfs_failover.lab import Lab
-from nfs_failover.lab.system import kernel_filesystems, missing_tools
+from nfs_failover.lab.clients import missing_client_tools
+from nfs_failover.lab.system import missing_tools
 
 # Test labs take their own tags and subnets, so a lab left running is never touched.
 TEST_LAB_TAG = "t"
@@ -23,7 +24,7 @@ TEST_LAB_SLOT = 40
 def lab_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "lab tests need root (network namespaces, NFS-Ganesha)"
-    missing = missing_tools()
+    missing = missing_tools() + missing_client_tools()
     if missing:
         return "lab tests need the lab's packages (run scripts/setup): missing " + ", ".join(
             missing
@@ -40,12 +41,6 @@ def require_lab() -> None:
     pytest.skip(reason)
 
 
-def require_kernel_autofs() -> None:
-    """Skip where the host kernel cannot run the real automount (no autofs filesystem)."""
-    if "autofs" not in kernel_filesystems():
-        pytest.skip("needs kernel autofs: this kernel has no autofs in /proc/filesystems")
-
-
 def fresh_lab(state_dir: Path, tag: str, slot: int) -> Lab:
     """A lab object for a test, after removing what a crashed earlier run left behind."""
     lab = Lab(state_dir, tag=tag, slot=slot)
@@ -55,11 +50,12 @@ def fresh_lab(state_dir: Path, tag: str, slot: int) -> Lab:
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """One two-zone lab for the whole session, torn down at the end even on failure."""
+    """One two-zone lab with one client host for the whole session, torn down at the end
+    even on failure."""
     require_lab()
     built = fresh_lab(tmp_path_factory.mktemp("lab") / "state", TEST_LAB_TAG, TEST_LAB_SLOT)
     try:
-        built.up()
+        built.up(clients=1)
         yield built
     finally:
         built.down()

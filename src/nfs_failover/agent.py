@@ -23,7 +23,8 @@ from nfs_failover.errors import NfsFailoverError
 from nfs_failover.probe import Prober, ProbeResult
 from nfs_failover.steering import autofs_files, mounts
 from nfs_failover.steering.autofs_files import Applied
-from nfs_failover.steering.mounts import MOUNTINFO, HealAction, HealOutcome, HealPolicy
+from nfs_failover.steering.machine import Machine
+from nfs_failover.steering.mounts import MOUNTINFO, HealAction, HealOutcome, HealPolicy, ThisHost
 from nfs_failover.store import Report, SqliteStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,13 @@ class Agent:
         store_timeout: float = 5.0,
         mountinfo: Path = MOUNTINFO,
         heal_policy: HealPolicy | None = None,
+        machine: Machine | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.name = name or socket.gethostname()
         self.store_timeout = store_timeout
-        self.mountinfo = mountinfo
+        self.machine: Machine = machine or ThisHost(mountinfo)
         self.heal_policy = heal_policy or HealPolicy()
         self.timeout = max(p.probe_timeout for p in map(config.effective_policy, config.volumes))
         self._prober = Prober(timeout=self.timeout.total_seconds())
@@ -82,7 +84,10 @@ class Agent:
         if desired is None:
             return None, None
         try:
-            applied = autofs_files.apply(self.config, desired)
+            # In a worker thread: a reload may take seconds (systemctl, a remote client).
+            applied = await asyncio.to_thread(
+                autofs_files.apply, self.config, desired, machine=self.machine
+            )
         except NfsFailoverError as exc:
             problems.append(f"maps: {exc}")
             log.error("maps not applied: %s", exc)
@@ -100,12 +105,12 @@ class Agent:
         timeout = self.timeout.total_seconds()
         try:
             states = await asyncio.to_thread(
-                mounts.survey, self.config, desired, timeout=timeout, mountinfo=self.mountinfo
+                mounts.survey, self.config, desired, timeout=timeout, machine=self.machine
             )
             actions = []
             for state in states:
                 action = await asyncio.to_thread(
-                    mounts.heal, state, policy=self.heal_policy, mountinfo=self.mountinfo
+                    mounts.heal, state, policy=self.heal_policy, machine=self.machine
                 )
                 if action.outcome is not HealOutcome.NOTHING:
                     log.warning("%s: %s: %s", state.key, action.outcome, action.reason)

@@ -14,6 +14,7 @@ import pytest
 
 from nfs_failover.errors import ProtocolStatusError
 from nfs_failover.lab import Lab
+from nfs_failover.lab.clients import qemu_pids
 from nfs_failover.probe import Reason, Stage, probe_export
 from nfs_failover.rpc.mount import MountClient
 from nfs_failover.rpc.nfs3 import Nfs3Client, StableHow
@@ -113,6 +114,12 @@ def test_lab_status_json_names_each_zone_and_the_config(lab: Lab) -> None:
     assert [(z["name"], z["address"], z["export"], z["state"]) for z in status["zones"]] == [
         (z.name, z.address, z.export, "up") for z in lab.zones
     ]
+    (client,) = status["clients"]
+    assert (client["name"], client["address"], client["state"]) == (
+        "client1",
+        lab.client("client1").address,
+        "up",
+    )
 
 
 def test_lab_config_is_valid_and_names_both_replicas(lab: Lab) -> None:
@@ -149,6 +156,10 @@ def _leftovers(lab: Lab) -> list[str]:
             found.append(f"namespace {zone.namespace}")
         if Path("/sys/class/net", zone.host_veth).exists():
             found.append(f"link {zone.host_veth}")
+    for link in (lab.bridge, *(c.tap for c in lab.clients)):
+        if Path("/sys/class/net", link).exists():
+            found.append(f"link {link}")
+    found += [f"VM {pid}" for c in lab.clients for pid in qemu_pids(c.tap)]
     for pid in Path("/proc").iterdir():
         if pid.name.isdigit():
             try:
@@ -167,16 +178,20 @@ def test_down_leaves_nothing_behind_even_after_the_state_folder_is_lost(
 ) -> None:
     require_lab()
     lab = fresh_lab(tmp_path / "state", tag="d", slot=41)
+    forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
     try:
         lab.up()
         assert lab.status().up
         lab.down()
         assert _leftovers(lab) == []
-        # A crash that lost the state folder: namespaces and servers are still found by name.
-        lab.up()
+        # A crash that lost the state folder: namespaces, servers, the client host's VM and
+        # its links are still found by name, and the forwarding sysctl is put back.
+        lab.up(clients=1)
+        assert [c.state for c in lab.status().clients] == ["up"]
         subprocess.run(["rm", "-rf", str(lab.state_dir)], check=True)
         Lab(lab.state_dir, tag="d", slot=41).down()
         assert _leftovers(lab) == []
+        assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == forward
     finally:
         lab.down()
 

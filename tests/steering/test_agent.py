@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +12,7 @@ from nfs_failover.agent import Agent
 from nfs_failover.config import Config, Mode, load_config
 from nfs_failover.desired import VolumeDesired, failed_over
 from nfs_failover.lab import Lab
-from nfs_failover.lab.automount import automount, mounts_tried
 from nfs_failover.store import SqliteStore, StoreError
-from tests.conftest import require_kernel_autofs
 
 pytestmark = pytest.mark.lab
 
@@ -108,33 +105,3 @@ def test_agent_reports_reach_the_store(lab: Lab, tmp_path: Path, store: SqliteSt
     reports = {(r.agent, r.replica): r for r in store.reports("crr")}
     assert set(reports) == {("client1", "site1"), ("client1", "dest1")}
     assert all(r.up for r in reports.values())
-
-
-def test_the_real_automount_keeps_the_rendered_order_and_follows_a_reload(
-    lab: Lab, tmp_path: Path, store: SqliteStore
-) -> None:
-    require_kernel_autofs()
-    config = lab_config(lab, tmp_path, mode=Mode.READ_ONLY)
-    volume = config.volumes[0]
-    site1, dest1 = (str(r.export) for r in volume.replicas)
-    cycle(config, store)  # a read-only volume: both replicas, the source first
-    key = config.autofs.under_root(config.autofs.mount_root) / volume.map_key
-    master = config.autofs.under_root(config.autofs.master_dropin)
-    with automount(master, tmp_path) as daemon:
-        firsts = []
-        for _ in range(3):
-            log = daemon.look_up(key)
-            assert f"{volume.map_key} -> " in log  # it read our entry
-            firsts.append(mounts_tried(log)[0])
-            # The failed key stays negatively cached for --negative-timeout (whole seconds).
-            time.sleep(config.autofs.negative_timeout.total_seconds() + 1.1)
-        assert firsts == [site1] * 3, firsts
-        daemon.look_up(key)
-        assert daemon.replica_for(key) == site1  # asked again inside the negative cache
-
-        # A read-write failover: the agent rewrites the map and makes automount reload it.
-        store.set_desired(failed_over(volume, generation=1), expected_generation=None)
-        cycle(config, store)
-        daemon.wait_for("re-reading", timeout=10)
-        log = daemon.look_up(key)
-        assert mounts_tried(log) == [dest1]

@@ -596,7 +596,7 @@ def test_survey_checks_only_mounts_of_offered_replicas(
     )
     checked: list[str] = []
 
-    def fake_check(path: str, *, timeout: float, mountinfo: Path) -> CheckResult:
+    def fake_check(path: str, *, timeout: float, machine: mounts.Machine) -> CheckResult:
         checked.append(path)
         return CheckResult(path, CheckStatus.OK, "statvfs answered in 1ms", latency=0.001)
 

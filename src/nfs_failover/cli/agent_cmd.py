@@ -15,6 +15,7 @@ from rich.console import Console
 from nfs_failover import aio
 from nfs_failover.agent import Agent, Cycle
 from nfs_failover.config import Config, load_config
+from nfs_failover.lab.guest_machine import for_lab_client
 from nfs_failover.steering import autofs_files
 from nfs_failover.steering.mounts import HealOutcome, HealPolicy
 from nfs_failover.store import StoreError, open_store
@@ -22,6 +23,14 @@ from nfs_failover.store import StoreError, open_store
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="The YAML config file.")]
+LabClientOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--lab-client",
+        help="Steer this lab client host (client1, ...) from here: its maps, automount and"
+        " mounts, through the lab's command channel (state folder: NFS_FAILOVER_LAB_DIR).",
+    ),
+]
 RootOpt = Annotated[
     Path | None,
     typer.Option("--root", help="Write the managed files under this folder instead of /."),
@@ -61,12 +70,17 @@ def agent(
         bool, typer.Option("--report-only", help="Say which mounts need healing; change none.")
     ] = False,
     name: Annotated[str | None, typer.Option("--name", help="This vantage point's name.")] = None,
+    lab_client: LabClientOpt = None,
 ) -> None:
     """Apply the desired state to this client's maps, heal its mounts, report its probes."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     loaded = _with_root(load_config(config), root)
+    machine = None
+    if lab_client:
+        loaded, machine = for_lab_client(loaded, lab_client)
     store = open_store(loaded.store)
-    worker = Agent(loaded, store, name=name, heal_policy=HealPolicy(report_only=report_only))
+    worker = Agent(loaded, store, name=name or lab_client, machine=machine,
+                   heal_policy=HealPolicy(report_only=report_only))  # fmt: skip
 
     async def main() -> None:
         try:

@@ -24,10 +24,12 @@ from rich.table import Table
 from nfs_failover import aio
 from nfs_failover.agent import Agent
 from nfs_failover.api import build_app, read_token, serve
+from nfs_failover.cli.agent_cmd import LabClientOpt
 from nfs_failover.config import Config, load_config
 from nfs_failover.controller.loop import Controller
 from nfs_failover.errors import NfsFailoverError
 from nfs_failover.lab import default_state_dir
+from nfs_failover.lab.guest_machine import for_lab_client
 from nfs_failover.lab.lab import CONFIG_NAME
 from nfs_failover.store import open_store
 
@@ -48,13 +50,19 @@ def _config(path: Path | None) -> Config:
 def run(
     config: ConfigOpt = None,
     no_api: Annotated[bool, typer.Option("--no-api", help="Do not serve the HTTP API.")] = False,
+    lab_client: LabClientOpt = None,
 ) -> None:
     """Run the controller and this host's agent (the single-host mode) until stopped."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     loaded = _config(config)
     token = None if no_api else read_token(loaded.api.token_file)
     store = open_store(loaded.store)
-    controller = Controller(loaded, store, agent=Agent(loaded, store))
+    if lab_client:
+        client_view, machine = for_lab_client(loaded, lab_client)
+        agent = Agent(client_view, store, name=lab_client, machine=machine)
+    else:
+        agent = Agent(loaded, store)
+    controller = Controller(loaded, store, agent=agent)
 
     async def main() -> None:
         stop = asyncio.Event()

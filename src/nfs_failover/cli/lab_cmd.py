@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nfs_failover.durations import parse_duration
 from nfs_failover.lab import Lab, LabStatus, system
+from nfs_failover.lab import clients as clients_mod
+from nfs_failover.lab.clients import MAX_CLIENTS
 from nfs_failover.lab.lab import STATE_DIR_ENV
 
 app = typer.Typer(help="The two-zone NFS lab on this machine (needs root).", no_args_is_help=True)
@@ -40,10 +44,48 @@ def _progress(message: str) -> None:
 
 
 @app.command()
-def up(state_dir: StateDir = None) -> None:
+def up(
+    state_dir: StateDir = None,
+    clients: Annotated[
+        int,
+        typer.Option(
+            "--clients",
+            min=0,
+            max=MAX_CLIENTS,
+            help="Client hosts to boot (VMs with Debian's kernel, the real automount and "
+            "NFS client): client1..N; 0 for the zones only.",
+        ),
+    ] = 1,
+) -> None:
     """Build the lab (or check the one that is up) and write its config file."""
-    status = Lab.from_state_dir(state_dir).up(_progress)
+    status = Lab.from_state_dir(state_dir).up(_progress, clients=clients)
     _print_status(status)
+
+
+@app.command("exec")
+def exec_(
+    client: Annotated[str, typer.Argument(help="The client host: client1, client2, ...")],
+    command: Annotated[list[str], typer.Argument(help="The command and its arguments.")],
+    timeout: Annotated[
+        str, typer.Option("--timeout", help="Kill the command in the guest after this long.")
+    ] = "30s",
+    state_dir: StateDir = None,
+) -> None:
+    """Run a command in a client host: its stdout, stderr and exit status come back
+    (124 if it was killed at the deadline)."""
+    try:
+        seconds = parse_duration(timeout).total_seconds()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--timeout") from None
+    host = Lab.from_state_dir(state_dir).client(client)
+    result = clients_mod.exec_sync(host, command, timeout=seconds)
+    sys.stdout.buffer.write(result.stdout)
+    sys.stdout.flush()
+    sys.stderr.buffer.write(result.stderr)
+    if result.timed_out:
+        err.print(f"lab: {client}: {' '.join(command)}: {result.why()}")
+        raise typer.Exit(124)
+    raise typer.Exit(result.returncode or 0)
 
 
 @app.command()
@@ -93,4 +135,13 @@ def _print_status(status: LabStatus) -> None:
             f"[{colours[zone.state]}]{zone.state}[/]", zone.access,
         )  # fmt: skip
     console.print(table)
+    if status.clients:
+        hosts = Table(title="client hosts")
+        for column in ("client", "address", "state", "kernel", "boot", "accel"):
+            hosts.add_column(column, no_wrap=True)
+        for c in status.clients:
+            boot = "-" if c.boot_seconds is None else f"{c.boot_seconds:.1f}s"
+            hosts.add_row(c.name, c.address, f"[{colours.get(c.state, 'yellow')}]{c.state}[/]",
+                          c.kernel or "-", boot, c.accel or "-")  # fmt: skip
+        console.print(hosts)
     console.print(f"config: {status.config or '(none: run `nfs-failover lab up`)'}")

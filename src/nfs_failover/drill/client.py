@@ -2,9 +2,9 @@
 
 A real client's first access to the volume makes the automount daemon mount the replica
 the rendered map offers; that mount is then used until it goes away. Here the daemon is
-Debian's real automount reading the agent's maps; it cannot mount NFS (no kernel NFS
-client on this machine), but its debug log names the replica it would mount, and that
-is the replica the workload then talks to with the project's own NFS client.
+Debian's real automount in a client host, reading the agent's maps; a fresh access there
+mounts the replica with the kernel NFS client, and that is the replica the workload then
+talks to from the host with the project's own NFS client.
 
 The client asks again only when its "mount" would be gone: after the daemon re-read its
 map (the agent's reload after a steering change, when the agent also lazily unmounts a
@@ -18,12 +18,10 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 
 from nfs_failover.config import Export
-from nfs_failover.lab.automount import Automount
-
-RELOADED = "re-reading map"
+from nfs_failover.lab.automount import RELOADED, GuestAutomount
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ class Lookup:
 
 
 class AutofsClient:
-    def __init__(self, daemon: Automount, key: Path, *, poll: float = 0.05) -> None:
+    def __init__(self, daemon: GuestAutomount, key: PurePosixPath, *, poll: float = 0.05) -> None:
         self.daemon = daemon
         self.key = key
         self.poll = poll

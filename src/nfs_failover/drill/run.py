@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import re
 import shutil
@@ -22,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -34,8 +35,8 @@ from nfs_failover.controller.loop import Controller
 from nfs_failover.drill.client import AutofsClient, Lookup
 from nfs_failover.drill.model import Check, DrillReport, Mark, Phase, Sample
 from nfs_failover.errors import NfsFailoverError
-from nfs_failover.lab import system
-from nfs_failover.lab.automount import automount
+from nfs_failover.lab.automount import GuestAutomount
+from nfs_failover.lab.guest_machine import GuestMachine, client_config
 from nfs_failover.lab.lab import Lab
 from nfs_failover.lab.workload import Workload
 from nfs_failover.replication.base import MirrorState
@@ -47,9 +48,10 @@ FAILBACK_KINDS = ("failback", "failback-read-only")
 PREFIX = "drill-"
 SEED_FILES = 40  # files a read-only drill writes first, to read them back later
 NO_KERNEL_NFS = (
-    "The client picks its replica through a lookup in the real automount daemon on the "
-    "rendered maps; the NFS I/O then goes through nfs-failover's own NFS client, since "
-    "this machine has no kernel NFS client."
+    "The client picks its replica in client host client1 (a VM with Debian's kernel): a "
+    "fresh access there makes the real automount mount the replica the agent's map offers "
+    "with the kernel NFS client. The workload's NFS I/O then goes from the host through "
+    "nfs-failover's own NFS client to that replica."
 )
 
 
@@ -98,6 +100,7 @@ class Drill:
         self.live = Live()
         self._say = say or (lambda _m: None)
         self.workdir = lab.state_dir / "drill"
+        self.guest = lab.client("client1")
         self.run_id = uuid.uuid4().hex[:6]
         self.t0 = time.time()
         self.marks: list[Mark] = []
@@ -136,16 +139,13 @@ class Drill:
 
     async def run(self) -> DrillReport:
         self.t0 = self.live.started = time.time()
-        if "autofs" not in system.kernel_filesystems():
-            raise DrillError(
-                "this kernel has no autofs filesystem (not in /proc/filesystems), so the "
-                "drill's automount cannot run here"
-            )
+        for zone in self.lab.zones:  # an outage left by an earlier run would stop `up`
+            self.lab.restore(zone.name)
         was_up = self.lab.status().up
         try:
             with self._phase("setup", "lab up"):
                 self.say("bringing the lab up" if not was_up else "reusing the running lab")
-                await asyncio.to_thread(self.lab.up, self.say)
+                await asyncio.to_thread(functools.partial(self.lab.up, self.say, clients=1))
                 await asyncio.to_thread(self._reset)
             return await self._run()
         finally:
@@ -194,33 +194,34 @@ class Drill:
         volume = config.volumes[0]
         store = SqliteStore(self.workdir / "state.db")
         provider = LocalProvider(volume)
-        agent = Agent(config, store, name="drill-client")
+        machine = GuestMachine(self.guest)
+        client_view = client_config(config)
+        settings = client_view.autofs
+        agent = Agent(client_view, store, name=self.guest.name, machine=machine)
         controller = Controller(config, store, name="drill-controller",
                                 providers={volume.name: provider}, agent=agent)  # fmt: skip
         with self._phase("baseline", "baseline transfer"):
             self.say(f"baseline transfer {volume.replicas[0].name} -> {volume.replicas[1].name}")
             await provider.transfer_now(timeout=self.options.phase_timeout)
             await agent.cycle()  # the maps exist before the client's daemon reads them
-        settings = config.autofs
-        master = settings.under_root(settings.master_dropin)
-        key = settings.under_root(settings.mount_root) / (volume.mount.map_key or volume.name)
+        daemon = GuestAutomount(self.guest)
+        key = PurePosixPath(settings.mount_root) / (volume.mount.map_key or volume.name)
+        await asyncio.to_thread(daemon.wait_mounted_root, key.parent)
         stop = asyncio.Event()
-        with contextlib.ExitStack() as stack:
-            daemon = await asyncio.to_thread(
-                stack.enter_context, automount(master, self.workdir / "client")
-            )
-            self.say(f"automount (pid {daemon.pid}) reads {master}")
-            loop_task = asyncio.create_task(controller.run(stop))
-            sampler = asyncio.create_task(self._sample(config, volume, stop))
-            try:
-                async with AutofsClient(daemon, key) as client:
-                    self._lookups = client.lookups
-                    workload = await self._workload(client, volume, provider)
-                    await self._cycle(volume, controller, workload, client)
-            finally:
-                stop.set()
-                await asyncio.gather(loop_task, sampler, return_exceptions=True)
-                await controller.close()
+        pid = await asyncio.to_thread(lambda: daemon.pid)
+        self.say(f"automount (pid {pid}) in {self.guest.name} mounts {key}")
+        loop_task = asyncio.create_task(controller.run(stop))
+        sampler = asyncio.create_task(self._sample(machine.files_path(settings.map_file),
+                                                   volume, stop))  # fmt: skip
+        try:
+            async with AutofsClient(daemon, key) as client:
+                self._lookups = client.lookups
+                workload = await self._workload(client, volume, provider)
+                await self._cycle(volume, controller, workload, client)
+        finally:
+            stop.set()
+            await asyncio.gather(loop_task, sampler, return_exceptions=True)
+            await controller.close()
         return await self._report(volume, store, provider, workload)
 
     async def _workload(
@@ -404,10 +405,9 @@ class Drill:
                     self.say(f"controller: {decision}")
             await asyncio.sleep(0.1)
 
-    async def _sample(self, config: Config, volume: Volume, stop: asyncio.Event) -> None:
+    async def _sample(self, map_file: Path, volume: Volume, stop: asyncio.Event) -> None:
         """Every 100 ms: the replicas the client's map offers, and whether each one's
         server takes writes. Two writable replicas offered at once is split brain."""
-        map_file = config.autofs.under_root(config.autofs.map_file)
         zones = {z.replica: z for z in self.lab.zones}
         while not stop.is_set():
             text = map_file.read_text() if map_file.exists() else ""

@@ -1,82 +1,25 @@
-"""The lab's client side: Debian's real automount daemon in a private mount namespace.
+"""Debian's real automount in a lab client host, seen from the host.
 
-It cannot mount NFS here (no kernel NFS client), but its debug log names the entry it
-read and the replica it would mount (docs/lab.md). That is how the lab's client picks a
-replica exactly as a real client would, and how tests prove the rendered order holds.
+The daemon runs in the guest in the foreground with debug logging into the client's
+shared folder (``clients.start_automount``), so the host reads its decisions as they come:
+``lookup_mount: ... crr -> <entry>``, the ping time per host, ``calling mount -t nfs ...
+HOST:/PATH``. Accesses happen in the guest through the command channel, and the kernel
+NFS client there really mounts the replica: ``/proc/mounts`` in the guest says which.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from nfs_failover.errors import LabError
+from nfs_failover.lab import clients
+from nfs_failover.lab.clients import ClientHost
 
 _CALLING_MOUNT = re.compile(r"calling mount -t nfs\S* (?:-\S+ )*(?:-o \S+ )?(\S+:\S+) ")
-
-
-class Automount:
-    def __init__(self, process: subprocess.Popen[bytes], log: Path) -> None:
-        self.process = process
-        self.log = log
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for(self, needle: str, timeout: float = 10.0, after: int = 0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.text()[after:]
-            if needle in text:
-                return text
-            if self.process.poll() is not None:
-                raise AssertionError(f"automount exited: {self.text()[-2000:]}")
-            time.sleep(0.05)
-        raise AssertionError(f"{needle!r} not in automount's log: {self.text()[-2000:]}")
-
-    def look_up(self, path: Path, timeout: float = 60.0) -> str:
-        """Access ``path`` inside the daemon's namespace; return the log it wrote meanwhile.
-
-        An access the daemon did not see (it is still starting) is repeated.
-        """
-        start = len(self.text())
-        for _ in range(5):
-            subprocess.run(
-                ["nsenter", "-t", str(self.pid), "-m", "stat", str(path)],
-                capture_output=True, timeout=timeout, check=False,
-            )  # fmt: skip
-            if "handle_packet_missing" in self.text()[start:]:
-                break
-            time.sleep(0.2)
-        self.wait_for("dev_ioctl_send_", after=start, timeout=timeout)  # answered the kernel
-        return self.text()[start:]
-
-    def reload(self) -> None:
-        start = len(self.text())
-        os.kill(self.pid, signal.SIGHUP)
-        self.wait_for("re-reading map", after=start)
-
-    def replica_for(self, path: Path, timeout: float = 60.0) -> str | None:
-        """The HOST:/PATH the daemon would mount for ``path`` now (its first choice), or
-        None when the map offers nothing there. A key still negatively cached after a
-        failed mount is looked up again once the cache expires (``--negative-timeout``)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            log = self.look_up(path, timeout=max(deadline - time.monotonic(), 1.0))
-            tried = mounts_tried(log)
-            if tried:
-                return tried[0]
-            if "lookup_mount" in log or time.monotonic() > deadline:
-                return None  # the daemon read the map and found nothing to mount
-            time.sleep(0.25)  # answered from its negative cache: ask again when it expires
+RELOADED = "re-reading map"
 
 
 def mounts_tried(log: str) -> list[str]:
@@ -84,30 +27,92 @@ def mounts_tried(log: str) -> list[str]:
     return _CALLING_MOUNT.findall(log)
 
 
-@contextmanager
-def automount(master: Path, workdir: Path) -> Iterator[Automount]:
-    """Run automount on ``master`` (its pid file and log in ``workdir``) for the block."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / "automount.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            # Line-buffered: its log goes to a file, and the tests read it as it comes.
-            ["unshare", "-m", "--propagation", "private", "stdbuf", "-oL", "-eL",
-             "automount", "-f", "-d", "-C", "-p", str(workdir / "automount.pid"), str(master)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            # Its own process group: autofs never triggers mounts for the daemon's group,
-            # so a lookup from the test's group would get ENOENT without reaching it.
-            start_new_session=True,
-        )  # fmt: skip
-    daemon = Automount(process, log)
-    try:
-        daemon.wait_for("st_ready")
-        yield daemon
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGUSR2)  # unmount everything and exit
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+@dataclass(frozen=True)
+class Mount:
+    source: str  # HOST:/PATH
+    fstype: str
+    options: str
+
+
+class GuestAutomount:
+    """The automount daemon of one client host."""
+
+    def __init__(self, client: ClientHost) -> None:
+        self.client = client
+        self.log = clients.automount_log(client)
+
+    @property
+    def pid(self) -> int:
+        pid = clients.automount_pid(self.client)
+        if pid is None:
+            raise LabError(f"{self.client.name}: automount is not running")
+        return pid
+
+    def text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for(self, needle: str, *, after: int = 0, timeout: float = 30.0) -> str:
+        """The log from ``after`` on, once ``needle`` is in it; LabError at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.text()[after:]
+            if needle in text:
+                return text
+            if time.monotonic() >= deadline:
+                raise LabError(
+                    f"{self.client.name}: {needle!r} not in automount's log within "
+                    f"{timeout:g}s: ...{text[-500:]}"
+                )
+            time.sleep(0.05)
+
+    def reload(self) -> None:
+        """SIGHUP, then wait until the daemon re-read its maps."""
+        start = len(self.text())
+        clients.check(clients.exec_sync(self.client, ["kill", "-HUP", str(self.pid)], timeout=10))
+        self.wait_for(RELOADED, after=start)
+
+    def wait_mounted_root(self, root: PurePosixPath, timeout: float = 30.0) -> None:
+        """Until the daemon has its autofs mount on ``root`` (it does so after a reload)."""
+        deadline = time.monotonic() + timeout
+        while not any(m.fstype == "autofs" for m in self.mounts_at(root)):
+            if time.monotonic() >= deadline:
+                raise LabError(f"{self.client.name}: no autofs mount on {root} in {timeout:g}s")
+            time.sleep(0.1)
+
+    def mounts_at(self, path: PurePosixPath) -> list[Mount]:
+        """What ``/proc/mounts`` in the guest lists at ``path`` (never touches the path)."""
+        table = clients.check(clients.exec_sync(self.client, ["cat", "/proc/mounts"], timeout=10))
+        found = []
+        for line in table.text().splitlines():
+            fields = line.split()
+            if len(fields) >= 4 and fields[1] == str(path):
+                found.append(Mount(fields[0], fields[2], fields[3]))
+        return found
+
+    def mounted(self, path: PurePosixPath) -> str | None:
+        """The HOST:/PATH of the NFS mount at ``path`` in the guest, or None."""
+        nfs = [m for m in self.mounts_at(path) if m.fstype.startswith("nfs")]
+        return nfs[-1].source if nfs else None
+
+    def access(self, path: PurePosixPath, timeout: float = 60.0) -> clients.ExecResult:
+        """``ls`` of ``path`` in the guest: what a program's first access does."""
+        return clients.exec_sync(self.client, ["ls", str(path)], timeout=timeout)
+
+    def unmount(self, path: PurePosixPath) -> None:
+        """Lazily unmount ``path`` if something is mounted there, so the next access is a
+        fresh lookup (never waits for a server)."""
+        if self.mounted(path) is not None:
+            clients.exec_sync(self.client, ["umount", "-l", str(path)], timeout=10)
+
+    def replica_for(self, path: PurePosixPath, timeout: float = 60.0) -> str | None:
+        """The HOST:/PATH a fresh access to ``path`` mounts now, or None when the map offers
+        nothing there (or the access failed). The mount is released right after, so the
+        next call is a fresh lookup too."""
+        self.unmount(path)
+        self.access(path, timeout=timeout)
+        found = self.mounted(path)
+        self.unmount(path)
+        return found

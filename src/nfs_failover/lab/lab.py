@@ -17,7 +17,7 @@ import secrets
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +26,9 @@ import yaml
 from nfs_failover import aio, files
 from nfs_failover.errors import LabError
 from nfs_failover.ganesha import export_access
+from nfs_failover.lab import clients as hosts
 from nfs_failover.lab import ganesha, system
+from nfs_failover.lab.clients import ClientHost, ClientStatus
 from nfs_failover.probe import probe_many
 
 DEFAULT_STATE_DIR = Path("/var/lib/nfs-failover/lab")
@@ -37,6 +39,8 @@ OUTAGE_TABLE = "nfo_outage"
 OUTAGE_PORTS = (ganesha.PORTMAP_PORT, ganesha.MOUNT_PORT, ganesha.NFS_PORT)
 VOLUME = "crr"
 API_PORT = 8741
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+RUN_DIR = Path("/run/nfs-failover")
 READY_TIMEOUT = 20.0
 
 Progress = Callable[[str], None]
@@ -95,6 +99,7 @@ class LabStatus:
     state_dir: str
     config: str | None
     zones: list[ZoneStatus]
+    clients: list[ClientStatus]
 
     @property
     def up(self) -> bool:
@@ -117,6 +122,11 @@ class Lab:
         self.slot = slot
         self.config_path = self.state_dir / CONFIG_NAME
         self.zones = (self._zone(1, "source", "site1"), self._zone(2, "destination", "dest1"))
+        net = f"198.18.{self.slot * 4 + 3}"
+        self.client_network = f"{net}.0/24"
+        self.client_gateway = f"{net}.1"
+        self.bridge = f"nfo{self.tag}-cbr"
+        self.clients = tuple(self._client(i) for i in range(1, hosts.MAX_CLIENTS + 1))
 
     @classmethod
     def from_state_dir(cls, state_dir: Path | None = None) -> Lab:
@@ -146,6 +156,28 @@ class Lab:
             zone_dir=self.state_dir / name,
         )
 
+    def _client(self, index: int) -> ClientHost:
+        net = self.client_gateway.rsplit(".", 1)[0]
+        return ClientHost(
+            name=f"client{index}",
+            index=index,
+            address=f"{net}.{10 + index}",
+            gateway=self.client_gateway,
+            tap=f"nfo{self.tag}-c{index}",
+            folder=self.state_dir / "clients" / f"client{index}",
+        )
+
+    def client(self, name: str) -> ClientHost:
+        for client in self.clients:
+            if client.name == name:
+                return client
+        raise LabError(
+            f"unknown client host {name!r}: expected client1 to client{hosts.MAX_CLIENTS}"
+        )
+
+    def running_clients(self) -> list[ClientHost]:
+        return [c for c in self.clients if hosts.qemu_pids(c.tap)]
+
     def zone(self, name: str) -> Zone:
         for zone in self.zones:
             if name in (zone.name, zone.replica):
@@ -155,11 +187,19 @@ class Lab:
 
     # -- up --------------------------------------------------------------------------
 
-    def up(self, progress: Progress | None = None) -> LabStatus:
-        """Build whatever is missing; a lab that is already up is left as it is."""
+    def up(self, progress: Progress | None = None, *, clients: int = 0) -> LabStatus:
+        """Build whatever is missing, with client hosts client1..``clients``; a lab that is
+        already up is left as it is (client hosts beyond ``clients`` too)."""
         say = progress or (lambda _msg: None)
         system.require_root()
         system.require_tools()
+        if not 0 <= clients <= hosts.MAX_CLIENTS:
+            raise LabError(f"--clients {clients}: expected 0 to {hosts.MAX_CLIENTS}")
+        kernel = None
+        if clients:
+            hosts.require_client_tools()
+            kernel = hosts.find_kernel()
+            hosts.vng_path()
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.state_dir, 0o700)
         with self._locked():
@@ -172,7 +212,63 @@ class Lab:
                 self._ensure_server(zone, say)
             self._write_config(say)
         self.wait_ready(READY_TIMEOUT, say)
+        if kernel is not None:
+            with self._locked():
+                self._ensure_clients(self.clients[:clients], kernel, say)
         return self.status()
+
+    # -- client hosts ------------------------------------------------------------------
+
+    def _ensure_clients(
+        self, wanted: Sequence[ClientHost], kernel: hosts.Kernel, say: Progress
+    ) -> None:
+        self._ensure_client_network(say)
+        booting = [c for c in wanted if not hosts.qemu_pids(c.tap)]
+        if not booting:
+            return
+        kvm = hosts.kvm_works(kernel, RUN_DIR)
+        booted = []
+        for client in booting:
+            if not _link_exists(client.tap):
+                system.run(["ip", "tuntap", "add", "dev", client.tap, "mode", "tap"])
+            system.run(["ip", "link", "set", client.tap, "master", self.bridge])
+            system.run(["ip", "link", "set", client.tap, "up"])
+            hosts.write_guest_files(client, routes=["198.18.0.0/15"])
+            say(f"{client.name}: booting kernel {kernel.release} "
+                f"({'KVM' if kvm else 'software emulation'}) on {client.address}")  # fmt: skip
+            booted.append((client, hosts.boot(client, kernel, kvm=kvm)))
+        try:
+            hosts.wait_ready(booted, hosts.BOOT_TIMEOUT, say)
+        except LabError:
+            for client in booting:
+                hosts.stop(client.tap)  # never leave a half-booted guest behind
+            raise
+        for client in booting:
+            hosts.start_automount(client)
+
+    def _ensure_client_network(self, say: Progress) -> None:
+        if not _link_exists(self.bridge):
+            say(f"client network {self.client_network} on bridge {self.bridge}")
+            system.run(["ip", "link", "add", self.bridge, "type", "bridge"])
+        system.run(["ip", "addr", "replace", f"{self.client_gateway}/24", "dev", self.bridge])
+        system.run(["ip", "link", "set", self.bridge, "up"])
+        for zone in self.zones:
+            system.run(["ip", "netns", "exec", zone.namespace, "ip", "route", "replace",
+                        self.client_network, "via", zone.gateway])  # fmt: skip
+        # Routing between the client network and the zones; put back by `down`.
+        # What it was is kept under /run, which lives as long as the sysctl does, so that
+        # `down` puts it back even when the state folder is gone.
+        saved = self._run_marker("ip_forward")
+        if not saved.exists():
+            _write_if_changed(saved, IP_FORWARD.read_text())
+        IP_FORWARD.write_text("1\n")
+        if not hosts.MOUNT_ROOT.exists():
+            # The guests' root is the host's, read-only: autofs needs the folder there.
+            hosts.MOUNT_ROOT.mkdir(mode=0o755)
+            _write_if_changed(self._run_marker("mount_root"), f"{hosts.MOUNT_ROOT}\n")
+
+    def _run_marker(self, what: str) -> Path:
+        return RUN_DIR / f"lab-{self.tag or 'default'}-{self.slot}.{what}"
 
     def _ensure_network(self, zone: Zone, say: Progress) -> None:
         if not _netns_exists(zone.namespace):
@@ -338,7 +434,10 @@ class Lab:
     def status(self) -> LabStatus:
         zones = [self._zone_status(z) for z in self.zones]
         config = str(self.config_path) if self.config_path.exists() else None
-        return LabStatus(state_dir=str(self.state_dir), config=config, zones=zones)
+        clients = [
+            hosts.status(c) for c in self.clients if c.folder.exists() or _link_exists(c.tap)
+        ]
+        return LabStatus(state_dir=str(self.state_dir), config=config, zones=zones, clients=clients)
 
     def _zone_status(self, zone: Zone) -> ZoneStatus:
         pid: int | None = None
@@ -367,6 +466,21 @@ class Lab:
         """Remove every namespace, process, rule and file the lab made, even after a crash."""
         say = progress or (lambda _msg: None)
         system.require_root()
+        for client in self.clients:
+            if hosts.qemu_pids(client.tap):
+                say(f"{client.name}: powering off")
+                hosts.stop(client.tap)
+            _remove_link(client.tap)
+        _remove_link(self.bridge)
+        saved = self._run_marker("ip_forward")
+        if saved.exists():
+            IP_FORWARD.write_text(saved.read_text())
+            saved.unlink()
+        created = self._run_marker("mount_root")
+        if created.exists():
+            with contextlib.suppress(OSError):  # left if something is mounted or put there
+                hosts.MOUNT_ROOT.rmdir()
+            created.unlink()
         for zone in self.zones:
             if _netns_exists(zone.namespace):
                 say(f"{zone.name}: stopping its processes and removing {zone.namespace}")

@@ -21,6 +21,7 @@ from nfs_failover.config import Config, Volume
 from nfs_failover.desired import VolumeDesired, normal
 from nfs_failover.errors import SteeringError
 from nfs_failover.steering.autofs_render import preference_entry, render_master_line
+from nfs_failover.steering.machine import Machine
 
 HEADER = "# Written by nfs-failover from the desired state; edits here are overwritten.\n"
 
@@ -77,18 +78,29 @@ def _entry(volume: Volume, desired: VolumeDesired) -> str:
     return preference_entry(volume.map_key, options, hosts)
 
 
-def apply(config: Config, desired: Mapping[str, VolumeDesired], *, reload: bool = True) -> Applied:
+def apply(
+    config: Config,
+    desired: Mapping[str, VolumeDesired],
+    *,
+    reload: bool = True,
+    machine: Machine | None = None,
+) -> Applied:
     """Write what changed (atomically), then reload automount; raises SteeringError on a
-    failed write or reload. A map that is already right is not touched."""
+    failed write or reload. A map that is already right is not touched. ``machine`` is the
+    client whose files these are (default: this host)."""
     rendered = render(config, desired)
+    place = machine.files_path if machine else (lambda path: path)
     # The map first: a new master line must never point at a map not written yet.
     files = ((rendered.map_file, rendered.map_text), (rendered.master_dropin, rendered.master_text))
-    changed = tuple(path for path, text in files if write_atomically(path, text))
+    changed = tuple(path for path, text in files if write_atomically(place(path), text))
     if not changed or not reload:
         return Applied(changed, "nothing to reload" if not changed else "reload skipped")
     # A rooted set-up (the lab, tests) runs its own automount: never the host's service.
     host_autofs = config.autofs.root == Path("/")
-    return Applied(changed, reload_automount(config.autofs.pidfile, systemd=host_autofs))
+    pidfile = config.autofs.pidfile
+    if machine:
+        return Applied(changed, machine.reload_automount(pidfile, systemd=host_autofs))
+    return Applied(changed, reload_automount(pidfile, systemd=host_autofs))
 
 
 def write_atomically(path: Path, text: str) -> bool:

@@ -43,6 +43,8 @@ from nfs_failover.config import Config, Replica, Volume
 from nfs_failover.desired import VolumeDesired
 from nfs_failover.durations import format_duration
 from nfs_failover.errors import SteeringError
+from nfs_failover.steering.autofs_files import reload_automount
+from nfs_failover.steering.machine import Machine, Ran
 
 __all__ = [
     "MOUNTINFO",
@@ -58,6 +60,7 @@ __all__ = [
     "MountState",
     "MountTable",
     "SkippedLine",
+    "ThisHost",
     "Verdict",
     "abandoned_count",
     "check_mount",
@@ -189,17 +192,24 @@ def parse_mountinfo(data: bytes) -> MountTable:
     return MountTable(tuple(mounts), tuple(skipped))
 
 
-def read_mounts(mountinfo: Path = MOUNTINFO) -> list[MountInfo]:
-    """All mounts in ``mountinfo``; never contacts a server.
-
-    Malformed lines are logged and skipped. Raises ``SteeringError`` if the file cannot be
-    read; reads at most ``MAX_MOUNTINFO_BYTES`` (a longer table is logged as cut short).
-    """
+def _read_mountinfo(mountinfo: Path) -> bytes:
     try:
         with mountinfo.open("rb") as file:
-            data = file.read(MAX_MOUNTINFO_BYTES + 1)
+            return file.read(MAX_MOUNTINFO_BYTES + 1)
     except OSError as exc:
         raise SteeringError(f"cannot read {mountinfo}: {exc.strerror or exc}") from None
+
+
+def read_mounts(mountinfo: Path = MOUNTINFO, *, machine: Machine | None = None) -> list[MountInfo]:
+    """All mounts in ``mountinfo`` (or in the mount table of ``machine``); never contacts a
+    server.
+
+    Malformed lines are logged and skipped. Raises ``SteeringError`` if the table cannot be
+    read; reads at most ``MAX_MOUNTINFO_BYTES`` (a longer table is logged as cut short).
+    """
+    data = machine.read_mountinfo() if machine else _read_mountinfo(mountinfo)
+    if machine:
+        mountinfo = Path(f"{machine.name}:{MOUNTINFO}")
     if len(data) > MAX_MOUNTINFO_BYTES:
         log.warning("%s: longer than %d bytes; the rest is not read", mountinfo, len(data) - 1)
         data = data[: data.rfind(b"\n", 0, MAX_MOUNTINFO_BYTES) + 1]
@@ -404,15 +414,7 @@ def _read_until_closed(process: subprocess.Popen[bytes], deadline: float) -> dic
     return {fd: bytes(data) for fd, data in output.items()}
 
 
-@dataclass(frozen=True)
-class _Ran:
-    returncode: int | None  # None: killed and abandoned at the deadline
-    stdout: str
-    stderr: str
-    pid: int
-
-
-def _run_bounded(argv: Sequence[str], timeout: float, mount: tuple[str, int] | None) -> _Ran:
+def _run_bounded(argv: Sequence[str], timeout: float, mount: tuple[str, int] | None) -> Ran:
     """Run ``argv`` until it ends or ``timeout`` passes; at the deadline SIGKILL it and
     abandon it to the reaper. Never blocks past the deadline; raises OSError if ``argv``
     cannot be started."""
@@ -428,18 +430,18 @@ def _run_bounded(argv: Sequence[str], timeout: float, mount: tuple[str, int] | N
     output = _read_until_closed(process, deadline)
     if not _wait_for_exit(process, deadline):
         _abandon(process, mount)
-        return _Ran(None, "", "", process.pid)
+        return Ran(None, "", "", process.pid)
     out, err = output[process.stdout.fileno()], output[process.stderr.fileno()]
     process.stdout.close()
     process.stderr.close()
-    return _Ran(process.returncode, os.fsdecode(out), os.fsdecode(err), process.pid)
+    return Ran(process.returncode, os.fsdecode(out), os.fsdecode(err), process.pid)
 
 
 def _seconds(seconds: float) -> str:
     return format_duration(timedelta(seconds=round(seconds, 4)))
 
 
-def _check_result(path: str, ran: _Ran, timeout: float) -> CheckResult:
+def _check_result(path: str, ran: Ran, timeout: float) -> CheckResult:
     """The child's report (see ``mount_check_child``) as a result."""
     if ran.returncode is None:
         detail = f"statvfs did not return within {_seconds(timeout)}"
@@ -459,9 +461,9 @@ def _check_result(path: str, ran: _Ran, timeout: float) -> CheckResult:
     return CheckResult(path, CheckStatus.ERROR, detail, pid=ran.pid)
 
 
-def _mount_at(path: str, mountinfo: Path) -> MountInfo | None:
+def _mount_at(path: str, machine: Machine) -> MountInfo | None:
     """The topmost mount at ``path`` (the last listed), or None."""
-    found = [mount for mount in read_mounts(mountinfo) if mount.mount_point == path]
+    found = [mount for mount in read_mounts(machine=machine) if mount.mount_point == path]
     return found[-1] if found else None
 
 
@@ -481,7 +483,11 @@ def _gate(mount: tuple[str, int]) -> Iterator[threading.Lock]:
 
 
 def check_mount(
-    path: str | os.PathLike[str], *, timeout: float, mountinfo: Path = MOUNTINFO
+    path: str | os.PathLike[str],
+    *,
+    timeout: float,
+    mountinfo: Path = MOUNTINFO,
+    machine: Machine | None = None,
 ) -> CheckResult:
     """Ask the server behind the mount at ``path`` for its statvfs, within ``timeout`` s.
 
@@ -492,8 +498,9 @@ def check_mount(
     ``SteeringError`` if mountinfo cannot be read.
     """
     reap_abandoned()
+    machine = machine or ThisHost(mountinfo)
     target = os.path.abspath(os.fspath(path))  # no resolve(): it would stat the path
-    mount = _mount_at(target, mountinfo)
+    mount = _mount_at(target, machine)
     if mount is None:
         detail = "nothing is mounted there; not checked, since a stat would trigger autofs"
         return CheckResult(target, CheckStatus.NOT_MOUNTED, detail)
@@ -506,12 +513,12 @@ def check_mount(
             detail = f"an earlier check has not returned within {_seconds(timeout)}"
             return CheckResult(target, CheckStatus.HUNG, detail)
         try:
-            return _check_once(target, key, timeout)
+            return _check_once(target, key, timeout, machine)
         finally:
             lock.release()
 
 
-def _check_once(target: str, key: tuple[str, int], timeout: float) -> CheckResult:
+def _check_once(target: str, key: tuple[str, int], timeout: float, machine: Machine) -> CheckResult:
     with _state_lock:
         stuck = _stuck.get(key)
         since = _abandoned[stuck].since if stuck is not None else 0.0
@@ -520,7 +527,7 @@ def _check_once(target: str, key: tuple[str, int], timeout: float) -> CheckResul
         detail = f"an earlier check (pid {stuck}) has been stuck for {age}; none started"
         return CheckResult(target, CheckStatus.HUNG, detail, pid=stuck)
     try:
-        ran = _run_bounded([*_CHILD_ARGV, target], timeout, key)
+        ran = machine.check(target, timeout, key)
     except OSError as exc:
         detail = f"the check process could not start: {exc.strerror or exc}"
         return CheckResult(target, CheckStatus.ERROR, detail)
@@ -626,6 +633,7 @@ def survey(
     *,
     timeout: float,
     mountinfo: Path = MOUNTINFO,
+    machine: Machine | None = None,
 ) -> list[MountState]:
     """The verdict on every key of the volumes in ``desired``, one check after another.
 
@@ -633,7 +641,8 @@ def survey(
     check says), and never a key that is not mounted. Volumes without a desired state are
     left out.
     """
-    found = managed_mounts(config, read_mounts(mountinfo))
+    machine = machine or ThisHost(mountinfo)
+    found = managed_mounts(config, read_mounts(machine=machine))
     states = []
     for volume in config.volumes:
         wanted = desired.get(volume.name)
@@ -645,7 +654,8 @@ def survey(
         for managed in mine:
             check = None
             if managed.mount and managed.replica and managed.replica.name in wanted.offered:
-                check = check_mount(managed.mount.mount_point, timeout=timeout, mountinfo=mountinfo)
+                point = managed.mount.mount_point
+                check = check_mount(point, timeout=timeout, machine=machine)
             states.append(classify(managed, check, wanted))
     return states
 
@@ -701,7 +711,7 @@ HEALED = frozenset({Verdict.HUNG, Verdict.STALE, Verdict.WRONG_REPLICA})
 
 
 def find_holders(
-    mount_point: str, *, timeout: float = 5.0, proc: Path = PROC
+    mount_point: str, *, timeout: float = 5.0, proc: Path = PROC, machine: Machine | None = None
 ) -> tuple[Holder, ...]:
     """The processes whose cwd, root, open files or mapped files lie under ``mount_point``.
 
@@ -712,7 +722,7 @@ def find_holders(
     """
     argv = [*_CHILD_ARGV, "--holders", mount_point, str(proc)]
     try:
-        ran = _run_bounded(argv, timeout, None)
+        ran = (machine or ThisHost()).run_bounded(argv, timeout)
     except OSError as exc:
         raise SteeringError(f"cannot scan {proc}: {exc.strerror or exc}") from None
     if ran.returncode is None:
@@ -741,7 +751,13 @@ def _holders_text(holders: Sequence[Holder], *, unmounted: bool) -> str:
     return f"{len(holders)} {noun} using the old mount: {shown}{more}"
 
 
-def heal(state: MountState, *, policy: HealPolicy, mountinfo: Path = MOUNTINFO) -> HealAction:
+def heal(
+    state: MountState,
+    *,
+    policy: HealPolicy,
+    mountinfo: Path = MOUNTINFO,
+    machine: Machine | None = None,
+) -> HealAction:
     """Lazily unmount a hung, stale or wrongly mounted key, so that autofs mounts an offered
     replica on the next access; report which processes still use the old mount.
 
@@ -756,16 +772,18 @@ def heal(state: MountState, *, policy: HealPolicy, mountinfo: Path = MOUNTINFO) 
             state.volume, state.key, state.verdict, outcome, reason, state.mount_point, holders
         )
 
+    machine = machine or ThisHost(mountinfo)
     point = state.mount_point
     if state.verdict not in HEALED or point is None:
         why = _LEFT_ALONE.get(state.verdict, "no action")
         return action(HealOutcome.NOTHING, f"{why}: {state.reason}")
     if not any(
-        m.mount_id == state.mount_id and m.mount_point == point for m in read_mounts(mountinfo)
+        m.mount_id == state.mount_id and m.mount_point == point
+        for m in read_mounts(machine=machine)
     ):
         return action(HealOutcome.ALREADY_GONE, f"no action: {point} is no longer mounted")
     try:
-        holders = find_holders(point, timeout=policy.scan_timeout)
+        holders = find_holders(point, timeout=policy.scan_timeout, machine=machine)
         using_now = _holders_text(holders, unmounted=False)
         using_still = _holders_text(holders, unmounted=True)
     except SteeringError as exc:
@@ -775,7 +793,7 @@ def heal(state: MountState, *, policy: HealPolicy, mountinfo: Path = MOUNTINFO) 
         text = f"report only: would lazily unmount {point}: {state.reason}; {using_now}"
         return action(HealOutcome.WOULD_UNMOUNT, text, holders)
     try:
-        ran = _run_bounded([*UMOUNT, point], policy.umount_timeout, None)
+        ran = machine.run_bounded([*UMOUNT, point], policy.umount_timeout)
     except OSError as exc:
         text = f"could not unmount {point}: cannot run umount: {exc.strerror or exc}"
         return action(HealOutcome.FAILED, f"{text}; {state.reason}", holders)
@@ -792,3 +810,29 @@ def heal(state: MountState, *, policy: HealPolicy, mountinfo: Path = MOUNTINFO) 
         f" next access; {using_still}"
     )
     return action(HealOutcome.UNMOUNTED, text, holders)
+
+
+# -- this host -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThisHost:
+    """The machine the agent runs on: its own files, automount, mounts and processes."""
+
+    mountinfo: Path = MOUNTINFO
+    name: str = "this host"
+
+    def files_path(self, path: Path) -> Path:
+        return path
+
+    def reload_automount(self, pidfile: Path, *, systemd: bool) -> str:
+        return reload_automount(pidfile, systemd=systemd)
+
+    def read_mountinfo(self) -> bytes:
+        return _read_mountinfo(self.mountinfo)
+
+    def check(self, path: str, timeout: float, mount: tuple[str, int]) -> Ran:
+        return _run_bounded([*_CHILD_ARGV, path], timeout, mount)
+
+    def run_bounded(self, argv: Sequence[str], timeout: float) -> Ran:
+        return _run_bounded(argv, timeout, None)
