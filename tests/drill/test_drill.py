@@ -133,3 +133,26 @@ def test_bad_options_are_refused_naming_the_option(args: list[str], named: str) 
 
 def run_drill(drill: Drill) -> DrillReport:
     return aio.run(drill.run())
+
+
+def test_a_drill_whose_client_host_cannot_be_had_says_why_in_one_line_with_a_report(
+    tmp_path: Path,
+) -> None:
+    require_lab()
+    state = tmp_path / "lab"
+    state.mkdir()
+    (state / MARKER).write_text(json.dumps({"tag": DRILL_TAG, "slot": DRILL_SLOT}))
+    report_dir = tmp_path / "report"
+    done = subprocess.run(
+        [sys.executable, "-m", "nfs_failover", "drill", "--report", str(report_dir)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, STATE_DIR_ENV: str(state), "NFS_FAILOVER_KERNEL_DIR": str(tmp_path)},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("nfs-failover:")]
+    assert line.startswith(f"nfs-failover: the drill stopped: no client-host kernel in {tmp_path}")
+    saved = json.loads((report_dir / "drill.json").read_text())
+    assert saved["summary"]["passed"] is False
+    assert "no client-host kernel" in saved["checks"][0]["detail"]
+    assert (report_dir / "drill.html").exists()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from nfs_failover.errors import ProtocolStatusError
-from nfs_failover.lab import Lab
+from nfs_failover.errors import LabError, ProtocolStatusError
+from nfs_failover.lab import Lab, clients
 from nfs_failover.lab.clients import qemu_pids
 from nfs_failover.probe import Reason, Stage, probe_export
 from nfs_failover.rpc.mount import MountClient
@@ -202,3 +202,30 @@ def test_an_export_the_server_does_not_have_fails_at_mnt_with_its_status(lab: La
     assert result.failed is not None
     assert (result.failed.stage, result.failed.reason) == (Stage.MNT, Reason.STATUS)
     assert result.failed.detail.startswith("MNT3ERR_")
+
+
+def test_lab_up_without_the_client_kernel_says_how_to_get_it_and_builds_nothing(
+    tmp_path: Path,
+) -> None:
+    require_lab()
+    state = tmp_path / "state"
+    done = subprocess.run(
+        [*CLI, "lab", "up", "--clients", "1", "--state-dir", str(state)],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "NFS_FAILOVER_KERNEL_DIR": str(tmp_path / "none")},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"nfs-failover: no client-host kernel in {tmp_path / 'none'}: run scripts/setup (it "
+        "fetches Debian's linux-image-amd64 with apt-get download and unpacks it there)"
+    ]
+    assert not state.exists()
+
+
+def test_a_missing_virtme_ng_is_named_with_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(clients.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(LabError, match=r"virtme-ng \(vng\): pip install 'nfs-failover\[lab\]'"):
+        clients.vng_path()

@@ -33,7 +33,7 @@ from nfs_failover.agent import Agent
 from nfs_failover.config import Config, Mode, Volume, parse_config
 from nfs_failover.controller.loop import Controller
 from nfs_failover.drill.client import AutofsClient, Lookup
-from nfs_failover.drill.model import Check, DrillReport, Mark, Phase, Sample
+from nfs_failover.drill.model import SUMMARY_KEYS, Check, DrillReport, Mark, Phase, Sample
 from nfs_failover.errors import NfsFailoverError
 from nfs_failover.lab.automount import GuestAutomount
 from nfs_failover.lab.guest_machine import GuestMachine, client_config
@@ -148,10 +148,29 @@ class Drill:
                 await asyncio.to_thread(functools.partial(self.lab.up, self.say, clients=1))
                 await asyncio.to_thread(self._reset)
             return await self._run()
+        except NfsFailoverError as exc:  # the lab, its client host or the pair failed us
+            self.failure = str(exc)
+            self.say(f"stopped: {exc}")
+            return self._unfinished()
         finally:
             if not was_up and not self.options.keep:
                 self.say("taking the lab down (it was not up before the drill; --keep keeps it)")
                 await asyncio.to_thread(self.lab.down)
+
+    def _unfinished(self) -> DrillReport:
+        """The report of a drill that stopped before its story began (or mid-way outside
+        the story's own checks): the reason, and what it had done so far."""
+        summary: dict[str, object] = dict.fromkeys(SUMMARY_KEYS)
+        summary.update(passed=False, mode=self.options.mode.value, grace_s=self.options.grace,
+                       flaps=self.options.flaps)  # fmt: skip
+        return DrillReport(
+            summary=summary,
+            checks=[Check("the drill ran to its end", False, self.failure or "stopped")],
+            phases=self.phases,
+            marks=self.marks,
+            started_at=self.t0,
+            notes=[NO_KERNEL_NFS],
+        )
 
     def _reset(self) -> None:
         """A clean pair: both zones reachable, site1 writable, no earlier drill's state."""
