@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -252,3 +253,21 @@ def test_an_agent_for_a_client_host_that_is_not_running_says_so(lab: Lab) -> Non
     assert done.stderr.strip().splitlines() == [
         "nfs-failover: client host client8 is not running (nfs-failover lab up --clients N)"
     ]
+
+
+def test_a_guest_reaches_the_zones_and_nothing_else(lab: Lab) -> None:
+    host = lab.client("client1")
+    connect = 'exec 3<>"/dev/tcp/$1/2049"'  # bash: a TCP connection, then closed
+    assert exec_sync(host, ["bash", "-c", connect, "bash", lab.zones[1].address], timeout=10).ok
+
+    def dropped() -> int:
+        rules = subprocess.run(["nft", "list", "table", "inet", lab.forward_table],
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+        return sum(int(n) for n in re.findall(r"counter packets (\d+)", rules))
+
+    before = dropped()
+    # 198.18.255.254 is in the lab's range but held by no lab namespace: the host must
+    # drop the packet rather than route it out of the machine.
+    send = 'echo probe > "/dev/udp/$1/9"'  # bash: one UDP datagram
+    assert exec_sync(host, ["bash", "-c", send, "bash", "198.18.255.254"], timeout=10).ok
+    assert dropped() == before + 1

@@ -126,6 +126,7 @@ class Lab:
         self.client_network = f"{net}.0/24"
         self.client_gateway = f"{net}.1"
         self.bridge = f"nfo{self.tag}-cbr"
+        self.forward_table = f"nfo{self.tag}_clients"
         self.clients = tuple(self._client(i) for i in range(1, hosts.MAX_CLIENTS + 1))
 
     @classmethod
@@ -255,6 +256,24 @@ class Lab:
         for zone in self.zones:
             system.run(["ip", "netns", "exec", zone.namespace, "ip", "route", "replace",
                         self.client_network, "via", zone.gateway])  # fmt: skip
+        # The host forwards between the client network and the zones, and nothing else: a
+        # guest's packet to any other address (in 198.18.0.0/15 or not) is dropped here
+        # instead of leaving by the host's default route.
+        veths = ", ".join(f'"{z.host_veth}"' for z in self.zones)
+        rules = self.state_dir / "clients.nft"
+        rules.write_text(
+            f"table inet {self.forward_table} {{\n"
+            "  chain forward {\n"
+            "    type filter hook forward priority 0; policy accept;\n"
+            f'    iifname "{self.bridge}" oifname {{ {veths} }} accept\n'
+            f'    oifname "{self.bridge}" iifname {{ {veths} }} accept\n'
+            f'    iifname "{self.bridge}" counter drop\n'
+            f'    oifname "{self.bridge}" counter drop\n'
+            "  }\n"
+            "}\n"
+        )
+        system.run(["nft", "delete", "table", "inet", self.forward_table], check=False)
+        system.run(["nft", "-f", str(rules)])
         # Routing between the client network and the zones; put back by `down`.
         # What it was is kept under /run, which lives as long as the sysctl does, so that
         # `down` puts it back even when the state folder is gone.
@@ -472,6 +491,8 @@ class Lab:
                 hosts.stop(client.tap)
             _remove_link(client.tap)
         _remove_link(self.bridge)
+        if self.forward_table in system.run(["nft", "list", "tables"], check=False).split():
+            system.run(["nft", "delete", "table", "inet", self.forward_table])
         saved = self._run_marker("ip_forward")
         if saved.exists():
             IP_FORWARD.write_text(saved.read_text())
