@@ -453,6 +453,16 @@ BAD_CONFIGS = [
         id="hook-placeholder-and-relative-program",
     ),
     pytest.param(
+        VALID + 'hooks: {pre_failover: [[/usr/local/bin/q, "{volume:d}", "{event!r}"]]}\n',
+        [
+            'crr.yaml: hooks.pre_failover[0][1]: placeholder "{volume:d}" may not have a format'
+            " or conversion; write {volume}",
+            'crr.yaml: hooks.pre_failover[0][2]: placeholder "{event!r}" may not have a format'
+            " or conversion; write {event}",
+        ],
+        id="hook-placeholder-with-a-format",
+    ),
+    pytest.param(
         VALID + 'store: "postgres://db/nfo"\n',
         [
             "crr.yaml: store: expected sqlite:///ABSOLUTE/PATH or etcd://HOST:PORT,"

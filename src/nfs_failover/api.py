@@ -527,7 +527,12 @@ class _Server(uvicorn.Server):
 
 
 async def serve(
-    app: FastAPI, listen: HostPort, stop: asyncio.Event, *, allow_remote: bool = False
+    app: FastAPI,
+    listen: HostPort,
+    stop: asyncio.Event,
+    *,
+    allow_remote: bool = False,
+    control_socket: Path | None = None,
 ) -> None:
     """Serve ``app`` on ``listen`` in the running event loop until ``stop`` is set.
 
@@ -536,9 +541,18 @@ async def serve(
     ``ConfigError`` (nothing bound) if ``listen`` is not a loopback address and
     ``allow_remote`` is False, or if the address cannot be resolved or bound. uvicorn
     logs at warning level and writes no access log, so no request line or header (the
-    token) reaches the logs.
+    token) reaches the logs. With ``control_socket`` the same API is also served on that
+    Unix socket (mode 0600, in a folder only this user may write), where the CLI talks to
+    it (see ``control``); it is removed at the end.
     """
     sock = await _bind(listen, allow_remote=allow_remote)
+    sockets = [sock]
+    if control_socket is not None:
+        try:
+            sockets.append(bind_control_socket(control_socket))
+        except ConfigError:
+            sock.close()
+            raise
     config = uvicorn.Config(
         app,
         log_config=None,  # log through the daemon's own logging setup
@@ -551,7 +565,7 @@ async def serve(
     )
     server = _Server(config)
     try:
-        serving = asyncio.create_task(_serve_socket(server, sock, listen))
+        serving = asyncio.create_task(_serve_socket(server, sockets, listen))
         stopping = asyncio.create_task(stop.wait())
         log.info("API listening on http://%s", listen)
         try:
@@ -561,12 +575,16 @@ async def serve(
             server.should_exit = True
             await _finish(server, serving)
     finally:
-        sock.close()
+        for each in sockets:
+            each.close()
+        if control_socket is not None:
+            with contextlib.suppress(OSError):
+                control_socket.unlink()
 
 
-async def _serve_socket(server: _Server, sock: socket.socket, listen: HostPort) -> None:
+async def _serve_socket(server: _Server, sockets: list[socket.socket], listen: HostPort) -> None:
     try:
-        await server.serve(sockets=[sock])
+        await server.serve(sockets=sockets)
     except (SystemExit, OSError):
         # uvicorn calls sys.exit() when it cannot start: that must not end the controller.
         raise ConfigError([f"api.listen: the API could not start on {listen}"]) from None
@@ -581,6 +599,42 @@ async def _finish(server: _Server, serving: asyncio.Task[None]) -> None:
         await asyncio.wait({serving}, timeout=1.0)
         return
     serving.result()
+
+
+def bind_control_socket(path: Path) -> socket.socket:
+    """The controller's Unix socket at ``path``, bound with mode 0600 in a folder of this
+    user's that nobody else may write (made 0700 if missing). A stale socket file is
+    replaced; a live one (another controller) is a ConfigError, as is any other file."""
+    folder = path.parent
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise ConfigError(
+            [f"api.socket: {folder} must be a folder of this user that others cannot write"]
+        )
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ConfigError([f"api.socket: {path} exists and is not a socket"])
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # left by a controller that did not stop cleanly
+        else:
+            raise ConfigError([f"api.socket: another controller listens on {path}"])
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # the socket is 0600 from the start, never wider
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError([f"api.socket: cannot listen on {path}: {exc.strerror}"]) from None
+    finally:
+        os.umask(old)
+    return sock
 
 
 async def _bind(listen: HostPort, *, allow_remote: bool) -> socket.socket:

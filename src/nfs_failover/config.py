@@ -1036,17 +1036,37 @@ class ApiSettings(_Model):
         Path("/etc/nfs-failover/token"),
         description="File holding the bearer token that actions require.",
     )
+    socket: AbsolutePath = Field(
+        Path("/run/nfs-failover/api.sock"),
+        description="Unix socket the CLI talks to (status and actions), in a folder only the"
+        " controller's user may write; the CLI checks who listens there before it sends the"
+        " token.",
+    )
 
 
 def _check_argv_item(value: str) -> str:
     if any(not c.isprintable() for c in value):
         raise ValueError("must not contain control characters")
     try:
-        fields = [field for _, field, _, _ in string.Formatter().parse(value) if field is not None]
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(value)]
     except ValueError:
         raise ValueError(
             f"unbalanced braces (write {{{{ and }}}} for literal ones), got {_describe(value)}"
         ) from None
+    fields = [field for field, _, _ in parsed if field is not None]
+    for field, spec, conversion in parsed:
+        if field is not None and (spec or conversion):
+            shown = (
+                "{"
+                + field
+                + (f"!{conversion}" if conversion else "")
+                + (f":{spec}" if spec else "")
+                + "}"
+            )
+            raise ValueError(
+                f"placeholder {_describe(shown)} may not have a format or conversion; "
+                f"write {{{field}}}"
+            )
     for field in fields:
         if field not in HOOK_PLACEHOLDERS:
             known = ", ".join(f"{{{name}}}" for name in HOOK_PLACEHOLDERS)

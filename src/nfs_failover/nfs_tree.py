@@ -7,6 +7,9 @@ controller walks both replicas over NFS, the same way for every provider.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import time
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from nfs_failover.rpc.nfs3 import NFS_PROGRAM, NFS_VERSION, Fattr3, Ftype3, Nfs3
 from nfs_failover.rpc.portmap import PortmapClient
 
 MAX_ENTRIES = 10_000_000
+log = logging.getLogger(__name__)
 
 
 async def open_export(export: Export, *, timeout: float) -> tuple[Nfs3Client, bytes]:
@@ -54,6 +58,9 @@ async def _walk(nfs: Nfs3Client, root: bytes, deadline: float, limit: int) -> di
     while pending:
         prefix, handle = pending.pop()
         for entry in await nfs.listdir(handle, timeout=_left(deadline)):
+            if not safe_name(entry.name):
+                log.warning("skipped a file the server names %r: not a safe file name", entry.name)
+                continue
             path = f"{prefix}{entry.name}"
             fh, attrs = entry.fh, entry.attrs
             if fh is None or attrs is None:  # servers may leave them out: ask
@@ -79,6 +86,10 @@ async def copy_out(
 
     This is how a failback preserves what exists only on the old source, the same way
     for every provider: a file gone from the export is listed as missing, not an error.
+    Paths come from a server, so they are not trusted: a path with an empty, ``.`` or
+    ``..`` part or a NUL is not copied (listed as missing, with a warning), and every
+    folder and file is opened below ``target`` without following a symlink, so nothing
+    is ever written outside it.
     """
     deadline = time.monotonic() + timeout
     copied: list[str] = []
@@ -87,11 +98,21 @@ async def copy_out(
         nfs, root = await open_export(export, timeout=timeout)
         try:
             for path in paths:
+                parts = path.split("/")
+                if not all(map(safe_name, parts)):
+                    log.warning("not copied: %r is not a safe path below %s", path, target)
+                    missing.append(path)
+                    continue
                 handle = await _resolve(nfs, root, path, deadline)
                 if handle is None:
                     missing.append(path)
                     continue
-                await _fetch(nfs, handle, target / path, chunk, deadline)
+                try:
+                    await _fetch(nfs, handle, target, parts, chunk=chunk, deadline=deadline)
+                except OSError as exc:  # a symlink or a file where a folder should be
+                    log.warning("not copied: %s below %s: %s", path, target, exc.strerror)
+                    missing.append(path)
+                    continue
                 copied.append(path)
         finally:
             await nfs.close()
@@ -110,10 +131,35 @@ async def _resolve(nfs: Nfs3Client, root: bytes, path: str, deadline: float) -> 
     return handle
 
 
-async def _fetch(nfs: Nfs3Client, handle: bytes, local: Path, chunk: int, deadline: float) -> None:
-    local.parent.mkdir(parents=True, exist_ok=True)
+def safe_name(name: str) -> bool:
+    """Whether a name from a server can be one component of a local path."""
+    return name not in ("", ".", "..") and "/" not in name and "\0" not in name
+
+
+def _open_below(target: Path, parts: list[str]) -> int:
+    """A new file ``target/parts...`` (0600), opened for writing, its folders made as
+    needed (0700); no symlink is followed on the way, so it never lands outside ``target``.
+    Raises OSError (ELOOP, ENOTDIR, ...) otherwise."""
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for part in parts[:-1]:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o700, dir_fd=folder)
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folder)
+            os.close(folder)
+            folder = inner
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        return os.open(parts[-1], flags, 0o600, dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
+async def _fetch(
+    nfs: Nfs3Client, handle: bytes, target: Path, parts: list[str], *, chunk: int, deadline: float
+) -> None:
     offset = 0
-    with open(local, "wb") as out:
+    with os.fdopen(_open_below(target, parts), "wb") as out:
         while True:
             result = await nfs.read(handle, offset, chunk, timeout=_left(deadline))
             out.write(result.data)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nfs_failover.config import Hook
-from nfs_failover.controller.hooks import HookFailed, run_hook
+from nfs_failover.controller.hooks import MAX_OUTPUT, OUTPUT_GRACE, HookFailed, run_hook
 
 VALUES = {"volume": "crr", "event": "pre_failover", "from_replica": "site1",
           "to_replica": "dest1", "from_export": "198.18.1.5:/crr-site1",
@@ -25,6 +25,25 @@ def test_a_hook_gets_its_placeholders_as_separate_arguments(tmp_path: Path) -> N
 def test_a_failing_hook_is_reported_with_its_exit_status() -> None:
     with pytest.raises(HookFailed, match="hook /bin/false exited 1"):
         asyncio.run(run_hook(Hook(argv=("/bin/false",)), VALUES, timeout=5))
+
+
+def test_a_hook_that_leaves_a_child_holding_its_output_still_succeeds() -> None:
+    hook = Hook(argv=("/bin/sh", "-c", "sleep 30 & echo started"))
+    started = time.monotonic()
+    assert asyncio.run(run_hook(hook, VALUES, timeout=10)) == "started"
+    assert time.monotonic() - started < OUTPUT_GRACE + 2  # not the child's 30 s
+
+
+def test_a_hook_with_endless_output_keeps_only_a_bounded_part() -> None:
+    hook = Hook(argv=("/bin/sh", "-c", "head -c 50000000 /dev/zero | tr '\\0' x; echo; echo end"))
+    last = asyncio.run(run_hook(hook, VALUES, timeout=30))
+    assert last == "x" * MAX_OUTPUT  # the first MAX_OUTPUT bytes; the rest was dropped
+
+
+def test_a_hook_whose_placeholders_do_not_fit_fails_as_a_hook() -> None:
+    hook = Hook.model_construct(argv=("/bin/echo", "{volume:d}"))  # as if not validated
+    with pytest.raises(HookFailed, match="its arguments do not fit"):
+        asyncio.run(run_hook(hook, VALUES, timeout=5))
 
 
 def test_a_hook_that_overruns_its_deadline_is_killed() -> None:

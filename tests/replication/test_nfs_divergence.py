@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from nfs_failover.config import Volume
 from nfs_failover.errors import ProviderTimeout
 from nfs_failover.lab import Lab
-from nfs_failover.nfs_tree import walk_export
+from nfs_failover.nfs_tree import copy_out, safe_name, walk_export
 from nfs_failover.replication.local import LocalProvider
 from nfs_failover.replication.nfs_divergence import divergence_over_nfs
 from tests.replication.conftest import T, folders, settle
@@ -85,3 +86,33 @@ def test_divergence_over_nfs_gives_up_at_its_deadline_on_a_dead_replica(
         assert time.monotonic() - started < 1.0 + 0.5
     finally:
         replication_lab.restore("az2")
+
+
+def test_copying_out_never_writes_outside_its_folder_nor_through_a_symlink(
+    provider: LocalProvider, volume: Volume, tmp_path: Path
+) -> None:
+    source, _ = folders(volume)
+    (source / "sub").mkdir()
+    (source / "sub" / "file").write_text("late write")
+    (source / "kept").write_text("kept")
+    target, outside = tmp_path / "preserved", tmp_path / "outside"
+    outside.mkdir()
+    target.mkdir()
+    (target / "sub").symlink_to(outside)  # planted: sub/file would land in outside/
+    paths = ["kept", "sub/file", "../../escape", "a/./b", "nul\0name"]
+    copied, missing = asyncio.run(copy_out(volume.replicas[0].export, paths, target, timeout=T))
+    assert copied == ["kept"]
+    assert missing == ["sub/file", "../../escape", "a/./b", "nul\0name"]
+    assert list(outside.iterdir()) == []
+    assert not (tmp_path / "escape").exists()
+    assert (target / "kept").read_text() == "kept"
+    assert (target / "kept").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("name", "safe"),
+    [("file", True), (".hidden", True), ("..", False), (".", False), ("", False),
+     ("a/b", False), ("../../../../x", False), ("nul\0", False)],
+)  # fmt: skip
+def test_only_plain_names_from_a_server_are_safe(name: str, safe: bool) -> None:
+    assert safe_name(name) is safe

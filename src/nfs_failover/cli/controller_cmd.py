@@ -16,18 +16,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from nfs_failover import aio
+from nfs_failover import aio, control
 from nfs_failover.agent import Agent
 from nfs_failover.api import build_app, read_token, serve
 from nfs_failover.cli.agent_cmd import LabClientOpt
 from nfs_failover.config import Config, load_config
 from nfs_failover.controller.loop import Controller
-from nfs_failover.errors import NfsFailoverError
 from nfs_failover.lab import default_state_dir
 from nfs_failover.lab.guest_machine import for_lab_client
 from nfs_failover.lab.lab import CONFIG_NAME
@@ -71,7 +69,8 @@ def run(
             loop.add_signal_handler(sig, stop.set)
         jobs = [controller.run(stop)]
         if token is not None:
-            jobs.append(serve(build_app(controller, token), loaded.api.listen, stop))
+            app = build_app(controller, token)
+            jobs.append(serve(app, loaded.api.listen, stop, control_socket=loaded.api.socket))
         try:
             await asyncio.gather(*jobs)
         finally:
@@ -149,8 +148,10 @@ def history(
 
 def _action(action: str, volume: str | None, force: bool, config: Path | None) -> None:
     loaded = _config(config)
-    path = f"/volumes/{volume}/{action}" if volume and action not in ("pause", "resume") else (
-        f"/{action}" + (f"?volume={volume}" if volume else ""))  # fmt: skip
+    if volume and action not in ("pause", "resume"):
+        path = control.path_for("volumes", volume, action)
+    else:
+        path = control.path_for(action, query={"volume": volume} if volume else None)
     result = _api(loaded, "POST", path, {"force": force}, timeout=3600)
     typer.echo(json.dumps(result, indent=2))
 
@@ -194,19 +195,8 @@ COMMANDS = (run, status, plan, history, failover, failback, switchover, pause, r
 def _api(
     config: Config, method: str, path: str, body: object = None, *, timeout: float = 10.0
 ) -> Any:
-    """Call the running controller's API on loopback; a clear error when none answers."""
-    url = f"http://{config.api.listen}{path}"
-    headers = {}
-    if method == "POST":
-        headers["Authorization"] = f"Bearer {read_token(config.api.token_file)}"
-    try:
-        reply = httpx.request(method, url, json=body, headers=headers, timeout=timeout)
-    except httpx.TransportError as exc:
-        raise NfsFailoverError(
-            f"no controller answers at {config.api.listen} ({exc.__class__.__name__}); "
-            "start one with `nfs-failover run`"
-        ) from exc
-    data = reply.json()
-    if reply.status_code >= 400:
-        raise NfsFailoverError(str(data.get("error") if isinstance(data, dict) else data))
-    return data
+    """Call the running controller over its Unix socket (``control``); the token goes only
+    with actions, and only to a listener proven to be root's or this user's."""
+    token = read_token(config.api.token_file) if method == "POST" else None
+    return control.request(config.api.socket, method, path, token=token, body=body,
+                           timeout=timeout)  # fmt: skip

@@ -383,7 +383,11 @@ class Lab:
                 "pidfile": str(self.state_dir / "client" / "automount.pid"),
             },
             "store": f"sqlite://{self.state_dir / 'state.db'}",
-            "api": {"listen": f"127.0.0.1:{API_PORT + self.slot}", "token_file": str(token)},
+            "api": {
+                "listen": f"127.0.0.1:{API_PORT + self.slot}",
+                "token_file": str(token),
+                "socket": str(self.state_dir / "api.sock"),
+            },
         }
         text = "# Written by `nfs-failover lab up` for the lab's volume pair.\n" + yaml.safe_dump(
             config, sort_keys=False
