@@ -256,6 +256,10 @@ def _add_action_routes(app: FastAPI, handle: ControllerHandle) -> None:
     async def switchover(name: str) -> JSONResponse:
         return await _act(handle, "switchover", name)
 
+    @app.post("/volumes/{name}/abort")
+    async def abort(name: str, body: Annotated[ActionBody | None, Body()] = None) -> JSONResponse:
+        return await _act(handle, "abort", name, force=body is not None and body.force)
+
     @app.post("/pause")
     async def pause(volume: str | None = None) -> JSONResponse:
         return await _act(handle, "pause", volume)

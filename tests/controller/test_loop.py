@@ -13,6 +13,8 @@ import pytest
 from nfs_failover.config import Config, Failback, Mode, Volume
 from nfs_failover.controller.decide import Action, Decision
 from nfs_failover.controller.loop import Controller
+from nfs_failover.controller.workflows import WORKFLOWS
+from nfs_failover.errors import NfsFailoverError
 from nfs_failover.lab import Lab
 from nfs_failover.replication import MirrorState
 from nfs_failover.replication.local import LocalProvider
@@ -203,3 +205,48 @@ def test_a_switchover_moves_clients_with_nothing_left_behind(
     assert (destination / "written-just-before").read_text() == "must arrive"
     desired = store.get_desired("crr")
     assert desired is not None and (desired.offered, desired.fenced) == (("dest1",), ("site1",))
+
+
+def test_abort_ends_a_stuck_workflow_and_says_where_it_left_the_volume(
+    setup: tuple[Config, SqliteStore],
+) -> None:
+    config, store = setup
+    stuck = store.start_workflow("crr", "failover", {"force": False})  # before its break
+
+    async def abort() -> dict[str, object]:
+        controller = Controller(config, store, name="ctl-test", step_timeout=T)
+        try:
+            with pytest.raises(NfsFailoverError, match="a workflow is already running"):
+                await controller.request("failover", "crr")
+            return await controller.request("abort", "crr")
+        finally:
+            await controller.close()
+
+    result = asyncio.run(abort())
+    assert result == {"action": "abort", "volume": "crr", "workflow": stuck.id,
+                      "kind": "failover", "at": "check-replication", "state": "normal"}  # fmt: skip
+    assert store.running_workflow("crr") is None
+    last = store.last_workflow("crr")
+    assert last is not None and last.status == "aborted"
+    (event,) = [e for e in store.events("crr") if e.kind == "abort"]
+    assert event.detail["by"] == "operator" and event.detail["forced"] is False
+
+
+def test_abort_past_a_break_needs_force(setup: tuple[Config, SqliteStore]) -> None:
+    config, store = setup
+    stuck = store.start_workflow("crr", "failover", {"force": False})
+    names = [name for name, _ in WORKFLOWS["failover"]]
+    store.advance_workflow(stuck.id, names.index("confirm-writable"), {})
+
+    async def abort(force: bool) -> dict[str, object]:
+        controller = Controller(config, store, name="ctl-test", step_timeout=T)
+        try:
+            return await controller.request("abort", "crr", force=force)
+        finally:
+            await controller.close()
+
+    with pytest.raises(NfsFailoverError, match=r"failover is past break \(at confirm-writable\)"):
+        asyncio.run(abort(False))
+    assert store.running_workflow("crr") is not None  # unchanged
+    assert asyncio.run(abort(True))["at"] == "confirm-writable"
+    assert store.running_workflow("crr") is None

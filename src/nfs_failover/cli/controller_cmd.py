@@ -177,6 +177,19 @@ def switchover(volume: VolumeArg, config: ConfigOpt = None) -> None:
     _action("switchover", volume, False, config)
 
 
+def abort(
+    volume: VolumeArg,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Abort even past a break or a reverse resync."),
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """End the volume's running workflow where it stands (journaled), and say what state
+    it leaves the volume in."""
+    _action("abort", volume, force, config)
+
+
 def pause(volume: Annotated[str | None, typer.Argument()] = None, config: ConfigOpt = None) -> None:
     """Stop automatic actions (for one volume or all); manual commands still run."""
     _action("pause", volume, False, config)
@@ -189,7 +202,7 @@ def resume(
     _action("resume", volume, False, config)
 
 
-COMMANDS = (run, status, plan, history, failover, failback, switchover, pause, resume)
+COMMANDS = (run, status, plan, history, failover, failback, switchover, abort, pause, resume)
 
 
 def _api(

@@ -11,6 +11,7 @@ is resumed first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -283,6 +284,8 @@ class Controller:
         return last is not None and last.kind == "pause"
 
     async def request(self, action: str, volume: str | None, *, force: bool = False) -> JsonObject:
+        if action == "abort":
+            return await self._abort(volume, force=force)
         if action in ("pause", "resume"):
             self.store.append(Event(volume or "*", action, {"by": "operator"}))
             return {"action": action, "volume": volume or "*", "done": True}
@@ -302,6 +305,40 @@ class Controller:
             reason = self._last_refusal(target.name) or "stopped; it resumes on the next cycle"
             raise NfsFailoverError(f"{kind} {target.name}: {reason}")
         return {"action": action, "volume": target.name, "workflow": last.id, "status": last.status}
+
+    async def _abort(self, volume: str | None, *, force: bool) -> JsonObject:
+        """End the running workflow where it stands (journaled): the way out of one that
+        cannot finish. Refused past its point of no return (a break, a reverse resync)
+        unless forced; the answer says what state the volume is left in."""
+        target = next((v for v in self.config.volumes if v.name == volume), None)
+        if target is None:
+            raise NfsFailoverError(f"unknown volume {volume!r}")
+        running = self.store.running_workflow(target.name)
+        if running is None:
+            raise NfsFailoverError(f"volume {target.name}: no workflow is running")
+        steps = [name for name, _ in workflows.WORKFLOWS[running.kind]]
+        at = steps[running.step] if running.step < len(steps) else "its end"
+        past = workflows.past_no_return(running.kind, running.step)
+        if past and not force:
+            raise NfsFailoverError(
+                f"volume {target.name}: {running.kind} is past {past} (at {at}); aborting it"
+                " leaves the replication as that step left it: use --force to abort anyway"
+            )
+        task = self._tasks.get(target.name)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, NfsFailoverError):
+                await task
+        self.store.finish_workflow(running.id, "aborted")
+        state = volume_state(target, self.store.get_desired(target.name), None)
+        self.store.append(Event(target.name, "abort", {
+            "by": "operator", "workflow": running.id, "kind": running.kind, "at": at,
+            "forced": force, "state": state.value,
+        }))  # fmt: skip
+        log.warning("%s: %s aborted at %s by the operator; the volume is %s",
+                    target.name, running.kind, at, state.value)  # fmt: skip
+        return {"action": "abort", "volume": target.name, "workflow": running.id,
+                "kind": running.kind, "at": at, "state": state.value}  # fmt: skip
 
     def _last_refusal(self, volume: str) -> str | None:
         kinds = list(workflows.WORKFLOWS)

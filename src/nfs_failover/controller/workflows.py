@@ -279,6 +279,21 @@ WORKFLOWS: dict[str, tuple[tuple[str, StepFn], ...]] = {
 }  # fmt: skip
 
 
+# The first step after which stopping a workflow leaves the storage changed: an abort
+# from there on needs --force.
+NO_RETURN = {"failover": "break", "switchover": "break", "failback": "reverse-resync"}
+
+
+def past_no_return(kind: str, step: int) -> str | None:
+    """The step of no return that workflow ``kind`` has reached at index ``step`` (it may
+    be running it now), or None."""
+    name = NO_RETURN.get(kind)
+    names = [n for n, _ in WORKFLOWS[kind]]
+    if name is None or step < names.index(name):
+        return None
+    return name
+
+
 async def run(ctx: Context, kind: str, *, resume: Workflow | None = None) -> Workflow:
     """Run (or resume) a workflow to its end; journal every step before and after.
 
