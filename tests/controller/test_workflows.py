@@ -18,9 +18,13 @@ from nfs_failover.controller.workflows import (
     WORKFLOWS,
     Context,
     Refused,
+    confirm_writable,
+    final_transfer,
     run,
 )
+from nfs_failover.errors import NfsFailoverError
 from nfs_failover.lab import Lab
+from nfs_failover.probe import Prober
 from nfs_failover.replication import MirrorState
 from nfs_failover.replication.local import LocalProvider
 from nfs_failover.store import SqliteStore
@@ -220,3 +224,45 @@ def test_a_failing_pre_hook_stops_the_failover_before_anything_changes(
         failover(config, provider, store)
     assert store.get_desired("crr") is None
     assert asyncio.run(provider.status(timeout=T)).mirror_state is MirrorState.MIRRORED
+
+
+def test_confirm_writable_paces_its_tries_on_a_destination_that_stays_read_only(
+    replication_lab: Lab,
+    volume: Volume,
+    provider: LocalProvider,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asyncio.run(provider.transfer_now(timeout=T))  # mirrored: the destination is read-only
+    config = config_for(replication_lab, volume, tmp_path)
+    store = SqliteStore(tmp_path / "state.db")
+    tries = []
+    probe = Prober.probe
+
+    async def counted(self: Prober, export: object, **kwargs: object) -> object:
+        tries.append(export)
+        return await probe(self, export, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Prober, "probe", counted)
+    ctx = Context(config, config.volumes[0], provider, store, step_timeout=3.0)
+    with pytest.raises(NfsFailoverError, match=r"dest1 does not take writes after \d+ tries in 3s"):
+        asyncio.run(confirm_writable(ctx))
+    assert 3 <= len(tries) <= 8  # paced (0.2 s, 0.4 s, ... up to 2 s), not back to back
+
+
+def test_the_final_transfer_is_given_the_policys_transfer_wait(
+    replication_lab: Lab, volume: Volume, tmp_path: Path
+) -> None:
+    config = config_for(replication_lab, volume, tmp_path, transfer_wait=timedelta(seconds=42))
+    given: list[float] = []
+
+    class Recording(LocalProvider):
+        async def transfer_now(self, *, timeout: float, progress: object = None) -> None:
+            given.append(timeout)
+
+    recording = Recording(config.volumes[0])
+    store = SqliteStore(tmp_path / "state.db")
+    asyncio.run(
+        final_transfer(Context(config, config.volumes[0], recording, store, step_timeout=7))
+    )
+    assert given == [42.0]

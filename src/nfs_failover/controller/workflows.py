@@ -11,7 +11,6 @@ old source.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from nfs_failover.controller.hooks import HookFailed, run_hook
 from nfs_failover.desired import VolumeDesired, failed_over, normal
 from nfs_failover.errors import NfsFailoverError, ProviderError
 from nfs_failover.nfs_tree import copy_out
+from nfs_failover.pacing import Pacer
 from nfs_failover.probe import Prober
 from nfs_failover.replication import Progress, Provider
 from nfs_failover.store import Event, SqliteStore, Workflow
@@ -89,15 +89,16 @@ async def break_replication(ctx: Context) -> None:
 async def confirm_writable(ctx: Context) -> None:
     """The destination must really take writes before clients are sent to it."""
     export = ctx.volume.replicas[1].export
-    deadline = time.monotonic() + ctx.step_timeout
+    pacer = Pacer(ctx.step_timeout)
     async with Prober(timeout=min(2.0, ctx.step_timeout), keep=False) as prober:
         while True:
             result = await prober.probe(export, check_write=True)
             if result.writable:
                 return
-            if time.monotonic() >= deadline:
+            if not await pacer.pause():
                 raise NfsFailoverError(
-                    f"{ctx.destination} does not take writes: {result.summary()}"
+                    f"{ctx.destination} does not take writes after {pacer.attempts} tries in"
+                    f" {ctx.step_timeout:g}s: {result.summary()}"
                 )
 
 
@@ -213,10 +214,12 @@ async def reverse_resync(ctx: Context) -> None:
 
 
 async def final_transfer(ctx: Context) -> None:
-    """One more transfer now; a provider without on-demand transfers (ANF) is noted, and
-    what changed since its last scheduled one is preserved before being overwritten."""
+    """One more transfer now, given ``transfer_wait``; a provider without on-demand
+    transfers (ANF) is noted, and what changed since its last scheduled one is preserved
+    before being overwritten."""
+    wait = ctx.config.effective_policy(ctx.volume).transfer_wait.total_seconds()
     try:
-        await ctx.provider.transfer_now(timeout=ctx.step_timeout, progress=ctx.progress)
+        await ctx.provider.transfer_now(timeout=wait, progress=ctx.progress)
     except ProviderError as exc:
         if exc.code != "unsupported":
             raise
