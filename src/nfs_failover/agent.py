@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from nfs_failover import files
 from nfs_failover.config import Config
 from nfs_failover.desired import VolumeDesired
 from nfs_failover.errors import NfsFailoverError
@@ -95,6 +97,7 @@ class Agent:
         if applied.changed:
             log.info("maps rewritten (%s): %s", applied.reload,
                      ", ".join(map(str, applied.changed)))  # fmt: skip
+        await asyncio.to_thread(self._remember_applied, desired)
         return desired, applied
 
     async def _heal(
@@ -140,7 +143,43 @@ class Agent:
             problems.append(f"store: {exc or 'no answer'}; maps left as they are")
             log.warning("store unavailable, maps left as they are: %s", exc)
             return None
+        applied = self._applied()
+        for volume in self.config.volumes:
+            kept = applied.get(volume.name)
+            if volume.name in stored or kept is None or not kept.fenced:
+                continue
+            # No record, but this client last applied a fenced state: a store that lost
+            # its records must never un-fence a replica. Only a record moves it.
+            stored[volume.name] = kept
+            text = (f"store: no record of volume {volume.name}; keeping the state last applied"
+                    f" here ({', '.join(kept.fenced)} fenced, {kept.active} active)")  # fmt: skip
+            problems.append(text)
+            log.warning("%s", text)
         return autofs_files.desired_for(self.config, stored)
+
+    @property
+    def applied_path(self) -> Path:
+        settings = self.config.autofs
+        return self.machine.files_path(settings.under_root(settings.applied_state))
+
+    def _applied(self) -> dict[str, VolumeDesired]:
+        try:
+            data = json.loads(self.applied_path.read_text())
+            return {name: VolumeDesired(**{**d, "offered": tuple(d["offered"]),
+                                           "fenced": tuple(d["fenced"])})
+                    for name, d in data.items()}  # fmt: skip
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.error("%s: unreadable, ignored (%s)", self.applied_path, exc)
+            return {}
+
+    def _remember_applied(self, desired: dict[str, VolumeDesired]) -> None:
+        text = json.dumps({name: asdict(d) for name, d in desired.items()}, indent=2) + "\n"
+        try:
+            files.write_atomically(self.applied_path, text, mode=0o600)
+        except OSError as exc:
+            log.error("%s: cannot write (%s)", self.applied_path, exc.strerror)
 
     async def _probe_and_report(self, problems: list[str]) -> tuple[ProbeResult, ...]:
         targets = [(v.name, r.name, r.export) for v in self.config.volumes for r in v.replicas]

@@ -993,10 +993,16 @@ class AutofsSettings(_Model):
         timedelta(seconds=5),
         description="autofs --negative-timeout: how long a failed key is cached.",
     )
+    applied_state: AbsolutePath = Field(
+        Path("/var/lib/nfs-failover/applied.json"),
+        description="Where the agent keeps the desired state it last applied: a store that"
+        " lost a volume's record (emptied, replaced, a corrupt row) never makes it offer a"
+        " fenced replica again.",
+    )
     root: AbsolutePath = Field(
         Path("/"),
-        description="Prefix under which master_dropin and map_file are written: / on a real"
-        " host, a directory in the lab and in tests.",
+        description="Prefix under which master_dropin, map_file and applied_state are"
+        " written: / on a real host, a directory in the lab and in tests.",
     )
 
     pidfile: AbsolutePath = Field(

@@ -15,6 +15,7 @@ The contract (kept by every implementation; sqlite now, etcd later):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -26,6 +27,8 @@ from typing import Any
 from nfs_failover.config import StoreUrl
 from nfs_failover.desired import VolumeDesired
 from nfs_failover.errors import NfsFailoverError
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(NfsFailoverError):
@@ -121,12 +124,21 @@ class SqliteStore:
         self._db.close()
 
     def get_desired(self, volume: str) -> VolumeDesired | None:
+        """The stored desired state of ``volume``; StoreError naming the volume and the row
+        when the row is unreadable."""
         row = self._query("SELECT state FROM desired WHERE volume = ?", (volume,)).fetchone()
-        return _desired(row[0]) if row else None
+        return _desired(volume, row[0]) if row else None
 
     def all_desired(self) -> dict[str, VolumeDesired]:
-        rows = self._query("SELECT volume, state FROM desired", ()).fetchall()
-        return {volume: _desired(state) for volume, state in rows}
+        """Every readable desired state; an unreadable row is logged (naming the volume and
+        the row) and left out, so the other volumes carry on."""
+        found = {}
+        for volume, state in self._query("SELECT volume, state FROM desired", ()).fetchall():
+            try:
+                found[volume] = _desired(volume, state)
+            except StoreError as exc:
+                log.error("%s", exc)
+        return found
 
     def set_desired(self, desired: VolumeDesired, *, expected_generation: int | None) -> bool:
         """Write ``desired`` if the stored generation is still ``expected_generation``
@@ -289,15 +301,22 @@ def _workflow(row: tuple[Any, ...]) -> Workflow:
     return Workflow(wid, volume, kind, status, step, json.loads(data), started, updated)
 
 
-def _desired(text: str) -> VolumeDesired:
-    data = json.loads(text)
-    return VolumeDesired(
-        volume=data["volume"],
-        offered=tuple(data["offered"]),
-        active=data["active"],
-        fenced=tuple(data["fenced"]),
-        generation=int(data["generation"]),
-    )
+def _desired(volume: str, text: object) -> VolumeDesired:
+    try:
+        data = json.loads(str(text))
+        return VolumeDesired(
+            volume=str(data["volume"]),
+            offered=tuple(map(str, data["offered"])),
+            active=str(data["active"]),
+            fenced=tuple(map(str, data["fenced"])),
+            generation=int(data["generation"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        reason = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        shown = str(text)[:80]
+        raise StoreError(
+            f"desired state of volume {volume}: unreadable row ({reason}): {shown!r}"
+        ) from None
 
 
 def open_store(url: StoreUrl, *, timeout: float = 5.0) -> SqliteStore:

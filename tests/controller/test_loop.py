@@ -250,3 +250,26 @@ def test_abort_past_a_break_needs_force(setup: tuple[Config, SqliteStore]) -> No
     assert store.running_workflow("crr") is not None  # unchanged
     assert asyncio.run(abort(True))["at"] == "confirm-writable"
     assert store.running_workflow("crr") is None
+
+
+def test_a_corrupt_desired_state_row_is_named_in_the_decision_and_status(
+    setup: tuple[Config, SqliteStore],
+) -> None:
+    config, store = setup
+    store._db.execute("INSERT INTO desired VALUES ('crr', 1, '{\"volume\": \"crr\"}', 0)")
+    store._db.commit()
+
+    async def look() -> tuple[dict[str, Decision], list[dict[str, object]]]:
+        controller = Controller(config, store, name="ctl-test", step_timeout=T)
+        try:
+            return await controller.plan(), controller.status()
+        finally:
+            await controller.close()
+
+    plans, status = asyncio.run(look())
+    assert plans["crr"].action is Action.NONE
+    assert str(plans["crr"].reason) == (
+        "no action: desired state of volume crr: unreadable row (missing 'offered'):"
+        ' \'{"volume": "crr"}\''
+    )
+    assert status[0]["name"] == "crr"

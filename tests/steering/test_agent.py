@@ -10,7 +10,7 @@ import pytest
 
 from nfs_failover.agent import Agent
 from nfs_failover.config import Config, Mode, load_config
-from nfs_failover.desired import VolumeDesired, failed_over
+from nfs_failover.desired import VolumeDesired, failed_over, normal
 from nfs_failover.lab import Lab
 from nfs_failover.store import SqliteStore, StoreError
 
@@ -105,3 +105,61 @@ def test_agent_reports_reach_the_store(lab: Lab, tmp_path: Path, store: SqliteSt
     reports = {(r.agent, r.replica): r for r in store.reports("crr")}
     assert set(reports) == {("client1", "site1"), ("client1", "dest1")}
     assert all(r.up for r in reports.values())
+
+
+def test_a_store_that_lost_its_records_never_unfences_a_replica(
+    lab: Lab, tmp_path: Path, store: SqliteStore
+) -> None:
+    config = lab_config(lab, tmp_path)
+    volume = config.volumes[0]
+    source_host = volume.replicas[0].export.host
+    store.set_desired(failed_over(volume, generation=3), expected_generation=None)
+    fenced_map = cycle(config, store)
+    assert source_host not in fenced_map
+    # The store is replaced by an empty one (deleted, restored from an old backup, ...).
+    store.close()
+    (tmp_path / "state.db").unlink()
+    empty = SqliteStore(tmp_path / "state.db")
+
+    async def once() -> tuple[str, ...]:
+        agent = Agent(config, empty, name="client1")
+        try:
+            return (await agent.cycle()).problems
+        finally:
+            await agent.close()
+
+    problems = asyncio.run(once())
+    assert config.autofs.under_root(config.autofs.map_file).read_text() == fenced_map
+    assert problems == (
+        "store: no record of volume crr; keeping the state last applied here (site1 fenced,"
+        " dest1 active)",
+    )
+    # An explicit record moves it: the failback's normal state.
+    empty.set_desired(normal(volume, False), expected_generation=None)
+    assert source_host in cycle(config, empty)
+    empty.close()
+
+
+def test_a_corrupt_row_is_named_and_leaves_the_map_as_it_was(
+    lab: Lab, tmp_path: Path, store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = lab_config(lab, tmp_path)
+    volume = config.volumes[0]
+    store.set_desired(failed_over(volume, generation=1), expected_generation=None)
+    fenced_map = cycle(config, store)
+    store._db.execute("UPDATE desired SET state = 'not json' WHERE volume = 'crr'")
+    store._db.commit()
+    with pytest.raises(StoreError, match="desired state of volume crr: unreadable row"):
+        store.get_desired("crr")
+    assert store.all_desired() == {}
+    assert "desired state of volume crr: unreadable row" in caplog.text
+
+    async def once() -> tuple[str, ...]:
+        agent = Agent(config, store, name="client1")
+        try:
+            return (await agent.cycle()).problems
+        finally:
+            await agent.close()
+
+    assert any("keeping the state last applied here" in p for p in asyncio.run(once()))
+    assert config.autofs.under_root(config.autofs.map_file).read_text() == fenced_map

@@ -30,7 +30,7 @@ from nfs_failover.health import EndpointHealth, HealthSettings, HealthTracker
 from nfs_failover.probe import Prober
 from nfs_failover.replication import Provider, ReplicationStatus, open_provider
 from nfs_failover.replication.local import LocalProvider
-from nfs_failover.store import Event, Report, SqliteStore, Workflow
+from nfs_failover.store import Event, Report, SqliteStore, StoreError, Workflow
 
 log = logging.getLogger(__name__)
 LEASE = "controller"
@@ -207,7 +207,10 @@ class Controller:
 
     async def _decide(self, volume: Volume, now: float) -> Decision:
         running = self.store.running_workflow(volume.name)
-        desired = self.store.get_desired(volume.name)
+        try:
+            desired = self.store.get_desired(volume.name)
+        except StoreError as exc:  # this volume waits for a readable row; the others go on
+            return Decision(Action.NONE, f"no action: {exc}")
         status, error = await self._replication_status(volume)
         source, destination = (self._health_of(volume.name, r.name, now) for r in volume.replicas)
         in_flight = volume.name in self._tasks and not self._tasks[volume.name].done()
@@ -355,7 +358,10 @@ class Controller:
         return [self._volume_status(v) for v in self.config.volumes]
 
     def _volume_status(self, volume: Volume) -> JsonObject:
-        desired = self.store.get_desired(volume.name)
+        try:
+            desired = self.store.get_desired(volume.name)
+        except StoreError:
+            desired = None  # the decision says why
         running = self.store.running_workflow(volume.name)
         last = self.store.last_workflow(volume.name)
         status = self._replication.get(volume.name)

@@ -178,6 +178,9 @@ class Drill:
             self.lab.restore(zone.name)
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
+        # The client host starts afresh too: its maps and the state its agent last applied
+        # belong to the earlier drill's store, which is gone.
+        shutil.rmtree(self.guest.files_root, ignore_errors=True)
         self.workdir.mkdir(mode=0o700, parents=True)
         for zone in self.lab.zones:
             for old in zone.folder.glob(f"{PREFIX}*"):
