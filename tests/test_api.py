@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from nfs_failover import api
+from nfs_failover import api, control
 from nfs_failover.api import MAX_HISTORY_LIMIT, build_app, read_token, serve
 from nfs_failover.config import HostPort
 from nfs_failover.controller.handle import ControllerHandle, JsonObject
@@ -184,6 +184,7 @@ def test_history_takes_the_maximum_limit(app: FastAPI, controller: RecordingCont
         ({"limit": 0}, "limit: input should be greater than or equal to 1"),
         ({"limit": "all"}, "limit: input should be a valid integer"),
         ({"after": -1}, "after: input should be greater than or equal to 0"),
+        ({"after": 2**63}, "after: input should be less than or equal to 9223372036854775807"),
     ],
 )
 def test_history_refuses_an_invalid_limit_or_after_with_a_clear_message(
@@ -752,3 +753,70 @@ def test_serve_reports_an_address_already_in_use(app: FastAPI) -> None:
     assert caught.value.problems == [
         f"api.listen: cannot listen on {listen}: address already in use"
     ]
+
+
+# -- limits: bodies, slow clients, the control socket --------------------------------------
+
+
+def test_a_body_over_the_limit_is_refused_before_the_token_is_looked_at(app: FastAPI) -> None:
+    big = b"x" * (api.MAX_BODY_BYTES + 1)
+    response = post(app, "/volumes/crr/failover", token=None, content=big)
+    assert response.status_code == 413
+    assert response.json() == {"error": f"the body is limited to {api.MAX_BODY_BYTES} bytes"}
+
+
+def test_a_streamed_body_over_the_limit_is_refused(
+    app: FastAPI, controller: RecordingController
+) -> None:
+    async def chunks() -> Any:
+        for _ in range(3):
+            yield b" " * api.MAX_BODY_BYTES
+
+    response = post(app, "/volumes/crr/failover", content=chunks())
+    assert response.status_code == 413
+    assert controller.requests == []
+
+
+def test_a_client_that_never_finishes_its_request_head_is_disconnected(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "HEADER_SECONDS", 0.5)
+    listen = HostPort("127.0.0.1", free_port())
+
+    async def slow_client() -> tuple[bytes, float]:
+        await until_answered(f"http://{listen}/health", time.monotonic() + 5)
+        reader, writer = await asyncio.open_connection(listen.host, listen.port)
+        writer.write(b"GET /status HTTP/1.1\r\nHost: api\r\n")  # and never the end
+        await writer.drain()
+        started = time.monotonic()
+        got = await asyncio.wait_for(reader.read(), timeout=5)
+        writer.close()
+        return got, time.monotonic() - started
+
+    (got, seconds), _ = run_serving(app, listen, slow_client)
+    assert got == b""  # closed without an answer
+    assert seconds < 3
+
+
+def test_the_api_is_also_served_on_the_control_socket_and_removes_it_after(
+    app: FastAPI, tmp_path: Path
+) -> None:
+    listen = HostPort("127.0.0.1", free_port())
+    path = tmp_path / "run" / "api.sock"
+
+    async def main() -> tuple[object, int]:
+        stop = asyncio.Event()
+        server = asyncio.create_task(serve(app, listen, stop, control_socket=path))
+        try:
+            await until_answered(f"http://{listen}/health", time.monotonic() + 5)
+            mode = path.stat().st_mode & 0o777
+            answer = await asyncio.to_thread(control.request, path, "GET", "/health")
+            return answer, mode
+        finally:
+            stop.set()
+            await asyncio.wait_for(server, timeout=10)
+
+    answer, mode = asyncio.run(main())
+    assert answer == {"status": "alive"}
+    assert mode == 0o600 and (path.parent.stat().st_mode & 0o777) == 0o700
+    assert not path.exists()

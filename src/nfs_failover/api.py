@@ -52,7 +52,8 @@ from prometheus_client.core import (
 )
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from nfs_failover.config import HostPort
 from nfs_failover.controller.handle import ControllerHandle, JsonObject
@@ -99,6 +100,11 @@ PROBE_LATENCY_BUCKETS = (
 )
 
 _UNAUTHORIZED = "a bearer token is required"
+MAX_BODY_BYTES = 64 * 1024  # an action's body is {"force": true}
+MAX_CONNECTIONS = 256
+HEADER_SECONDS = 10.0  # to send a request's line and headers
+IDLE_SECONDS = 5  # a keep-alive connection between requests
+MAX_EVENT_ID = 2**63 - 1  # sqlite's largest row id
 _OPEN_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Actions started over the API, held until done: the event loop keeps weak references only.
 _ACTIONS: set[asyncio.Future[JsonObject]] = set()
@@ -129,6 +135,7 @@ def build_app(handle: ControllerHandle, token: str) -> FastAPI:
         raise ValueError("the API token must not be empty")
     app = FastAPI(title="nfs-failover", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(TokenGate, token=token)
+    app.add_middleware(BodyLimit)  # outermost: before the token is even looked at
     _answer_errors_as_json(app)
     _add_read_routes(app, handle)
     _add_metrics_route(app, handle)
@@ -218,7 +225,7 @@ def _add_read_routes(app: FastAPI, handle: ControllerHandle) -> None:
     @app.get("/history")
     async def history(
         volume: str | None = None,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_LIMIT)] = DEFAULT_HISTORY_LIMIT,
     ) -> JSONResponse:
         return _json(handle.history(volume, after, limit))
@@ -517,6 +524,67 @@ def _check_token(path: Path, data: bytes) -> str:
 # -- the server --------------------------------------------------------------------------
 
 
+class _DeadlineProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for each request's head: a connection
+    that has not sent a whole request line and headers within ``HEADER_SECONDS`` (a
+    client that sends nothing, or trickles a byte at a time) is closed, so slow clients
+    cannot hold descriptors for ever. (uvicorn times out only idle keep-alive
+    connections, after a response.)"""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(HEADER_SECONDS, self._head_overdue)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.cycle is not None:  # a whole head arrived: the request runs
+            self._head_timer.cancel()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():  # the next request's head gets its own deadline
+            self._head_timer.cancel()
+            self._head_timer = self.loop.call_later(HEADER_SECONDS, self._head_overdue)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_timer.cancel()
+        super().connection_lost(exc)
+
+    def _head_overdue(self) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``MAX_BODY_BYTES`` gets 413 and is not read
+    further (by its Content-Length, or as it streams in without one)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), b"0")
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+            await _error(413, f"the body is limited to {MAX_BODY_BYTES} bytes")(
+                scope, receive, send
+            )
+            return
+        seen = 0
+
+        async def bounded() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY_BYTES:
+                raise HTTPException(413, f"the body is limited to {MAX_BODY_BYTES} bytes")
+            return message
+
+        await self.app(scope, bounded, send)
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server without its signal handlers.
 
@@ -566,6 +634,9 @@ async def serve(
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        http=_DeadlineProtocol,
+        limit_concurrency=MAX_CONNECTIONS,  # beyond it uvicorn answers 503 at once
+        timeout_keep_alive=IDLE_SECONDS,
     )
     server = _Server(config)
     try:

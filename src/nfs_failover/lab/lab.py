@@ -40,7 +40,7 @@ OUTAGE_PORTS = (ganesha.PORTMAP_PORT, ganesha.MOUNT_PORT, ganesha.NFS_PORT)
 VOLUME = "crr"
 API_PORT = 8741
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
-RUN_DIR = Path("/run/nfs-failover")
+RUN_DIR = Path("/run/nfs-failover-lab")
 READY_TIMEOUT = 20.0
 
 Progress = Callable[[str], None]
