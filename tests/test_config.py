@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -837,3 +838,26 @@ def test_the_committed_config_reference_matches_the_models() -> None:
 
     committed = (Path(__file__).parent.parent / "docs" / "config.md").read_text()
     assert committed == render(), "run: nfs-failover config-reference > docs/config.md"
+
+
+def test_a_number_too_long_for_python_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "crr.yaml"
+    path.write_text(VALID + "extra: " + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    (line,) = caught.value.problems
+    assert line.startswith(f"{path}: invalid YAML: ")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_config_that_is_not_a_regular_file_is_refused_without_reading_it(
+    tmp_path: Path, kind: str
+) -> None:
+    if kind == "fifo":
+        path = tmp_path / "crr.yaml"
+        os.mkfifo(path)  # nobody writes: a plain open would hang for ever
+    else:
+        path = Path("/dev/zero")  # endless: a plain read would take all the memory
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [f"{path}: cannot read the file: not a regular file"]

@@ -46,6 +46,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import ErrorDetails, core_schema
 
+from nfs_failover import files
 from nfs_failover.durations import DURATION_HINT, format_duration, parse_duration
 from nfs_failover.errors import ConfigError
 
@@ -1268,12 +1269,12 @@ def load_config(path: str | Path) -> Config:
     """
     source = str(path)
     try:
-        raw = Path(path).read_bytes()
+        raw = files.read_regular(Path(path), MAX_FILE_BYTES + 1)
     except OSError as exc:
         reason = (exc.strerror or type(exc).__name__).lower()
         raise ConfigError([f"{source}: cannot read the file: {reason}"]) from None
     if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError([f"{source}: too large ({len(raw)} bytes; at most {MAX_FILE_BYTES})"])
+        raise ConfigError([f"{source}: too large (more than {MAX_FILE_BYTES} bytes)"])
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -1405,6 +1406,8 @@ def _parse_yaml(text: str, source: str) -> tuple[object, _Marks, list[_Problem]]
         raise ConfigError([f"{source}: invalid YAML: {_one_line(str(exc))}"]) from None
     except RecursionError:
         raise ConfigError([f"{source}: invalid YAML: nested too deeply"]) from None
+    except (ValueError, OverflowError) as exc:  # a number Python refuses (4,300+ digits)
+        raise ConfigError([f"{source}: invalid YAML: {_one_line(str(exc))[:200]}"]) from None
     finally:
         if loader is not None:
             loader.dispose()

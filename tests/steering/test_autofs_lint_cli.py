@@ -7,6 +7,7 @@ The Typer app is run directly, so these tests do not depend on its registration 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +172,14 @@ def test_json_carries_problems_and_the_exit_status_still_says_so(tmp_path: Path)
 def test_lint_without_files_is_a_usage_error() -> None:
     done = CliRunner().invoke(autofs_cmd.app, ["lint"])
     assert done.exit_code == 2
+
+
+def test_a_map_that_is_not_a_regular_file_is_one_problem(tmp_path: Path) -> None:
+    fifo = tmp_path / "auto.fifo"
+    os.mkfifo(fifo)
+    code, out = lint(fifo, "/dev/zero")
+    assert code == 1
+    assert out.splitlines() == [
+        f"{fifo}:0: cannot read: not a regular file",
+        "/dev/zero:0: cannot read: not a regular file",
+    ]

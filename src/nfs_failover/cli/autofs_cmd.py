@@ -6,12 +6,14 @@ daemon would reject or misread; ``--json`` shows what it would use.
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from nfs_failover import files
 from nfs_failover.steering.autofs_format import (
     Location,
     MapEntry,
@@ -23,6 +25,8 @@ from nfs_failover.steering.autofs_format import (
     parse_map,
     parse_master,
 )
+
+MAX_MAP_FILE = 16 * 1024 * 1024  # far beyond any real map
 
 app = typer.Typer(
     name="autofs",
@@ -73,7 +77,10 @@ app.command("lint")(lint)
 
 def _report(path: Path, *, master: bool) -> dict[str, Any]:
     try:
-        text = decode_map(path.read_bytes())
+        raw = files.read_regular(path, MAX_MAP_FILE + 1)
+        if len(raw) > MAX_MAP_FILE:
+            raise OSError(errno.EFBIG, f"larger than {MAX_MAP_FILE} bytes")
+        text = decode_map(raw)
     except OSError as exc:
         message = f"cannot read: {exc.strerror or exc}"
         return {
