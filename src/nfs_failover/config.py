@@ -49,6 +49,8 @@ from pydantic_core import ErrorDetails, core_schema
 from nfs_failover import files
 from nfs_failover.durations import DURATION_HINT, format_duration, parse_duration
 from nfs_failover.errors import ConfigError
+from nfs_failover.steering.autofs_model import MapValueError
+from nfs_failover.steering.autofs_render import foreign_file, map_host, preference_entry
 
 __all__ = [
     "HOOK_PLACEHOLDERS",
@@ -960,8 +962,20 @@ class Volume(_Model):
 
     @model_validator(mode="after")
     def _check_volume(self) -> Self:
-        _report(_mode_conflicts(self.mode, self.mount.options))
+        _report(_mode_conflicts(self.mode, self.mount.options) + _map_problems(self))
         return self
+
+
+def _map_problems(volume: Volume) -> list[tuple[Loc, str]]:
+    """What the agent would refuse when it renders the volume's map entry, found at load:
+    the entry with every replica (the longest one the agent ever writes)."""
+    options = ["fstype=nfs", *(o for o in volume.mount.options.split(",") if o)]
+    replicas = [(map_host(r.export.host), r.export.path) for r in volume.replicas]
+    try:
+        preference_entry(volume.map_key, options, replicas)
+    except MapValueError as exc:
+        return [(("mount", "options"), str(exc))]
+    return []
 
 
 def _mode_conflicts(mode: Mode, options: str) -> list[tuple[Loc, str]]:
@@ -1028,6 +1042,13 @@ class AutofsSettings(_Model):
         for field in ("master_dropin", "map_file"):
             if self.mount_root in getattr(self, field).parents:
                 problems.append(((field,), "must not be inside mount_root"))
+            elif foreign_file(self.under_root(getattr(self, field))):
+                problems.append(
+                    (
+                        (field,),
+                        "exists and was not written by nfs-failover; it would be overwritten",
+                    )
+                )
         _report(problems)
         return self
 

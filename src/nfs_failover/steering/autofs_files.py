@@ -20,10 +20,14 @@ from nfs_failover import files
 from nfs_failover.config import Config, Volume
 from nfs_failover.desired import VolumeDesired, normal
 from nfs_failover.errors import SteeringError
-from nfs_failover.steering.autofs_render import preference_entry, render_master_line
+from nfs_failover.steering.autofs_render import (
+    HEADER,
+    foreign_file,
+    map_host,
+    preference_entry,
+    render_master_line,
+)
 from nfs_failover.steering.machine import Machine
-
-HEADER = "# Written by nfs-failover from the desired state; edits here are overwritten.\n"
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ def render(config: Config, desired: Mapping[str, VolumeDesired]) -> Rendered:
 def _entry(volume: Volume, desired: VolumeDesired) -> str:
     """The volume's map line, or none at all when no replica may be offered."""
     exports = {replica.name: replica.export for replica in volume.replicas}
-    hosts = [(exports[name].host, exports[name].path) for name in desired.offered]
+    hosts = [(map_host(exports[name].host), exports[name].path) for name in desired.offered]
     if not hosts:
         return ""
     options = ["fstype=nfs", *(o for o in volume.mount.options.split(",") if o)]
@@ -106,8 +110,14 @@ def apply(
 def write_atomically(path: Path, text: str) -> bool:
     """Write a managed file atomically, only when it changes; False when it did not.
 
-    Mode 0644: a map with the owner-execute bit would be run as a program map.
+    Mode 0644: a map with the owner-execute bit would be run as a program map. A file
+    there that nfs-failover did not write (a user's map, /etc/passwd) is never replaced.
     """
+    if foreign_file(path):
+        raise SteeringError(
+            f"{path}: exists and was not written by nfs-failover; refusing to overwrite it"
+            " (choose another autofs.map_file or autofs.master_dropin)"
+        )
     try:
         return files.write_atomically(path, text, mode=0o644)
     except OSError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from nfs_failover.steering.autofs_model import Host, Location, MapValueError
 from nfs_failover.steering.autofs_scan import ENTRY_MAX_BYTES, KEY_MAX_BYTES, Kind, read_records
@@ -49,6 +50,27 @@ def render_entry(key: str, options: Sequence[str], locations: Sequence[Location]
     _check_length(line, f'entry "{key}"')
     _check_reads_back(line, key, flat, wanted)
     return line
+
+
+HEADER = "# Written by nfs-failover from the desired state; edits here are overwritten.\n"
+
+
+def foreign_file(path: Path) -> bool:
+    """Whether ``path`` holds something nfs-failover did not write (no HEADER line first):
+    a user's map, /etc/passwd, a folder. Such a file is never overwritten."""
+    try:
+        with open(path, "rb") as file:
+            first = file.readline(len(HEADER) + 1)
+    except FileNotFoundError:
+        return False
+    except OSError:  # a folder, or unreadable: not ours to replace
+        return True
+    return first != HEADER.encode()
+
+
+def map_host(host: str) -> str:
+    """A server as a map location names it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def preference_entry(key: str, options: Sequence[str], replicas: Sequence[tuple[str, str]]) -> str:
