@@ -379,13 +379,14 @@ def stop_automount(client: ClientHost, timeout: float = 30.0) -> None:
 
 
 def automount_pid(client: ClientHost, pidfile: Path = AUTOMOUNT_PIDFILE) -> int | None:
-    """The pid automount wrote in the guest, if it is a positive number and running."""
+    """The pid automount wrote in the guest, if it is a positive number and that process
+    is automount."""
     read = exec_sync(client, ["cat", str(pidfile)], timeout=10.0)
     text = read.text().strip()
     if not read.ok or not text.isdigit() or int(text) <= 0:
         return None
-    alive = exec_sync(client, ["kill", "-0", text], timeout=10.0)
-    return int(text) if alive.ok else None
+    command = exec_sync(client, ["cat", f"/proc/{text}/comm"], timeout=10.0)
+    return int(text) if command.ok and command.text().strip() == "automount" else None
 
 
 # -- booting, status, stopping -----------------------------------------------------------

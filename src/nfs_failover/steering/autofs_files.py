@@ -142,6 +142,18 @@ def reload_automount(pidfile: Path, *, systemd: bool = True) -> str:
         return f"automount is not running ({pidfile} does not exist): nothing to reload"
     except (OSError, ValueError) as exc:
         raise SteeringError(f"{pidfile}: unreadable pid file ({exc})") from exc
+    # 0 would signal our own process group, -1 every process: only a positive pid that
+    # is an automount process gets the SIGHUP.
+    if pid <= 0:
+        raise SteeringError(f"{pidfile}: holds {pid}, not the pid of a process")
+    try:
+        command = Path(f"/proc/{pid}/comm").read_text().strip()
+    except FileNotFoundError:
+        raise SteeringError(f"{pidfile}: automount (pid {pid}) is not running") from None
+    except OSError as exc:
+        raise SteeringError(f"{pidfile}: cannot tell what pid {pid} is ({exc.strerror})") from None
+    if command != "automount":
+        raise SteeringError(f"{pidfile}: pid {pid} is {command!r}, not automount; not signalled")
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError as exc:
