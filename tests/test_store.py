@@ -125,3 +125,17 @@ def test_the_newest_events_and_the_last_of_a_kind_are_found_past_any_limit(
     assert refused is not None and refused.detail["refused"] == "no failover: lag 31m"
     assert store.last_event(["crr"], ["decision"], with_key="refused") is None
     assert store.count_events("crr", "check", "after") == 1
+
+
+def test_an_existing_store_wider_than_0600_is_narrowed_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    SqliteStore(path).close()
+    path.chmod(0o644)
+    store = SqliteStore(path)
+    try:
+        assert path.stat().st_mode & 0o777 == 0o600
+        for side in ("state.db-wal", "state.db-shm"):
+            if (tmp_path / side).exists():
+                assert (tmp_path / side).stat().st_mode & 0o777 == 0o600
+    finally:
+        store.close()

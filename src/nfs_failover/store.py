@@ -14,6 +14,7 @@ The contract (kept by every implementation; sqlite now, etcd later):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -111,12 +112,18 @@ class SqliteStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
+            try:
+                os.fchmod(fd, 0o600)  # an existing store made wider by hand is narrowed
+            finally:
+                os.close(fd)
             self._db = sqlite3.connect(
                 path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            for side in ("-wal", "-shm"):  # sqlite makes them like the store, mostly
+                with contextlib.suppress(FileNotFoundError):
+                    os.chmod(f"{path}{side}", 0o600)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{path}: cannot open the store ({exc})") from exc
 

@@ -594,12 +594,12 @@ def test_wrong_credentials_are_an_authentication_error_that_never_shows_the_pass
     assert server.calls("GET")[0].authorized is False
 
 
-@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
-def test_a_credentials_file_readable_by_others_is_refused(
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o602, 0o620])
+def test_a_credentials_file_others_can_read_or_write_is_refused(
     server: ContractServer, tmp_path: Path, mode: int
 ) -> None:
     path = credentials_file(server, tmp_path, mode=mode)
-    with pytest.raises(ProviderError, match="readable by group or others") as caught:
+    with pytest.raises(ProviderError, match="accessible by group or others") as caught:
         OntapProvider(volume(server, tmp_path, credentials=path))
     assert caught.value.code == "credentials"
     assert server.password not in str(caught.value)

@@ -81,9 +81,9 @@ def _read_credentials_file(path: Path) -> Credentials:
         ) from None
     with os.fdopen(fd, "rb") as file:
         mode = os.fstat(file.fileno()).st_mode
-        if mode & (stat.S_IRGRP | stat.S_IROTH):
+        if mode & 0o077:  # readable, or writable (anyone could put their own password)
             raise ProviderError(
-                f"ONTAP credentials file {path} is readable by group or others (mode"
+                f"ONTAP credentials file {path} is accessible by group or others (mode"
                 f" {stat.S_IMODE(mode):04o}); refusing it: chmod 600 {path}",
                 code="credentials",
             )
