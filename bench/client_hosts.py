@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 from pathlib import Path, PurePosixPath
 
+from nfs_failover import netguard
 from nfs_failover.agent import Agent
 from nfs_failover.config import Mode, load_config
 from nfs_failover.lab import Lab
@@ -129,6 +131,7 @@ def main() -> None:
     parser.add_argument("--boots", type=int, default=5)
     parser.add_argument("--lookups", type=int, default=5)
     args = parser.parse_args()
+    os.environ[netguard.ENV] = "1"  # the lab's addresses and loopback only
     lab = Lab(Path("/tmp/nfo-bench-clients"), tag=TAG, slot=SLOT)
     try:
         boots(lab, args.boots)

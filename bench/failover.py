@@ -15,11 +15,12 @@ Run:  .venv/bin/python bench/failover.py [--runs 5] [--grace 5] [--flaps 20] [--
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 from pathlib import Path
 
-from nfs_failover import aio
+from nfs_failover import aio, netguard
 from nfs_failover.config import Mode
 from nfs_failover.drill.model import DrillReport
 from nfs_failover.drill.run import Drill, DrillOptions
@@ -82,6 +83,7 @@ def main() -> None:
     parser.add_argument("--flaps", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="2 runs per mode, 5 flaps")
     args = parser.parse_args()
+    os.environ[netguard.ENV] = "1"  # the lab's addresses and loopback only
     runs, flaps = (2, 5) if args.quick else (args.runs, args.flaps)
     with tempfile.TemporaryDirectory(prefix="nfo-bench-") as work:
         lab = Lab(Path(work) / "lab", tag="b", slot=46)

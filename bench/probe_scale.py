@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from nfs_failover import aio
+from nfs_failover import aio, netguard
 from nfs_failover.lab import Lab
 from nfs_failover.lab.system import which
 from nfs_failover.probe import Prober
@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=4000, help="full probes of each kind")
     parser.add_argument("--rpcinfo", type=int, default=400, help="rpcinfo runs")
     args = parser.parse_args()
+    os.environ[netguard.ENV] = "1"  # the lab's addresses and loopback only
 
     with tempfile.TemporaryDirectory(prefix="nfo-bench-") as tmp:
         lab = Lab(Path(tmp) / "lab", tag="b", slot=41)

@@ -3,8 +3,10 @@
 Builds a tree of small files, makes the engine's baseline and a plain rsync copy of it,
 changes a fraction of the files, then times the engine's incremental transfer (rsync plus
 its manifest update) and plain ``rsync -a --delete`` on the same change, in the same run.
-Prints the ratio (goal: at most 1.1) for several tree and change sizes. No root needed:
-the engine runs without Ganesha exports here, so only the data path is timed.
+Prints the ratio (goal: at most 1.1) for several tree and change sizes. Needs root: the
+engine sends a transfer only when the source answers over NFS, so the replicas are the
+zones of a lab of the benchmark's own (its exports are not flipped: only the data path is
+timed), and nothing is sent to any address the lab does not hold.
 
 Run:  .venv/bin/python bench/replication.py [--files 100000] [--quick]
 """
@@ -20,7 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from nfs_failover import netguard
 from nfs_failover.config import Volume
+from nfs_failover.lab import Lab
 from nfs_failover.replication.local import LocalProvider
 
 GOAL_RATIO = 1.1
@@ -44,11 +48,11 @@ def change(paths: list[Path], fraction: float) -> None:
         path.write_bytes(random.randbytes(random.randint(200, 4000)))
 
 
-def engine_for(work: Path, source: Path, destination: Path) -> LocalProvider:
+def engine_for(lab: Lab, work: Path, source: Path, destination: Path) -> LocalProvider:
+    first, second = (zone.export for zone in lab.zones)
     volume = Volume.model_validate({
         "name": "bench", "mode": "read-write",
-        "replicas": [{"name": "a", "export": "198.18.250.5:/a"},
-                     {"name": "b", "export": "198.18.250.6:/b"}],
+        "replicas": [{"name": "a", "export": first}, {"name": "b", "export": second}],
         "replication": {"provider": "local", "source_path": str(source),
                         "destination_path": str(destination), "state_dir": str(work / "state")},
     })  # fmt: skip
@@ -61,13 +65,13 @@ def plain_rsync(source: Path, destination: Path) -> float:
     return time.perf_counter() - started
 
 
-def measure(files: int, fraction: float, rounds: int) -> tuple[float, float]:
+def measure(lab: Lab, files: int, fraction: float, rounds: int) -> tuple[float, float]:
     """Median seconds of the engine's and plain rsync's incremental transfer."""
     with tempfile.TemporaryDirectory(prefix="nfo-bench-repl-") as tmp:
         work = Path(tmp)
         source, ours, theirs = work / "source", work / "engine", work / "plain"
         paths = make_tree(source, files)
-        engine = engine_for(work, source, ours)
+        engine = engine_for(lab, work, source, ours)
         asyncio.run(engine.transfer_now(timeout=3600))
         plain_rsync(source, theirs)
         engine_times, plain_times = [], []
@@ -91,10 +95,16 @@ def main() -> None:
     cases = [(big // 10, 0.01), (big, 0.01), (big, 0.10)]
     print(f"{'files':>8} {'changed':>8} {'engine s':>9} {'rsync s':>9} {'ratio':>6}")
     worst = 0.0
-    for files, fraction in cases:
-        ours, theirs = measure(files, fraction, args.rounds)
-        worst = max(worst, ours / theirs)
-        print(f"{files:>8} {fraction:>8.0%} {ours:>9.3f} {theirs:>9.3f} {ours / theirs:>6.2f}")
+    os.environ[netguard.ENV] = "1"  # the lab's addresses and loopback only
+    lab = Lab(Path(tempfile.mkdtemp(prefix="nfo-bench-repl-lab-")), tag="r", slot=52)
+    try:
+        lab.up()
+        for files, fraction in cases:
+            ours, theirs = measure(lab, files, fraction, args.rounds)
+            worst = max(worst, ours / theirs)
+            print(f"{files:>8} {fraction:>8.0%} {ours:>9.3f} {theirs:>9.3f} {ours / theirs:>6.2f}")
+    finally:
+        lab.down()
     print(
         f"worst ratio {worst:.2f} (goal <= {GOAL_RATIO}); median of {args.rounds} rounds; "
         f"{os.cpu_count()} cores"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from nfs_failover import aio
+from nfs_failover import aio, netguard
 from nfs_failover.config import Mode
 from nfs_failover.drill.model import SUMMARY_KEYS, DrillReport
 from nfs_failover.drill.report import write_report
@@ -85,6 +86,7 @@ def drill(
         keep=keep,
     )
     system.require_root()  # fmt: skip
+    os.environ.setdefault(netguard.ENV, "1")  # the drill talks to the lab alone
     report.mkdir(parents=True, exist_ok=True)
     _log_to(report / "drill.log")
     lab = Lab.from_state_dir(state_dir)

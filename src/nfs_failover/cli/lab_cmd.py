@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nfs_failover import netguard
 from nfs_failover.durations import parse_duration
 from nfs_failover.lab import Lab, LabStatus, system
 from nfs_failover.lab import clients as clients_mod
@@ -37,6 +39,7 @@ ZoneArg = Annotated[str, typer.Argument(help="The zone: az1 (source) or az2 (des
 def _needs_root() -> None:
     """The two-zone NFS lab on this machine (needs root)."""
     system.require_root()
+    os.environ.setdefault(netguard.ENV, "1")  # lab commands talk to the lab alone
 
 
 def _progress(message: str) -> None:

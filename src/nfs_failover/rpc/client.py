@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
+from nfs_failover import netguard
 from nfs_failover.errors import (
     RpcAcceptError,
     RpcConnectionError,
@@ -131,6 +132,8 @@ async def _open_socket(host: str, port: int, transport: Transport) -> socket.soc
     loop = asyncio.get_running_loop()
     socktype = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
     family, addr = await _resolve(loop, host, port, socktype)
+    if not netguard.known_safe(str(addr[0])):
+        await asyncio.to_thread(netguard.check, str(addr[0]))
     sock = socket.socket(family, socktype)
     try:
         sock.setblocking(False)
