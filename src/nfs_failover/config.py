@@ -865,6 +865,11 @@ class AnfReplication(_Model):
         description="Microsoft Entra authority host for DefaultAzureCredential, such as"
         " login.microsoftonline.us; default: AZURE_AUTHORITY_HOST or the public cloud.",
     )
+    ca_file: AbsolutePath | None = Field(
+        None,
+        description="CA bundle to verify Azure Resource Manager's certificate with (a TLS"
+        " inspecting proxy's CA); default: the system's, or REQUESTS_CA_BUNDLE.",
+    )
 
     @model_validator(mode="after")
     def _check_distinct(self) -> Self:

@@ -122,6 +122,7 @@ class Reply:
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # sent as it is instead of the JSON of ``body``
 
 
 @dataclass
@@ -206,6 +207,8 @@ class ContractServer:
         self.status_poll_delay = 0.0
         self.operation_retry_after = "0"  # what operation status answers ask the poller to wait
         self._throttle: dict[str, list[str]] = {}
+        self._faults: dict[str, list[Reply]] = {}  # answered once each, in order
+        self._forbidden: set[str] = set()
         self._fail: dict[str, tuple[str, str]] = {}
         self._transfer_at_next: set[str] = set()
         self._hang_on: str | None = None
@@ -237,6 +240,16 @@ class ContractServer:
         """Answer the next ``method`` to ``action`` ("" for the volume) with 429 once."""
         with self._lock:
             self._throttle.setdefault(f"{method} {action}", []).append(retry_after)
+
+    def answer_next(self, method: str, action: str, *replies: Reply) -> None:
+        """Answer the next requests of ``method`` to ``action`` with ``replies``, in order."""
+        with self._lock:
+            self._faults.setdefault(f"{method} {action}", []).extend(replies)
+
+    def forbid(self, method: str, action: str) -> None:
+        """From now on ``method`` to ``action`` gets 403, as a role without that right."""
+        with self._lock:
+            self._forbidden.add(f"{method} {action}")
 
     def fail_next_operation(self, action: str, code: str, message: str) -> None:
         """The next ``action`` is accepted (202) and then ends Failed with this error."""
@@ -295,6 +308,11 @@ class ContractServer:
             return _error(404, "NotFound", f"no such path {url.path}")
         action = (match["action"] or "").lstrip("/")
         with self._lock:
+            faults = self._faults.get(f"{method} {action}")
+            if faults:
+                return faults.pop(0)
+            if f"{method} {action}" in self._forbidden:
+                return _error(403, "AuthorizationFailed", f"no right to {method} {action}")
             throttled = self._throttle.get(f"{method} {action}")
             if throttled:
                 retry_after = throttled.pop(0)
@@ -541,6 +559,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         payload = json.dumps(reply.body).encode() if reply.body is not None else b""
+        if reply.raw is not None:
+            payload = reply.raw
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)

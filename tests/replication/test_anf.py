@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from azure.core.exceptions import ClientAuthenticationError
 from azure.mgmt.netapp import NetAppManagementClient
 
 from nfs_failover.config import AnfVolumeId, Volume
@@ -31,6 +32,7 @@ from tests.replication.anf_contract_server import (
     SUBSCRIPTION,
     TOKEN,
     ContractServer,
+    Reply,
     Snapshot,
     StaticTokenCredential,
     contract_server,
@@ -664,3 +666,73 @@ def test_a_client_for_another_subscription_is_refused(server: ContractServer) ->
         AnfProvider(make_volume(server.url), client=client)
     assert caught.value.code == "config"
     client.close()
+
+
+# -- transient failures, unreadable answers, credentials ---------------------------------
+
+
+def test_a_500_on_a_status_read_is_asked_again_within_the_deadline(
+    server: ContractServer, provider: AnfProvider
+) -> None:
+    server.answer_next("GET", "replicationStatus", Reply(500, {"error": {
+        "code": "InternalServerError", "message": "Something went wrong."}}))  # fmt: skip
+    status = run(provider.status(timeout=T))
+    assert status.mirror_state is MirrorState.MIRRORED
+    assert len([c for c in server.requests_to("replicationStatus") if c.method == "GET"]) == 2
+
+
+def test_a_break_anf_completed_is_done_even_when_the_lag_cannot_be_read(
+    server: ContractServer, provider: AnfProvider
+) -> None:
+    server.forbid("GET", "snapshots")  # a custom role without snapshots/read
+    result = run(provider.break_(timeout=T))
+    assert result.changed and result.status.mirror_state is MirrorState.BROKEN
+    assert result.status.lag is None
+    assert "HTTP 403" in result.status.raw["lag_unknown"]
+    status = run(provider.status(timeout=T))  # status answers too, lag unknown with why
+    assert status.mirror_state is MirrorState.BROKEN and "lag_unknown" in status.raw
+
+
+def test_an_answer_that_is_not_json_is_named_as_such(
+    server: ContractServer, provider: AnfProvider
+) -> None:
+    server.answer_next("GET", "replicationStatus", Reply(200, raw=b"{not json"))
+    with pytest.raises(ProviderError) as caught:
+        run(provider.status(timeout=T))
+    assert "ANF answered HTTP 200 with a body that is not valid JSON" in str(caught.value)
+    assert caught.value.code == "malformed"
+
+
+class FailingCredential:
+    """A token request that fails as azure-identity's do: the cause on a later line."""
+
+    def get_token(self, *scopes: str, **kwargs: object) -> object:
+        raise ClientAuthenticationError(
+            "DefaultAzureCredential failed to retrieve a token from the included credentials."
+            "\nAttempted credentials:\n\tEnvironmentCredential: ClientSecretCredential"
+            " authentication failed: AADSTS7000215: Invalid client secret provided."
+        )
+
+
+def test_a_token_failure_names_its_cause(server: ContractServer) -> None:
+    failing = AnfProvider(make_volume(server.url), credential=FailingCredential(),
+                          polling_interval=0)  # type: ignore[arg-type]  # fmt: skip
+    with pytest.raises(ProviderError) as caught:
+        run(failing.status(timeout=T))
+    assert "AADSTS7000215: Invalid client secret provided." in str(caught.value)
+    assert caught.value.code == "credentials"
+    run(failing.close())
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [({"AZURE_TENANT_ID": "not a tenant!", "AZURE_CLIENT_ID": "x", "AZURE_CLIENT_SECRET": "y"},
+      "Invalid tenant ID provided")],
+)  # fmt: skip
+def test_a_credential_that_cannot_be_set_up_is_one_provider_error(
+    server: ContractServer, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], said: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ProviderError, match=f"cannot set up the Azure credential: {said}"):
+        AnfProvider(make_volume(server.url))

@@ -102,7 +102,9 @@ def _print_status(status: ReplicationStatus, as_json: bool) -> None:
         typer.echo(json.dumps(_jsonable(asdict(status)), indent=2))
         return
     table = Table(show_header=False)
-    lag = f"{status.lag.total_seconds():.1f}s ({status.lag_source})" if status.lag else "-"
+    lag = f"unknown: {status.raw['lag_unknown']}" if "lag_unknown" in status.raw else "-"
+    if status.lag:
+        lag = f"{status.lag.total_seconds():.1f}s ({status.lag_source})"
     sent = status.last_transfer_bytes
     rows = [
         ("direction", f"{status.source} -> {status.destination}"),
@@ -130,9 +132,15 @@ def _print_result(result: OperationResult, as_json: bool) -> None:
 
 
 @app.command()
-def status(volume: VolumeArg, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def status(
+    volume: VolumeArg,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    timeout: TimeoutOpt = "30s",
+) -> None:
     """The replication's state, direction, health and lag."""
-    _print_status(_run(_volume(config, volume), lambda p: p.status(timeout=30)), as_json)
+    seconds = _seconds(timeout)
+    _print_status(_run(_volume(config, volume), lambda p: p.status(timeout=seconds)), as_json)
 
 
 Operation = Callable[[Provider, float], Awaitable[OperationResult]]

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Literal, TypeVar
 
 from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError
 from azure.core.polling import LROPoller
 from azure.identity import DefaultAzureCredential
 from azure.mgmt.netapp import NetAppManagementClient
@@ -430,9 +431,12 @@ class AnfProvider(Provider):
 
     @staticmethod
     def _transfer_outlasted(status: ReplicationStatus, deadline: Deadline) -> ProviderTimeout:
+        # What was really waited (the last status poll may come before the deadline).
+        waited = deadline.timeout - deadline.left()
         return ProviderTimeout(
             f"cannot break: a transfer to {status.destination} was still running after"
-            f" {deadline.timeout:g}s; nothing was changed (break with force to interrupt it)"
+            f" {waited:.1f}s of the {deadline.timeout:g}s deadline; nothing was changed"
+            " (break with force to interrupt it)"
         )
 
     async def _observe(self, deadline: Deadline) -> _Observed:
@@ -446,10 +450,23 @@ class AnfProvider(Provider):
             lambda client, options: client.volumes.replication_status(
                 *_parts(destination.volume), **options
             ),
+            read=True,
         )
         return _Observed(roles, _to_status(raw, roles))
 
     async def _with_lag(self, observed: _Observed, deadline: Deadline) -> ReplicationStatus:
+        """The status with its lag; a lag that cannot be read (a role without
+        snapshots/read, an error) is unknown, with the reason, and changes nothing else:
+        neither a status nor an operation's outcome depends on it."""
+        try:
+            return await self._lag_of(observed, deadline)
+        except ProviderError as exc:
+            _log.warning("lag unknown: %s", exc)
+            return dataclasses.replace(
+                observed.status, raw={**observed.status.raw, "lag_unknown": str(exc)}
+            )
+
+    async def _lag_of(self, observed: _Observed, deadline: Deadline) -> ReplicationStatus:
         destination = observed.roles.destination
         snapshots = await self._call(
             f"listing the snapshots of {destination.replica}",
@@ -458,6 +475,7 @@ class AnfProvider(Provider):
             lambda client, options: list(
                 client.snapshots.list(*_parts(destination.volume), **options)
             ),
+            read=True,
         )
         newest = _newest_snapmirror(snapshots)
         if newest is None:
@@ -487,6 +505,7 @@ class AnfProvider(Provider):
             deadline,
             side.volume,
             lambda client, options: client.volumes.get(*_parts(side.volume), **options),
+            read=True,
         )
         protection = volume.properties.data_protection if volume.properties else None
         replication = protection.replication if protection else None
@@ -499,9 +518,13 @@ class AnfProvider(Provider):
         deadline: Deadline,
         volume: AnfVolumeId,
         request: Callable[[NetAppManagementClient, CallOptions], T],
+        *,
+        read: bool = False,
     ) -> T:
+        """One request; a ``read`` (GET, or a POST that only lists) is asked again after a
+        server error or a dropped connection, within the deadline."""
         client = self._client(volume)
-        return await call(what, deadline, lambda options: request(client, options))
+        return await call(what, deadline, lambda options: request(client, options), read=read)
 
     def _client(self, volume: AnfVolumeId) -> NetAppManagementClient:
         if self._given_client is not None:
@@ -511,11 +534,13 @@ class AnfProvider(Provider):
         if client is None:
             assert self._credential is not None  # set whenever no client was given
             endpoint = self._settings.management_endpoint
+            verify: bool | str = str(self._settings.ca_file) if self._settings.ca_file else True
             client = NetAppManagementClient(
                 self._credential,
                 volume.subscription,
                 base_url=endpoint,
                 credential_scopes=[f"{endpoint}/.default"],
+                connection_verify=verify,
             )
             self._clients[subscription] = client
         return client
@@ -641,6 +666,18 @@ def _check_subscription(client: NetAppManagementClient, settings: AnfReplication
 
 
 def _default_credential(settings: AnfReplication) -> DefaultAzureCredential:
+    """DefaultAzureCredential, or ProviderError naming what is wrong with its set-up (an
+    empty client secret, an invalid tenant id, an http:// authority, ...): azure-identity
+    raises those from the constructor, as ValueError or its own errors."""
+    options: dict[str, object] = {}
     if settings.authority:
-        return DefaultAzureCredential(authority=settings.authority)
-    return DefaultAzureCredential()
+        options["authority"] = settings.authority
+    if settings.ca_file:
+        options["connection_verify"] = str(settings.ca_file)
+    try:
+        return DefaultAzureCredential(**options)
+    except (ValueError, TypeError, AzureError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ProviderError(
+            f"cannot set up the Azure credential: {first}", code="credentials"
+        ) from None

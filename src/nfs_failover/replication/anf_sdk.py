@@ -23,6 +23,8 @@ from typing import TypedDict, TypeVar
 
 from azure.core.exceptions import (
     AzureError,
+    ClientAuthenticationError,
+    DecodeError,
     HttpResponseError,
     ServiceRequestError,
     ServiceResponseError,
@@ -31,6 +33,7 @@ from azure.core.polling import LROPoller
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 
 from nfs_failover.errors import ProviderError, ProviderTimeout
+from nfs_failover.pacing import Pacer
 from nfs_failover.replication.base import Progress
 
 _log = logging.getLogger("nfs_failover.replication.anf")
@@ -39,6 +42,9 @@ T = TypeVar("T")
 
 # Statuses that mean "throttled or busy, the request was not carried out: ask again later".
 _RETRY_STATUSES = frozenset({429, 503})
+# Server errors after which a read (never a POST) is simply asked again, within the deadline.
+_TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
+_READ_TRIES = 5  # of a read after server errors or dropped connections
 _DEFAULT_RETRY_AFTER = 1.0  # seconds, for a 429 that does not say how long to wait
 _MIN_RETRY_AFTER = 0.01  # a "Retry-After: 0" loop must not spin
 _WATCH_TICK = 0.05  # how often a running operation's status is looked at for progress
@@ -87,13 +93,17 @@ class Deadline:
         )
 
 
-async def call(what: str, deadline: Deadline, request: Callable[[CallOptions], T]) -> T:
-    """Run one SDK request (``request(options)``) in a thread; retry throttling in time.
+async def call(
+    what: str, deadline: Deadline, request: Callable[[CallOptions], T], *, read: bool = False
+) -> T:
+    """Run one SDK request (``request(options)``) in a thread; retry throttling in time,
+    and, for a ``read`` (idempotent), server errors and dropped connections too.
 
     Raises ``ProviderTimeout`` when the deadline passes (also when a Retry-After would
     take past it: the request is then not sent again) and ``ProviderError`` for every
     other failure.
     """
+    pacer = Pacer(deadline.left(), first=0.1)
     while True:
         if deadline.left() <= 0:
             raise ProviderTimeout(f"{what}: no answer from ANF within {deadline.timeout:g}s")
@@ -101,6 +111,10 @@ async def call(what: str, deadline: Deadline, request: Callable[[CallOptions], T
             return await _in_thread(what, deadline, functools.partial(request, deadline.options()))
         except HttpResponseError as exc:
             delay = _retry_after(exc)
+            if (delay is None and read and _transient(exc) and pacer.attempts < _READ_TRIES
+                    and await pacer.pause()):  # fmt: skip
+                _log.info("%s: HTTP %s, asking again", what, exc.status_code)
+                continue
             if delay is None:
                 raise provider_error(what, exc, deadline) from exc
             if delay >= deadline.left():
@@ -112,8 +126,23 @@ async def call(what: str, deadline: Deadline, request: Callable[[CallOptions], T
                 ) from exc
             _log.info("%s: HTTP %s, retrying in %gs", what, exc.status_code, delay)
             await asyncio.sleep(delay)
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            if read and pacer.attempts < _READ_TRIES and await pacer.pause():
+                _log.info("%s: %s, asking again", what, _detail(exc))
+                continue
+            detail = _detail(exc)
+            tries = f" ({pacer.attempts} tries)" if pacer.attempts > 1 else ""
+            raise ProviderError(
+                f"{what}: cannot reach Azure Resource Manager{tries}: {detail}",
+                code="connection",
+                provider_message=detail,
+            ) from exc
         except AzureError as exc:
             raise provider_error(what, exc, deadline) from exc
+
+
+def _transient(exc: HttpResponseError) -> bool:
+    return exc.status_code in _TRANSIENT_STATUSES and not isinstance(exc, DecodeError)
 
 
 async def watch_operation(
@@ -164,6 +193,19 @@ def provider_error(what: str, exc: AzureError, deadline: Deadline) -> ProviderEr
     Only the service's code and message and the exception's first line are quoted:
     neither carries the bearer token (azure-core redacts it from its own logs too).
     """
+    if isinstance(exc, DecodeError):
+        detail = _detail(exc)
+        return ProviderError(
+            f"{what}: ANF answered HTTP {exc.status_code} with a body that is not valid JSON:"
+            f" {detail}",
+            code="malformed",
+            provider_message=detail,
+        )
+    if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:
+        cause = _auth_cause(exc)
+        return ProviderError(
+            f"{what}: no Azure token: {cause}", code="credentials", provider_message=cause
+        )
     if isinstance(exc, HttpResponseError) and exc.status_code is not None:
         code, message = _code(exc), _message(exc)
         said = f"{code}: {message}" if code else message
@@ -195,6 +237,20 @@ def _message(exc: HttpResponseError) -> str:
     if exc.error is not None and exc.error.message:
         return exc.error.message
     return exc.reason or _detail(exc)
+
+
+def _auth_cause(exc: ClientAuthenticationError) -> str:
+    """Why no token came: azure-identity's first line only says that none did, and the
+    cause (``AADSTS7000215: Invalid client secret ...``, an unreachable endpoint) is on a
+    later line. Its messages carry no secret."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    named = [line for line in lines if "AADSTS" in line]
+    cause = named[0] if named else lines[-1] if len(lines) > 1 else lines[0]
+    if cause != lines[0] and len(lines) > 1:
+        cause = f"{lines[0]} {cause}"
+    return cause if len(cause) <= _MAX_DETAIL else cause[:_MAX_DETAIL] + "..."
 
 
 def _detail(exc: Exception) -> str:
