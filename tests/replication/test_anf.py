@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -736,3 +737,25 @@ def test_a_credential_that_cannot_be_set_up_is_one_provider_error(
         monkeypatch.setenv(name, value)
     with pytest.raises(ProviderError, match=f"cannot set up the Azure credential: {said}"):
         AnfProvider(make_volume(server.url))
+
+
+def test_a_token_endpoint_that_does_not_answer_is_named(server: ContractServer) -> None:
+    released = threading.Event()
+
+    class Hanging:
+        def get_token(self, *scopes: str, **kwargs: object) -> object:
+            released.wait(30)
+            raise ClientAuthenticationError("released")
+
+    hanging = AnfProvider(make_volume(server.url), credential=Hanging(),
+                          polling_interval=0)  # type: ignore[arg-type]  # fmt: skip
+    started = time.monotonic()
+    try:
+        with pytest.raises(ProviderTimeout) as caught:
+            run(hanging.status(timeout=1.0))
+    finally:
+        released.set()
+    assert time.monotonic() - started < 2.0
+    assert "no answer from the identity endpoint within 1s" in str(caught.value)
+    assert server.requests_to("replicationStatus") == []  # nothing reached ARM
+    run(hanging.close())

@@ -27,7 +27,13 @@ from azure.mgmt.netapp import models as anf
 
 from nfs_failover.config import AnfReplication, AnfVolumeId, Volume
 from nfs_failover.errors import PreconditionError, ProviderError, ProviderTimeout
-from nfs_failover.replication.anf_sdk import CallOptions, Deadline, call, watch_operation
+from nfs_failover.replication.anf_sdk import (
+    CallOptions,
+    Deadline,
+    call,
+    fetch_token,
+    watch_operation,
+)
 from nfs_failover.replication.base import (
     Divergence,
     MirrorState,
@@ -524,6 +530,9 @@ class AnfProvider(Provider):
         """One request; a ``read`` (GET, or a POST that only lists) is asked again after a
         server error or a dropped connection, within the deadline."""
         client = self._client(volume)
+        if self._given_client is None and self._credential is not None:
+            scope = f"{self._settings.management_endpoint}/.default"
+            await fetch_token(self._credential, scope, deadline)
         return await call(what, deadline, lambda options: request(client, options), read=read)
 
     def _client(self, volume: AnfVolumeId) -> NetAppManagementClient:

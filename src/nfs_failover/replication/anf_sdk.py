@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypedDict, TypeVar
 
+from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
@@ -296,7 +297,22 @@ def _report(what: str, status: str, reported: list[str], progress: Progress | No
         progress(f"{what}: {status}", None)
 
 
-async def _in_thread(what: str, deadline: Deadline, work: Callable[[], T]) -> T:
+async def fetch_token(credential: TokenCredential, scope: str, deadline: Deadline) -> None:
+    """Get a token before a request, so that a token endpoint that does not answer is
+    named as such (not "no answer from ANF"); the credential caches it for the request."""
+    what = "getting a token from Microsoft Entra ID"
+    try:
+        await _in_thread(what, deadline, lambda: credential.get_token(scope),
+                         who="the identity endpoint")  # fmt: skip
+    except ClientAuthenticationError as exc:
+        cause = _auth_cause(exc)
+        raise ProviderError(f"no Azure token: {cause}", code="credentials",
+                            provider_message=cause) from None  # fmt: skip
+
+
+async def _in_thread(
+    what: str, deadline: Deadline, work: Callable[[], T], *, who: str = "ANF"
+) -> T:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
@@ -312,7 +328,9 @@ async def _in_thread(what: str, deadline: Deadline, work: Callable[[], T]) -> T:
     try:
         return await asyncio.wait_for(future, max(deadline.left(), 0.0))
     except TimeoutError:
-        raise ProviderTimeout(f"{what}: no answer from ANF within {deadline.timeout:g}s") from None
+        raise ProviderTimeout(
+            f"{what}: no answer from {who} within {deadline.timeout:g}s"
+        ) from None
 
 
 def _hand_over(loop: asyncio.AbstractEventLoop, settle: Callable[[], None]) -> None:
