@@ -4,9 +4,11 @@ It speaks the paths and bodies netapp-ontap uses for SnapMirror: GET/PATCH
 ``/api/snapmirror/relationships[/{uuid}]``, POST ``.../{uuid}/transfers`` and GET
 ``/api/cluster/jobs/{uuid}``, with basic authentication, 202 replies carrying a job, and
 ONTAP's error object ``{"error": {"message": ..., "code": ...}}``. Time is counted in
-polls, not seconds: a job runs for ``job_polls`` GETs of itself, and a change it starts
-(break, resync, reverse resync, transfer) advances one step with each GET of the
-relationship, so tests are deterministic whatever the client's poll interval.
+requests, not seconds: a job runs for ``job_polls`` requests (any request: a cluster runs
+its jobs whether or not anyone may read them), and a change it starts (break, resync,
+reverse resync, transfer) advances one step with each GET of the relationship, so tests
+are deterministic whatever the client's poll interval. Faults are scripted per method
+and path: an error status (with headers such as Retry-After), or no answer at all.
 
 The model follows the ONTAP documentation, read and not run against a live cluster.
 """
@@ -143,6 +145,30 @@ class Job:
         return record
 
 
+@dataclass
+class Fault:
+    """A scripted failure for requests whose method is ``method`` and whose path contains
+    ``path_part``: HTTP ``status`` with ONTAP's error object and ``headers``, or, when
+    ``hang``, no answer until the server closes. ``times`` requests are hit (None: all)."""
+
+    method: str
+    path_part: str
+    status: int = 500
+    message: str = ""
+    code: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    hang: bool = False
+    times: int | None = 1
+
+    def take(self, recorded: Recorded) -> bool:
+        """Whether this fault hits ``recorded`` (counting it)."""
+        if recorded.method != self.method or self.path_part not in recorded.path:
+            return False
+        if self.times is not None:
+            self.times -= 1
+        return True
+
+
 class ApiError(Exception):
     """An ONTAP error reply: HTTP status and ONTAP's own message and code."""
 
@@ -156,9 +182,10 @@ class ApiError(Exception):
 class ContractServer:
     """The ONTAP stand-in. Use as a context manager; ``ca_file`` verifies its certificate.
 
-    Knobs: ``job_polls`` (GETs a job stays running), ``settle_polls`` (relationship GETs
-    before a break shows broken_off), ``transfer_polls`` (GETs a transfer stays
-    transferring), ``fail_next_job()``, ``reject_next()``, ``stop_answering()``.
+    Knobs: ``job_polls`` (requests a job stays running), ``settle_polls`` (relationship
+    GETs before a break shows broken_off), ``transfer_polls`` (GETs a transfer stays
+    transferring), ``fail_next_job()``, ``reject_next()``, ``fail()``, ``hang_next()``,
+    ``stop_answering()``.
     """
 
     def __init__(
@@ -181,7 +208,7 @@ class ContractServer:
         self.requests: list[Recorded] = []
         self.lock = threading.RLock()
         self._next_job_failure: tuple[str, str] | None = None
-        self._next_rejection: tuple[str, ApiError] | None = None
+        self._faults: list[Fault] = []
         self._next_transfer_failure: tuple[str, str] | None = None
         self._drops = 0
         self._hanging = threading.Event()
@@ -229,7 +256,29 @@ class ContractServer:
 
     def reject_next(self, method: str, status: int, message: str, code: str) -> None:
         """The next ``method`` request is refused at once with ONTAP's error object."""
-        self._next_rejection = (method, ApiError(status, message, code))
+        self.fail(method, "", status, message, code)
+
+    def fail(
+        self,
+        method: str,
+        path_part: str,
+        status: int,
+        message: str = "Internal error.",
+        code: str = "1",
+        *,
+        headers: dict[str, str] | None = None,
+        times: int | None = 1,
+    ) -> None:
+        """The next ``times`` (None: every) ``method`` requests whose path contains
+        ``path_part`` are answered ``status`` with ONTAP's error object and ``headers``."""
+        fault = Fault(method, path_part, status, message, code, headers or {}, times=times)
+        with self.lock:
+            self._faults.append(fault)
+
+    def hang_next(self, method: str, path_part: str = "", *, times: int | None = 1) -> None:
+        """The next ``times`` matching requests are read and never answered (others are)."""
+        with self.lock:
+            self._faults.append(Fault(method, path_part, hang=True, times=times))
 
     def drop_next(self, count: int) -> None:
         """The next ``count`` requests are read, then the connection is closed unanswered."""
@@ -245,7 +294,8 @@ class ContractServer:
 
     # -- request handling (called from handler threads) -----------------------------
 
-    def handle(self, recorded: Recorded) -> tuple[int, dict[str, Any]]:
+    def handle(self, recorded: Recorded) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Status, body and extra headers; ``ConnectionAbortedError`` for no answer."""
         if self._hanging.is_set():
             self._released.wait()
             raise ConnectionAbortedError("the server stopped answering")
@@ -255,17 +305,29 @@ class ContractServer:
                 raise ConnectionAbortedError("the server dropped the connection")
             self.requests.append(recorded)
             if not recorded.authorized:
-                return 401, _error_body("not authorized for that command", "6")
-            try:
-                return self._route(recorded)
-            except ApiError as exc:
-                return exc.status, _error_body(exc.message, exc.code)
+                return 401, _error_body("not authorized for that command", "6"), {}
+            for job in self.jobs.values():
+                job.advance()
+            fault = self._fault(recorded)
+            if fault is None:
+                try:
+                    return (*self._route(recorded), {})
+                except ApiError as exc:
+                    return exc.status, _error_body(exc.message, exc.code), {}
+            if not fault.hang:
+                return fault.status, _error_body(fault.message, fault.code), fault.headers
+        self._released.wait()  # outside the lock: other requests are answered meanwhile
+        raise ConnectionAbortedError("the server did not answer this request")
+
+    def _fault(self, recorded: Recorded) -> Fault | None:
+        for fault in self._faults:
+            if fault.take(recorded):
+                if fault.times == 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
 
     def _route(self, r: Recorded) -> tuple[int, dict[str, Any]]:
-        if self._next_rejection is not None and self._next_rejection[0] == r.method:
-            error = self._next_rejection[1]
-            self._next_rejection = None
-            raise error
         parts = r.path.rstrip("/").split("/")
         if r.path.startswith(JOBS) and r.method == "GET":
             return 200, self._jobs(parts[4] if len(parts) == 5 else r.query.get("uuid"), r.query)
@@ -294,13 +356,12 @@ class ContractServer:
         return self.relationships[uuid]
 
     def _jobs(self, uuid: str | None, query: dict[str, str]) -> dict[str, Any]:
-        """One job (``/jobs/{uuid}``) or a collection queried by uuid; each read advances it."""
+        """One job (``/jobs/{uuid}``) or a collection queried by uuid."""
         if uuid is None or uuid not in self.jobs:
             if "uuid" in query:
                 return {"records": [], "num_records": 0}
             raise ApiError(404, "entry doesn't exist", "4")
         job = self.jobs[uuid]
-        job.advance()
         if "uuid" in query:
             return {"records": [job.render()], "num_records": 1}
         return job.render()
@@ -461,7 +522,7 @@ class _Handler(BaseHTTPRequestHandler):
             authorized=self._authorized(authorization),
         )
         try:
-            status, reply = self.server.contract.handle(recorded)
+            status, reply, headers = self.server.contract.handle(recorded)
         except ConnectionAbortedError:
             self.close_connection = True
             return
@@ -469,6 +530,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/hal+json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
         if status == 401:
             self.send_header("WWW-Authenticate", 'Basic realm="ONTAP"')
         self.end_headers()

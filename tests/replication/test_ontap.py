@@ -24,7 +24,12 @@ from nfs_failover.replication.nfs_divergence import CLOCK_MARGIN
 from nfs_failover.replication.ontap import OntapProvider, parse_lag_time
 from nfs_failover.replication.ontap_client import PASSWORD_ENV, USERNAME_ENV
 from tests.replication.conftest import folders
-from tests.replication.ontap_contract_server import ContractServer, Relationship
+from tests.replication.ontap_contract_server import (
+    JOBS,
+    RELATIONSHIPS,
+    ContractServer,
+    Relationship,
+)
 
 T = TypeVar("T")
 SOURCE, DESTINATION = "svm1:crr_src", "svm2:crr_dst"
@@ -549,10 +554,11 @@ def test_a_server_that_stops_answering_times_out_within_the_deadline(
         return elapsed
 
     started = time.monotonic()
-    with pytest.raises(ProviderTimeout):
+    with pytest.raises(ProviderTimeout, match="GET /api/snapmirror/relationships") as caught:
         using(provider, hang)
     # asyncio.run also waits for the worker thread: its request timed out with the deadline.
     assert time.monotonic() - started < 2.0
+    assert server.password not in str(caught.value)
 
 
 def test_an_operation_on_a_hung_server_times_out_within_the_deadline(
@@ -565,13 +571,18 @@ def test_an_operation_on_a_hung_server_times_out_within_the_deadline(
     assert time.monotonic() - started < 2.0
 
 
-def test_a_refused_connection_is_a_provider_error(tmp_path: Path) -> None:
+def test_a_refused_connection_is_asked_again_until_the_deadline_then_a_provider_error(
+    tmp_path: Path,
+) -> None:
     with ContractServer(tmp_path) as closed:
         settings = volume(closed, tmp_path)
     provider = OntapProvider(settings, poll_interval=POLL)
+    started = time.monotonic()
     with pytest.raises(ProviderError, match="cannot reach ONTAP") as caught:
-        using(provider, lambda p: p.status(timeout=TIMEOUT))
+        using(provider, lambda p: p.status(timeout=1.0))
+    assert 0.9 < time.monotonic() - started < 2.0
     assert caught.value.code == "connection"
+    assert "until the deadline" in str(caught.value)
 
 
 # -- credentials and TLS -------------------------------------------------------------
@@ -685,13 +696,11 @@ def test_connections_dropped_while_waiting_are_polled_through_until_done(
     assert result.status.mirror_state is MirrorState.BROKEN
 
 
-def test_a_dropped_connection_on_a_single_read_is_a_provider_error(
+def test_a_dropped_connection_on_a_single_read_is_asked_again(
     provider: OntapProvider, server: ContractServer
 ) -> None:
     server.drop_next(1)
-    with pytest.raises(ProviderError, match="cannot reach ONTAP") as caught:
-        using(provider, lambda p: p.status(timeout=TIMEOUT))
-    assert caught.value.code == "connection"
+    assert using(provider, lambda p: p.status(timeout=TIMEOUT)).healthy
 
 
 def test_tls_verification_can_be_turned_off(
@@ -701,3 +710,258 @@ def test_tls_verification_can_be_turned_off(
     settings = volume(server, tmp_path, tls={"verify_tls": False, "ca_file": None})
     provider = OntapProvider(settings, poll_interval=POLL)
     assert using(provider, lambda p: p.status(timeout=TIMEOUT)).healthy
+
+
+# -- transient failures: GETs are asked again, PATCH and POST are not -------------------
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_a_server_error_on_a_status_read_is_retried_within_the_deadline(
+    provider: OntapProvider, server: ContractServer, status: int
+) -> None:
+    server.fail("GET", RELATIONSHIPS, status, "Internal error. Retry the request.", "1")
+    assert using(provider, lambda p: p.status(timeout=TIMEOUT)).healthy
+    assert len(server.calls("GET", RELATIONSHIPS)) == 2
+
+
+@pytest.mark.parametrize("path", [RELATIONSHIPS, JOBS])
+def test_a_500_on_any_read_of_a_break_is_retried_and_the_break_completes(
+    provider: OntapProvider, server: ContractServer, path: str
+) -> None:
+    server.fail("GET", path, 500)
+    result = using(provider, lambda p: p.break_(timeout=TIMEOUT))
+    assert result.changed
+    assert result.status.mirror_state is MirrorState.BROKEN
+    assert len(server.calls("PATCH")) == 1
+
+
+def test_a_500_while_a_resync_is_followed_is_retried_and_the_resync_completes(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    armed: list[str] = []
+
+    def fail_once(message: str, fraction: float | None) -> None:
+        if message.startswith("waiting for snapmirrored") and not armed:
+            armed.append(message)
+            server.fail("GET", RELATIONSHIPS, 500)
+
+    async def cycle(p: OntapProvider) -> Any:
+        await p.break_(timeout=TIMEOUT)
+        return await p.resync(timeout=TIMEOUT, progress=fail_once)
+
+    result = using(provider, cycle)
+    assert armed
+    assert result.status.mirror_state is MirrorState.MIRRORED
+
+
+def test_a_503_with_retry_after_is_asked_again_after_the_pause_it_asks_for(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    server.fail("GET", RELATIONSHIPS, 503, "Service busy.", "2", headers={"Retry-After": "1"})
+    started = time.monotonic()
+    assert using(provider, lambda p: p.status(timeout=TIMEOUT)).healthy
+    assert time.monotonic() - started >= 1.0
+    assert len(server.calls("GET", RELATIONSHIPS)) == 2
+
+
+def test_a_retry_after_past_the_deadline_is_not_waited_for(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    server.fail("GET", RELATIONSHIPS, 503, "Service busy.", "2", headers={"Retry-After": "30"})
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout, match="Retry-After 30s, past the deadline") as caught:
+        using(provider, lambda p: p.status(timeout=2.0))
+    assert time.monotonic() - started < 1.0
+    assert "GET /api/snapmirror/relationships" in str(caught.value)
+    assert len(server.calls("GET", RELATIONSHIPS)) == 1
+
+
+def test_a_server_error_that_lasts_past_the_deadline_is_a_provider_error_with_ontaps_code(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    server.fail("GET", RELATIONSHIPS, 500, "Internal error.", "8", times=None)
+    started = time.monotonic()
+    with pytest.raises(ProviderError, match="HTTP 500") as caught:
+        using(provider, lambda p: p.status(timeout=1.0))
+    assert time.monotonic() - started < 1.5
+    assert caught.value.code == "8"
+    assert "until the deadline" in str(caught.value)
+    assert len(server.calls("GET", RELATIONSHIPS)) > 1
+
+
+@pytest.mark.parametrize(
+    ("method", "step"),
+    [
+        ("PATCH", lambda p: p.break_(timeout=TIMEOUT)),
+        ("POST", lambda p: p.transfer_now(timeout=TIMEOUT)),
+    ],
+)
+def test_a_server_error_on_a_patch_or_post_is_not_sent_again(
+    provider: OntapProvider,
+    server: ContractServer,
+    method: str,
+    step: Callable[[OntapProvider], Coroutine[Any, Any, Any]],
+) -> None:
+    server.fail(method, RELATIONSHIPS, 503, "Service busy.", "2", headers={"Retry-After": "0"})
+    with pytest.raises(ProviderError, match="HTTP 503"):
+        using(provider, step)
+    assert len(server.calls(method)) == 1
+
+
+# -- an accepted change is not assumed failed when a read confirming it fails -----------
+
+
+def test_a_break_whose_job_cannot_be_read_is_decided_by_the_relationships_state(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    server.fail("GET", JOBS, 403, "not authorized for that command", "6", times=None)
+    said = Said()
+    result = using(provider, lambda p: p.break_(timeout=TIMEOUT, progress=said))
+    assert result.changed
+    assert result.status.mirror_state is MirrorState.BROKEN
+    assert any(
+        "could not be read (HTTP 403); the relationship reads broken_off: the break is done"
+        in message
+        for message in said.messages
+    )
+
+
+def test_a_break_whose_job_reads_keep_failing_with_500_is_decided_by_the_relationship(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    server.fail("GET", JOBS, 500, times=None)
+    started = time.monotonic()
+    result = using(provider, lambda p: p.break_(timeout=1.5))
+    assert time.monotonic() - started < 1.5
+    assert result.status.mirror_state is MirrorState.BROKEN
+
+
+def test_a_break_whose_job_read_hangs_is_decided_by_the_relationships_state(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    server.hang_next("GET", JOBS)
+    said = Said()
+    started = time.monotonic()
+    result = using(provider, lambda p: p.break_(timeout=2.0, progress=said))
+    assert time.monotonic() - started < 2.0
+    assert result.status.mirror_state is MirrorState.BROKEN
+    assert any("no answer to GET /api/cluster/jobs" in message for message in said.messages)
+
+
+def test_a_resync_whose_relationship_read_hangs_after_the_patch_reads_it_again(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    armed: list[str] = []
+
+    def hang_once(message: str, fraction: float | None) -> None:
+        if message.startswith("waiting for ONTAP job") and not armed:
+            armed.append(message)
+            server.hang_next("GET", RELATIONSHIPS)
+
+    async def cycle(p: OntapProvider) -> tuple[Any, float]:
+        await p.break_(timeout=TIMEOUT)
+        started = time.monotonic()
+        result = await p.resync(timeout=2.0, progress=hang_once)
+        return result, time.monotonic() - started
+
+    result, elapsed = using(provider, cycle)
+    assert armed
+    assert elapsed < 2.0
+    assert result.status.mirror_state is MirrorState.MIRRORED
+
+
+def test_a_break_the_relationship_never_confirms_says_what_is_known_and_that_it_may_complete(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    server.fail("GET", JOBS, 403, "not authorized for that command", "6", times=None)
+    server.settle_polls = 10**6  # ONTAP took the break, and has not shown it yet
+    with pytest.raises(ProviderTimeout) as caught:
+        using(provider, lambda p: p.break_(timeout=1.0))
+    message = str(caught.value)
+    assert "could not be read (HTTP 403)" in message
+    assert "the relationship reads snapmirrored (waiting for broken_off)" in message
+    assert "may still complete on the cluster" in message
+
+
+def test_a_job_that_outlives_the_deadline_is_named_with_its_last_state(
+    server: ContractServer, relationship: Relationship, tmp_path: Path
+) -> None:
+    del relationship
+    server.job_polls = 10**6
+    provider = OntapProvider(volume(server, tmp_path), poll_interval=0.02)
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout) as caught:
+        using(provider, lambda p: p.break_(timeout=1.0))
+    assert time.monotonic() - started < 1.5
+    (job,) = server.jobs
+    message = str(caught.value)
+    assert f"ONTAP job {job} was still running (In progress)" in message
+    assert "may still complete on the cluster" in message
+    assert "deadline passed" not in message
+
+
+# -- which replica is which, learned from the record's paths ------------------------
+
+
+def test_a_relationship_named_by_uuid_found_reversed_names_the_replicas_from_its_paths(
+    server: ContractServer, tmp_path: Path
+) -> None:
+    reversed_ = server.add_relationship(DESTINATION, SOURCE)  # reversed before this process
+    provider = OntapProvider(
+        volume(server, tmp_path, relationship=reversed_.uuid), poll_interval=POLL
+    )
+    status = using(provider, lambda p: p.status(timeout=TIMEOUT))
+    assert (status.source, status.destination) == ("dest1", "site1")
+
+
+def test_a_new_process_reports_the_direction_a_reverse_resync_left_for_a_uuid(
+    server: ContractServer, relationship: Relationship, tmp_path: Path
+) -> None:
+    settings = volume(server, tmp_path, relationship=relationship.uuid)
+
+    async def failover(p: OntapProvider) -> None:
+        await p.break_(timeout=TIMEOUT)
+        await p.reverse_resync(timeout=TIMEOUT)
+
+    using(OntapProvider(settings, poll_interval=POLL), failover)
+    later = OntapProvider(settings, poll_interval=POLL)  # as after a restart
+    status = using(later, lambda p: p.status(timeout=TIMEOUT))
+    assert (status.source, status.destination) == ("dest1", "site1")
+
+
+def test_a_uuid_whose_paths_no_export_names_is_refused_rather_than_guessed(
+    server: ContractServer, relationship: Relationship, tmp_path: Path
+) -> None:
+    exports = ("10.1.13.5:/data", "10.2.13.5:/data")
+    settings = volume(server, tmp_path, relationship=relationship.uuid, exports=exports)
+    with pytest.raises(ProviderError, match="cannot tell which replica holds") as caught:
+        using(OntapProvider(settings, poll_interval=POLL), lambda p: p.status(timeout=TIMEOUT))
+    assert caught.value.code == "direction"
+
+
+# -- a timeout names the request that did not answer --------------------------------
+
+
+def test_a_hung_status_read_names_the_request_that_did_not_answer(
+    provider: OntapProvider, server: ContractServer, relationship: Relationship
+) -> None:
+    server.stop_answering()
+    with pytest.raises(ProviderTimeout) as caught:
+        using(provider, lambda p: p.status(timeout=0.5))
+    assert f"GET /api/snapmirror/relationships?destination.path={DESTINATION}" in str(caught.value)
+    assert server.password not in str(caught.value)
+    del relationship
+
+
+def test_a_hung_break_patch_names_the_patch_and_says_ontap_may_have_acted(
+    provider: OntapProvider, server: ContractServer, relationship: Relationship
+) -> None:
+    server.hang_next("PATCH")
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout) as caught:
+        using(provider, lambda p: p.break_(timeout=1.0))
+    assert time.monotonic() - started < 2.0
+    message = str(caught.value)
+    assert f"PATCH /api/snapmirror/relationships/{relationship.uuid}" in message
+    assert "may have acted on it" in message
+    assert len(server.calls("PATCH")) == 1

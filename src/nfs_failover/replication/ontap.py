@@ -6,8 +6,10 @@ with ``source.path`` and ``destination.path`` swapped and ``state: snapmirrored`
 is how the ONTAP REST documentation reverses a relationship (no new relationship is
 created); transfer_now POSTs ``/transfers``. ONTAP answers with a job and only starts the
 change, so each operation follows the job, then polls the relationship until it shows
-the end state, all within the operation's deadline. Threads, timeouts, credentials and
-error translation live in ``ontap_client``.
+the end state, all within the operation's deadline. Once ONTAP has accepted a change, a
+read that fails does not fail the operation: the relationship's state decides. GETs are
+asked again after a transient failure, PATCH and POST never. Threads, timeouts,
+credentials and error translation live in ``ontap_client``.
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
+from pathlib import PurePosixPath
 from typing import TypeVar
 
 from netapp_ontap.host_connection import HostConnection
 
 from nfs_failover.config import OntapReplication, Volume
 from nfs_failover.errors import PreconditionError, ProviderError, ProviderTimeout
+from nfs_failover.pacing import Pacer
 from nfs_failover.replication.base import (
     Divergence,
     MirrorState,
@@ -38,8 +41,10 @@ from nfs_failover.replication.base import (
 )
 from nfs_failover.replication.nfs_divergence import divergence_over_nfs
 from nfs_failover.replication.ontap_client import (
-    JsonObject,
     OntapClient,
+    OntapError,
+    OntapTimeout,
+    Request,
     connect,
     read_credentials,
 )
@@ -57,7 +62,12 @@ _ISO_DURATION = re.compile(
     r"(?:(?P<seconds>\d{1,12}(?:[.,]\d{1,9})?)S)?)?",
     re.ASCII,
 )
-_TRANSIENT = frozenset({"connection"})  # tolerated while polling, until the deadline
+# Of what is left of the deadline when ONTAP accepts a change, the share its job may
+# take to confirm it: the rest is kept for the relationship, which has the last word.
+_JOB_SHARE = 0.75
+# While a change is confirmed, the share of what is left one relationship read may take:
+# a read that hangs then leaves time to read the relationship again.
+_READ_SHARE = 0.5
 
 
 def parse_lag_time(text: str | None) -> timedelta | None:
@@ -174,11 +184,13 @@ class OntapRecord:
 class OntapProvider(Provider):
     """One SnapMirror relationship, named by UUID or by destination path ``svm:volume``.
 
-    - Which replica is which: ``volume.replicas[0]`` is the source, ``[1]`` the
-      destination. With a destination path configured, that path is ``replicas[1]``, and
-      a relationship found by it as *source* path is known to be reversed. With a UUID,
-      the direction seen first is taken as the configured one. After a reverse resync,
-      ``status().source`` names the old destination.
+    - Which replica is which: the record's source path is the source now, whatever the
+      configured order; what is learned is which ONTAP path belongs to which replica.
+      With a destination path configured, that path is ``replicas[1]``'s (a
+      relationship found by it as *source* path is reversed). With a UUID, each path's
+      volume name is looked for in the replicas' export paths (``_paths_by_export``).
+      After a reverse resync, ``status().source`` names the old destination, in this
+      process and in every new one.
     - The relationship is looked up on ``cluster`` only. ONTAP keeps a relationship on
       its destination cluster, so across two clusters a reversed relationship is out of
       reach unless ``cluster`` manages both (see docs/providers-ontap.md).
@@ -189,6 +201,10 @@ class OntapProvider(Provider):
     - Without ``connection``, one is built from the settings and credentials and closed by
       ``close()``. A connection passed in is left open, but its session gets the
       provider's adapter (deadline timeouts, no retries) for the cluster's origin.
+    - A GET that meets HTTP 500/502/503/504 or a failed connection is asked again, paced
+      (``Pacer``) and honouring Retry-After, within the deadline; a PATCH or POST is sent
+      once (``_run``). Once ONTAP has accepted a change, failed reads are read through
+      and the relationship's state decides (``_confirm``).
     """
 
     name = "ontap"
@@ -239,11 +255,9 @@ class OntapProvider(Provider):
         if record.relationship_status is not RelationshipStatus.IDLE:
             record = await self._wait(deadline, progress, "the running transfer to end", _idle)
         watch = _TransferWatch(record, "transfer")
-        job = await self._run(partial(self._client.start_transfer, record.uuid), deadline)
-        await self._wait_job(job, deadline, progress)
-        final = await self._wait(
-            deadline, progress, "the transfer to end", watch.ended, check=watch.observe
-        )
+        job = await self._run(self._client.start_transfer(record.uuid), deadline)
+        goal = _Goal("transfer", "the transfer to end", watch.ended, watch.observe)
+        final = await self._confirm(job, goal, deadline, progress)
         return self._result("transfer", final, True, bytes_transferred=final.transfer_bytes)
 
     async def break_(
@@ -271,8 +285,10 @@ class OntapProvider(Provider):
         if record.mirror_state is MirrorState.BROKEN:
             return self._result("break", record, False)
         _say(progress, f"breaking: {self._status(record).destination} becomes writable")
-        await self._change(record, {"state": "broken_off"}, force, deadline, progress)
-        final = await self._wait(deadline, progress, "broken_off", _broken)
+        broken = _Goal("break", "broken_off", _broken)
+        final = await self._change(
+            record, {"state": "broken_off"}, broken, deadline, progress, force
+        )
         return self._result("break", final, True)
 
     async def resync(self, *, timeout: float, progress: Progress | None = None) -> OperationResult:
@@ -347,8 +363,8 @@ class OntapProvider(Provider):
         # While ONTAP resyncs it may still say broken_off: that is not a new break.
         self._broken_from, self._resyncing = record.source_path, True
         try:
-            await self._change(record, changes, False, deadline, progress)
-            final = await self._wait(deadline, progress, "snapmirrored", mirrored, watch.observe)
+            goal = _Goal(operation, "snapmirrored", mirrored, watch.observe)
+            final = await self._change(record, changes, goal, deadline, progress)
         finally:
             self._resyncing = False
         moved = final.transfer_bytes if watch.new(final) else None
@@ -366,42 +382,82 @@ class OntapProvider(Provider):
                 f"volume {self.volume.name}: cannot break an uninitialized relationship"
             )
 
-    async def _change(
+    async def _change(  # noqa: PLR0917 - the change, its goal, and how to run it
         self,
         record: OntapRecord,
         changes: Mapping[str, object],
-        force: bool,
+        goal: _Goal,
         deadline: float,
         progress: Progress | None,
-    ) -> None:
-        call = partial(self._client.change_relationship, record.uuid, changes, force=force)
-        await self._wait_job(await self._run(call, deadline), deadline, progress)
+        force: bool = False,
+    ) -> OntapRecord:
+        """PATCH the relationship (sent once), then confirm the change (``_confirm``)."""
+        request = self._client.change_relationship(record.uuid, changes, force=force)
+        return await self._confirm(await self._run(request, deadline), goal, deadline, progress)
 
-    async def _wait_job(self, job: str | None, deadline: float, progress: Progress | None) -> None:
-        """Follow a job to its end; a failed job raises with ONTAP's message and code."""
+    async def _confirm(
+        self, job: str | None, goal: _Goal, deadline: float, progress: Progress | None
+    ) -> OntapRecord:
+        """Follow the job ONTAP started, then the relationship until ``goal`` is reached.
+
+        Once ONTAP has accepted a change, a read that fails (HTTP 500 after its retries,
+        403 for a role without /api/cluster/jobs, no answer) says nothing about the change,
+        which may well be done. So the job may use only part of the deadline, the
+        relationship is read again after a failed read, and its state decides. Only ONTAP
+        reporting a failure (a failed job, a failed transfer) fails the operation; at the
+        deadline the error says what is known and that the change may still complete.
+        """
+        note = await self._follow_job(job, _share(deadline, _JOB_SHARE), progress)
+        try:
+            final = await self._wait(
+                deadline, progress, goal.text, goal.done, goal.check, confirming=True
+            )
+        except _NotReached as exc:
+            story = "; ".join(filter(None, (note, f"{exc.last} (waiting for {goal.text})")))
+            raise ProviderTimeout(
+                f"volume {self.volume.name}: the {goal.operation} is not confirmed within the"
+                f" deadline: {story}. ONTAP accepted it, and it may still complete on the"
+                " cluster: read the status before acting again",
+                code="timeout",
+            ) from exc
+        if note is not None:
+            done = f"the relationship reads {final.describe()}: the {goal.operation} is done"
+            _say(progress, f"{note}; {done}")
+        return final
+
+    async def _follow_job(
+        self, job: str | None, deadline: float, progress: Progress | None
+    ) -> str | None:
+        """Follow a job to its end within ``deadline`` (a share of the operation's).
+
+        None when the job succeeded, or ONTAP no longer knows it (it forgets finished jobs;
+        the relationship tells the rest). A failed job raises with ONTAP's message and
+        code. Otherwise, why the job did not confirm the change: it could not be read, or
+        it was still running; then the relationship decides.
+        """
         if job is None:
-            return
-        seen, said = "not read yet", ""
+            return None
+        request, said = self._client.job(job), ""
         while True:
-            data = await _tolerant(self._run(partial(self._client.job, job), deadline))
-            if isinstance(data, ProviderError):
-                seen = str(data)
-            elif data is None:
-                return  # ONTAP forgets finished jobs; the relationship tells the rest
-            else:
-                state = _text(data, "state") or "unknown"
-                message, code = _job_error(data)
-                if state == "success":
-                    return
-                if state in ("failure", "cancelled", "expired"):
-                    raise ProviderError(
-                        f"ONTAP job {job} ended in {state}: {message or 'no message'}",
-                        code=code,
-                        provider_message=message,
-                    )
-                seen = f"{state}: {message}"
-                said = _say(progress, f"waiting for ONTAP job {job} ({seen})", said)
-            await self._pause(deadline, f"ONTAP job {job} not finished; last seen: {seen}")
+            try:
+                data = await self._run(request, deadline)
+            except ProviderError as exc:
+                return f"ONTAP job {job} could not be read ({_why(exc)})"
+            if data is None:
+                return None
+            state = _text(data, "state") or "unknown"
+            message, code = _job_error(data)
+            if state == "success":
+                return None
+            if state in ("failure", "cancelled", "expired"):
+                raise ProviderError(
+                    f"ONTAP job {job} ended in {state}: {message or 'no message'}",
+                    code=code,
+                    provider_message=message,
+                )
+            said = _say(progress, f"waiting for ONTAP job {job} ({state}: {message})", said)
+            if not await self._pause(deadline):
+                return f"ONTAP job {job} was still {state} ({message or 'no message'})"
 
     async def _wait(
         self,
@@ -410,27 +466,43 @@ class OntapProvider(Provider):
         goal: str,
         done: Callable[[OntapRecord], bool],
         check: Callable[[OntapRecord], None] | None = None,
+        *,
+        confirming: bool = False,
     ) -> OntapRecord:
-        """Poll the relationship until ``done``; ``check`` may raise on a failed transfer."""
-        seen, said = "nothing read yet", ""
+        """Poll the relationship until ``done``; ``check`` may raise on a failed transfer.
+
+        While ``confirming`` a change ONTAP accepted, a failed read is not the end: each
+        read may take only a share of what is left, and the relationship is read again
+        until the deadline. Otherwise a read's error (after its own retries) is raised.
+        At the deadline, the last reading is reported: a read that failed after it (the
+        last ones get little time) says nothing about the state.
+        """
+        reading, failure, said = "", "", ""
         while True:
-            record = await _tolerant(self._read(deadline))
-            if isinstance(record, ProviderError):
-                seen = str(record)
+            read_by = _share(deadline, _READ_SHARE) if confirming else deadline
+            try:
+                record = await self._read(read_by)
+            except ProviderError as exc:
+                if not confirming:
+                    raise
+                failure = f"the relationship could not be read ({_why(exc)})"
             else:
                 if check is not None:
                     check(record)
                 if done(record):
                     return record
-                seen = record.describe()
-                said = _say(progress, f"waiting for {goal} ({seen})", said)
-            await self._pause(deadline, f"{goal} not reached; last seen: {seen}")
+                reading = f"the relationship reads {record.describe()}"
+                said = _say(progress, f"waiting for {goal} ({record.describe()})", said)
+            if not await self._pause(deadline):
+                last = reading or failure or "the relationship was not read"
+                raise _NotReached(self.volume.name, goal, last)
 
-    async def _pause(self, deadline: float, what: str) -> None:
+    async def _pause(self, deadline: float) -> bool:
+        """Wait one poll interval (or what is left); False when no time is left to poll."""
         left = deadline - time.monotonic()
-        if left <= 0:
-            raise ProviderTimeout(f"volume {self.volume.name}: {what}", code="timeout")
-        await asyncio.sleep(min(self._poll_interval, left))
+        if left > 0:
+            await asyncio.sleep(min(self._poll_interval, left))
+        return time.monotonic() < deadline
 
     # -- reading -----------------------------------------------------------------------
 
@@ -463,9 +535,7 @@ class OntapProvider(Provider):
         return [("destination.path", path), ("source.path", path)] if ":" in path else []
 
     async def _query(self, query: dict[str, str], deadline: float) -> OntapRecord | None:
-        records: list[JsonObject] = await self._run(
-            partial(self._client.relationships, query), deadline
-        )
+        records = await self._run(self._client.relationships(query), deadline)
         if len(records) > 1:
             raise ProviderError(
                 f"{len(records)} SnapMirror relationships match {query} on"
@@ -483,26 +553,71 @@ class OntapProvider(Provider):
         """Fix which ONTAP path is which replica (once) and note the direction at a break."""
         source, destination = record.source_path, record.destination_path
         if self._paths is None and source is not None and destination is not None:
-            configured = self._settings.relationship
-            if ":" in configured and source == configured:
-                self._paths = (destination, source)  # found reversed
-            else:
-                self._paths = (source, destination)
+            self._paths = self._replica_paths(record.uuid, source, destination)
         if record.mirror_state is MirrorState.BROKEN and not self._resyncing:
             self._broken_from = source
         return record
 
-    async def _run(self, call: Callable[[float], T], deadline: float) -> T:
-        """One library call in a worker thread, abandoned (not waited for) at the deadline."""
+    def _replica_paths(self, uuid: str, source: str, destination: str) -> tuple[str, str]:
+        """The ONTAP paths of ``replicas[0]`` and ``[1]``, from a record's two paths.
+
+        Never from the order the record shows them in, which a reverse resync swaps: a
+        configured destination path is ``replicas[1]``'s wherever it now stands; with a
+        UUID, the exports tell (``_paths_by_export``).
+        """
+        configured = self._settings.relationship
+        if ":" not in configured:
+            return _paths_by_export(self.volume, uuid, source, destination)
+        return (destination, source) if source == configured else (source, destination)
+
+    async def _run(self, request: Request[T], deadline: float) -> T:
+        """One ONTAP request, asked again while that is safe and time is left.
+
+        A GET that met a transient failure (HTTP 500/502/503/504, a failed connection) is
+        sent again after a paced pause, and after the pause the server asked for
+        (Retry-After) when that fits in the deadline; never past it. A PATCH or POST is
+        sent once: ONTAP may have acted on one whose reply was lost, and sending it again
+        could start a second job.
+        """
+        pacer = Pacer(deadline - time.monotonic())
+        while True:
+            try:
+                return await self._send(request, deadline)
+            except OntapError as exc:
+                if not (request.idempotent and exc.transient):
+                    raise
+                if not await self._retry_pause(request, exc, pacer) or pacer.left() <= 0:
+                    raise _exhausted(exc, pacer.attempts) from exc
+
+    async def _retry_pause(self, request: Request[T], exc: OntapError, pacer: Pacer) -> bool:
+        """Wait before asking again: what Retry-After asks, then the paced pause (with its
+        jitter, so that many clients do not come back in step). False at the deadline."""
+        wait = exc.retry_after
+        if wait is not None:
+            if wait >= pacer.left():
+                raise OntapTimeout(
+                    f"ONTAP at {self._client.origin} answered {request} with HTTP {exc.status}"
+                    f" and Retry-After {wait:g}s, past the deadline ({pacer.left():.1f}s"
+                    f" left); not asked again: {exc}",
+                    request=str(request),
+                    status=exc.status,
+                ) from exc
+            await asyncio.sleep(wait)
+        return await pacer.pause()
+
+    async def _send(self, request: Request[T], deadline: float) -> T:
+        """Send once in a worker thread, abandoned (not waited for) at the deadline."""
         left = deadline - time.monotonic()
         if left <= 0:
-            raise ProviderTimeout(f"volume {self.volume.name}: deadline passed", code="timeout")
+            raise OntapTimeout(
+                f"volume {self.volume.name}: deadline passed before {request}",
+                request=str(request),
+            )
         try:
-            return await asyncio.wait_for(asyncio.to_thread(call, deadline), left)
+            return await asyncio.wait_for(asyncio.to_thread(request.send, deadline), left)
         except TimeoutError:
-            raise ProviderTimeout(
-                f"ONTAP at {self._client.origin} did not answer within the deadline",
-                code="timeout",
+            raise OntapTimeout(
+                f"ONTAP at {self._client.origin} {request.unanswered()}", request=str(request)
             ) from None
 
     # -- results -----------------------------------------------------------------------
@@ -564,16 +679,76 @@ class _TransferWatch:
             )
 
 
-async def _tolerant(read: Awaitable[T]) -> T | ProviderError:
-    """One read while waiting: a dropped connection is returned, to be polled through."""
-    try:
-        return await read
-    except ProviderTimeout:
-        raise
-    except ProviderError as exc:
-        if exc.code not in _TRANSIENT:
-            raise
-        return exc
+@dataclass(frozen=True)
+class _Goal:
+    """What confirms an accepted change: ``done`` on a reading (``text`` names it);
+    ``check`` raises when a reading shows the change failed."""
+
+    operation: str
+    text: str
+    done: Callable[[OntapRecord], bool]
+    check: Callable[[OntapRecord], None] | None = None
+
+
+class _NotReached(ProviderTimeout):
+    """A wait's deadline passed; ``last`` says what the last read of the relationship gave."""
+
+    def __init__(self, volume: str, goal: str, last: str) -> None:
+        super().__init__(f"volume {volume}: {goal} not reached; {last}", code="timeout")
+        self.last = last
+
+
+def _paths_by_export(volume: Volume, uuid: str, source: str, destination: str) -> tuple[str, str]:
+    """The ONTAP paths of ``replicas[0]`` and ``[1]``, matched through the exports.
+
+    ONTAP mounts a volume at ``/VOLUME`` unless told otherwise, so the replica whose export
+    path has the ONTAP volume's name as one of its parts holds it: ``10.1.13.5:/crr_src``
+    is ``svm1:crr_src``. The pairing with more such matches wins. When the exports do not
+    tell, the provider refuses to guess: a wrong guess would point a resync at the wrong
+    replica.
+    """
+    parts = [PurePosixPath(replica.export.path).parts for replica in volume.replicas]
+
+    def held(index: int, path: str) -> int:
+        return int(path.partition(":")[2] in parts[index])
+
+    as_listed = held(0, source) + held(1, destination)
+    swapped = held(0, destination) + held(1, source)
+    if as_listed != swapped:
+        return (source, destination) if as_listed > swapped else (destination, source)
+    exports = ", ".join(str(replica.export) for replica in volume.replicas)
+    raise ProviderError(
+        f"volume {volume.name}: cannot tell which replica holds {source} and which {destination}"
+        f" (SnapMirror relationship {uuid}): the export paths ({exports}) do not name those"
+        " volumes. Configure relationship as the destination path svm:volume instead",
+        code="direction",
+    )
+
+
+def _share(deadline: float, part: float) -> float:
+    """A deadline ``part`` of the way from now to ``deadline``."""
+    now = time.monotonic()
+    return now + max(deadline - now, 0.0) * part
+
+
+def _why(exc: ProviderError) -> str:
+    """A failed read in a few words: ``HTTP 403``, ``no answer to GET /api/...``."""
+    if isinstance(exc, OntapTimeout):
+        return f"no answer to {exc.request}"
+    if isinstance(exc, OntapError) and exc.status is not None:
+        return f"HTTP {exc.status}"
+    return str(exc)
+
+
+def _exhausted(exc: OntapError, attempts: int) -> OntapError:
+    """The last transient failure of a GET, once the deadline leaves no time to ask again."""
+    return OntapError(
+        f"{exc} (asked {attempts} times until the deadline)",
+        request=exc.request,
+        code=exc.code,
+        provider_message=exc.provider_message,
+        status=exc.status,
+    )
 
 
 def _idle(record: OntapRecord) -> bool:

@@ -1,11 +1,14 @@
 """The ONTAP REST boundary: credentials, the HostConnection, and deadline-bounded calls.
 
-Owns everything that touches the synchronous netapp-ontap library. Each call runs in the
-caller's worker thread with request timeouts cut from the operation's deadline and no
-silent retries, and every library or transport failure leaves as a ``ProviderError`` (or
-``ProviderTimeout``) carrying ONTAP's own code and message. Replies come back as plain
-JSON objects: reads use ``fast_get_collection``, which skips the library's schema check,
-so a state this library version does not know reaches the caller instead of raising.
+Owns everything that touches the synchronous netapp-ontap library. Each call is a
+``Request``, named by its method and path before it is sent, and runs in the caller's
+worker thread with request timeouts cut from the operation's deadline and no silent
+retries (the provider asks a GET again itself, paced and within the deadline). Every
+library or transport failure leaves as an ``OntapError`` (or ``OntapTimeout``) carrying
+ONTAP's own code and message, the request it concerns, and whether asking again could
+help. Replies come back as plain JSON objects: reads use ``fast_get_collection``, which
+skips the library's schema check, so a state this library version does not know reaches
+the caller instead of raising.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import requests
 from netapp_ontap.error import NetAppRestError
@@ -39,10 +44,75 @@ RELATIONSHIP_FIELDS = ",".join((
     "transfer.end_time", "transfer.uuid",
 ))  # fmt: skip
 JOB_FIELDS = "uuid,state,message,code,error"
+RELATIONSHIPS_PATH = "/api/snapmirror/relationships"
+JOBS_PATH = "/api/cluster/jobs"
 MAX_REASON = 300
+# Server errors a load balancer or a busy cluster gives for a moment; an idempotent
+# request that met one is worth asking again.
+TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 
 JsonObject = dict[str, object]
 T = TypeVar("T")
+
+
+class OntapError(ProviderError):
+    """An ONTAP call that failed: ``request`` names it (``GET /api/...``), ``status`` is the
+    HTTP status when ONTAP answered, ``transient`` says whether asking again could help (a
+    server error in ``TRANSIENT_STATUSES``, or a connection that failed), and
+    ``retry_after`` is the pause in seconds the server asked for, if it asked."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request: str,
+        code: str | None = None,
+        provider_message: str = "",
+        status: int | None = None,
+        transient: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code, provider_message=provider_message)
+        self.request = request
+        self.status = status
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+class OntapTimeout(OntapError, ProviderTimeout):
+    """``request`` did not answer within the deadline (or could not be sent before it)."""
+
+    def __init__(self, message: str, *, request: str, status: int | None = None) -> None:
+        super().__init__(message, request=request, code="timeout", status=status)
+
+
+@dataclass(frozen=True)
+class Request(Generic[T]):
+    """One ONTAP call, named before it is sent.
+
+    ``method`` and ``path`` name it in every message about it, so that a hang says which
+    call hung. Only a GET is idempotent: a PATCH or POST whose reply was lost may have
+    been acted on, so only a GET is ever sent again.
+    """
+
+    method: str
+    path: str
+    send: Callable[[float], T] = field(repr=False)  # runs it, bounded by a monotonic deadline
+
+    @property
+    def idempotent(self) -> bool:
+        return self.method == "GET"
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+    def unanswered(self) -> str:
+        """What a request that got no answer within the deadline leaves behind."""
+        text = f"did not answer {self} within the deadline"
+        if self.idempotent:
+            return text
+        # It may have reached ONTAP, and been acted on, before the answer was lost.
+        return f"{text}; ONTAP may have acted on it: read the status before acting again"
 
 
 @dataclass(frozen=True)
@@ -119,8 +189,10 @@ class _DeadlineAdapter(LoggingAdapter):
     The library mounts its adapter once with fixed ``protocol_timeouts`` (6 s connect,
     45 s read) and retries failed connections and GETs 5 times, so one call on a dead
     cluster could take minutes; here every request's timeouts are what is left of the
-    operation's deadline. requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` replace
-    a session's CA path, so a configured CA file is passed on each request instead.
+    operation's deadline, and retries are the provider's (GETs only, paced, within the
+    deadline, honouring Retry-After). requests lets ``REQUESTS_CA_BUNDLE`` or
+    ``CURL_CA_BUNDLE`` replace a session's CA path, so a configured CA file is passed on
+    each request instead.
     """
 
     def __init__(self, connection: HostConnection) -> None:
@@ -151,7 +223,8 @@ class _DeadlineAdapter(LoggingAdapter):
 
 
 class OntapClient:
-    """Synchronous ONTAP calls, each bounded by a ``time.monotonic()`` deadline.
+    """Synchronous ONTAP calls: each method returns a ``Request`` whose ``send(deadline)``
+    is bounded by that ``time.monotonic()`` deadline.
 
     Meant to run in a worker thread (``asyncio.to_thread``). Calls are serialised, as the
     timeouts live on the shared session's adapter.
@@ -168,7 +241,7 @@ class OntapClient:
     def origin(self) -> str:
         return str(self._connection.origin)
 
-    def relationships(self, query: Mapping[str, str], deadline: float) -> list[JsonObject]:
+    def relationships(self, query: Mapping[str, str]) -> Request[list[JsonObject]]:
         """The relationships matching ``query`` (``uuid``, ``destination.path``, ...)."""
 
         def call() -> list[JsonObject]:
@@ -178,25 +251,27 @@ class OntapClient:
             )
             return [_object(raw.resource_data, "relationship record") for raw in found]
 
-        return self._call("reading the SnapMirror relationship", call, deadline)
+        path = f"{RELATIONSHIPS_PATH}?{_query_text(query)}"
+        return self._request("GET", path, "reading the SnapMirror relationship", call)
 
     def change_relationship(
-        self, uuid: str, changes: Mapping[str, object], deadline: float, *, force: bool
-    ) -> str | None:
+        self, uuid: str, changes: Mapping[str, object], *, force: bool
+    ) -> Request[str | None]:
         """PATCH the relationship; the uuid of the job ONTAP started, if it started one."""
+        # ONTAP wants the string "true"; requests would send True as "True".
+        query: dict[str, Any] = {"force": "true"} if force else {}
 
         def call() -> str | None:
             resource = SnapmirrorRelationship(uuid=uuid)
             resource.set_connection(self._connection)
             for name, value in changes.items():
                 setattr(resource, name, value)
-            # ONTAP wants the string "true"; requests would send True as "True".
-            query: dict[str, Any] = {"force": "true"} if force else {}
             return _job_uuid(resource.patch(poll=False, **query).http_response)
 
-        return self._call("changing the SnapMirror relationship", call, deadline)
+        path = f"{RELATIONSHIPS_PATH}/{uuid}" + (f"?{_query_text(query)}" if query else "")
+        return self._request("PATCH", path, "changing the SnapMirror relationship", call)
 
-    def start_transfer(self, uuid: str, deadline: float) -> str | None:
+    def start_transfer(self, uuid: str) -> Request[str | None]:
         """POST an update transfer; the uuid of the job ONTAP started, if it started one."""
 
         def call() -> str | None:
@@ -204,9 +279,10 @@ class OntapClient:
             transfer.set_connection(self._connection)
             return _job_uuid(transfer.post(poll=False).http_response)
 
-        return self._call("starting a SnapMirror transfer", call, deadline)
+        path = f"{RELATIONSHIPS_PATH}/{uuid}/transfers"
+        return self._request("POST", path, "starting a SnapMirror transfer", call)
 
-    def job(self, uuid: str, deadline: float) -> JsonObject | None:
+    def job(self, uuid: str) -> Request[JsonObject | None]:
         """The job's record, or None when ONTAP no longer knows it."""
 
         def call() -> JsonObject | None:
@@ -216,66 +292,103 @@ class OntapClient:
             records = [_object(raw.resource_data, "job record") for raw in found]
             return records[0] if records else None
 
-        return self._call(f"reading ONTAP job {uuid}", call, deadline)
+        return self._request("GET", f"{JOBS_PATH}?uuid={uuid}", f"reading ONTAP job {uuid}", call)
 
     def close(self) -> None:
         if self._owned:
             with self._lock:
                 self._connection.session.close()
 
-    def _call(self, what: str, call: Callable[[], T], deadline: float) -> T:
-        with self._lock:
+    def _request(self, method: str, path: str, action: str, call: Callable[[], T]) -> Request[T]:
+        def send(deadline: float) -> T:
+            return self._call(request, action, call, deadline)
+
+        request = Request(method, path, send)
+        return request
+
+    def _call(self, request: Request[T], action: str, call: Callable[[], T], deadline: float) -> T:
+        what = f"{action} ({request})"
+        # A call abandoned at an earlier deadline may still hold the session until its own
+        # request times out: wait for it no longer than this call's deadline.
+        if not self._lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+            raise OntapTimeout(
+                f"ONTAP at {self.origin}: an earlier request still held the connection when"
+                f" the deadline passed, before {what}",
+                request=str(request),
+            )
+        try:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ProviderTimeout(f"ONTAP at {self.origin}: deadline passed before {what}")
+                raise OntapTimeout(
+                    f"ONTAP at {self.origin}: deadline passed before {what}", request=str(request)
+                )
             self._adapter.request_timeout = (min(CONNECT_TIMEOUT, left), left)
             try:
                 return call()
             except NetAppRestError as exc:
-                raise self._translate(exc, what, deadline) from exc
+                raise self._translate(exc, request, action, deadline) from exc
             except (requests.RequestException, ValueError, TypeError, KeyError) as exc:
-                raise ProviderError(
+                raise OntapError(
                     f"ONTAP at {self.origin} gave an unusable reply while {what}: {_short(exc)}",
+                    request=str(request),
                     code="bad_reply",
                 ) from exc
+        finally:
+            self._lock.release()
 
-    def _translate(self, exc: NetAppRestError, what: str, deadline: float) -> ProviderError:
+    def _translate(
+        self, exc: NetAppRestError, call: Request[T], action: str, deadline: float
+    ) -> OntapError:
+        request, what = str(call), f"{action} ({call})"
         status = exc.status_code
         if status is not None:
-            message, code = _ontap_error(exc.response_body)
-            if status == 401:
-                text = "rejected the credentials (authentication failed, HTTP 401)"
-            elif status == 403:
-                text = "refused: the ONTAP user's role lacks a privilege (HTTP 403)"
-            else:
-                text = f"refused the request (HTTP {status})"
-            detail = f": {message}" if message else ""
-            return ProviderError(
-                f"ONTAP at {self.origin} {text} while {what}{detail}",
-                code=code or str(status),
-                provider_message=message,
-            )
+            return self._refusal(exc, status, what, request)
         cause = getattr(exc, "cause", None)
         if isinstance(cause, requests.Timeout) or time.monotonic() >= deadline:
-            return ProviderTimeout(
-                f"ONTAP at {self.origin} did not answer within the deadline while {what}",
-                code="timeout",
+            return OntapTimeout(
+                f"ONTAP at {self.origin} {call.unanswered()} (while {action})", request=request
             )
         if isinstance(cause, requests.exceptions.SSLError):
-            return ProviderError(
+            return OntapError(
                 f"TLS with ONTAP at {self.origin} failed while {what} (check ca_file and"
                 f" verify_tls): {_short(cause)}",
+                request=request,
                 code="tls",
             )
-        if isinstance(cause, requests.ConnectionError):
-            return ProviderError(
+        # A refused, reset or cut connection (or a reply cut short) may work a moment later.
+        if isinstance(cause, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
+            return OntapError(
                 f"cannot reach ONTAP at {self.origin} while {what}: {_short(cause)}",
+                request=request,
                 code="connection",
+                transient=True,
             )
-        return ProviderError(
+        return OntapError(
             f"ONTAP call failed while {what}: {_short(exc)}",
+            request=request,
             code="library",
             provider_message=_short(exc),
+        )
+
+    def _refusal(self, exc: NetAppRestError, status: int, what: str, request: str) -> OntapError:
+        """An HTTP error reply, in ONTAP's words, with the Retry-After it carried."""
+        message, code = _ontap_error(exc.response_body)
+        if status == 401:
+            text = "rejected the credentials (authentication failed, HTTP 401)"
+        elif status == 403:
+            text = "refused: the ONTAP user's role lacks a privilege (HTTP 403)"
+        else:
+            text = f"refused the request (HTTP {status})"
+        detail = f": {message}" if message else ""
+        response = exc.http_err_response
+        return OntapError(
+            f"ONTAP at {self.origin} {text} while {what}{detail}",
+            request=request,
+            code=code or str(status),
+            provider_message=message,
+            status=status,
+            transient=status in TRANSIENT_STATUSES,
+            retry_after=_retry_after(response.http_response if response else None),
         )
 
 
@@ -302,6 +415,27 @@ def _job_uuid(response: requests.Response) -> str | None:
     if isinstance(href, str) and href.rstrip("/"):
         return href.rstrip("/").rsplit("/", 1)[-1]
     raise ValueError("a job without a uuid")
+
+
+def _query_text(query: Mapping[str, str]) -> str:
+    """A query as it reads in a message (not percent-encoded: ``destination.path=svm:vol``)."""
+    return "&".join(f"{key}={value}" for key, value in query.items())
+
+
+def _retry_after(response: requests.Response | None) -> float | None:
+    """The Retry-After header in seconds: delay-seconds or an HTTP-date (RFC 9110)."""
+    value = (response.headers.get("Retry-After") or "").strip() if response is not None else ""
+    if not value or len(value) > 64:
+        return None
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _ontap_error(body: object) -> tuple[str, str | None]:
