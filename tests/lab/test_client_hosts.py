@@ -22,7 +22,7 @@ from nfs_failover import ganesha
 from nfs_failover.agent import Agent, Cycle
 from nfs_failover.config import Config, Mode, load_config
 from nfs_failover.desired import failed_over
-from nfs_failover.lab import Lab, clients
+from nfs_failover.lab import Lab, clients, guest_server
 from nfs_failover.lab.automount import GuestAutomount, mounts_tried
 from nfs_failover.lab.clients import ClientHost, exec_sync
 from nfs_failover.lab.guest_machine import GuestMachine, client_config
@@ -85,6 +85,12 @@ def test_exec_returns_output_and_status_and_kills_a_command_at_its_deadline(lab:
     assert slow.timed_out and slow.returncode is None
     assert time.monotonic() - started < 10
     assert exec_sync(host, ["true"], timeout=10).ok  # the server carries on
+
+
+def test_a_large_output_comes_back_bounded(lab: Lab) -> None:
+    host = lab.client("client1")
+    big = exec_sync(host, ["head", "-c", str(6 << 20), "/dev/zero"], timeout=30)
+    assert big.ok and len(big.stdout) == guest_server.MAX_OUTPUT  # kept, the rest dropped
 
 
 def test_a_wrong_token_is_refused(lab: Lab, tmp_path: Path) -> None:

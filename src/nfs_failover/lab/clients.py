@@ -280,7 +280,9 @@ async def _exchange(
     detach: Path | None,
 ) -> ExecResult:
     reader, writer = await asyncio.open_connection(
-        client.address, GUEST_PORT, limit=2 * guest_server.MAX_OUTPUT
+        client.address,
+        GUEST_PORT,
+        limit=4 * guest_server.MAX_OUTPUT,  # two outputs, base64
     )
     try:
         hello = json.loads(await reader.readline())
