@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from nfs_failover.errors import LabError
 from nfs_failover.lab import clients
 from nfs_failover.lab.clients import ClientHost
+from nfs_failover.steering.mounts import UMOUNT
 
 _CALLING_MOUNT = re.compile(r"calling mount -t nfs\S* (?:-\S+ )*(?:-o \S+ )?(\S+:\S+) ")
 RELOADED = "re-reading map"
@@ -102,17 +103,13 @@ class GuestAutomount:
         return clients.exec_sync(self.client, ["ls", str(path)], timeout=timeout)
 
     def unmount(self, path: PurePosixPath) -> None:
-        """Lazily unmount ``path`` if something is mounted there, so the next access is a
-        fresh lookup (never waits for a server)."""
-        if self.mounted(path) is not None:
-            clients.exec_sync(self.client, ["umount", "-l", str(path)], timeout=10)
+        """Lazily unmount whatever is mounted at ``path`` (nothing: no harm), so the next
+        access is a fresh lookup; never waits for a server, never triggers a mount."""
+        clients.exec_sync(self.client, [*UMOUNT, str(path)], timeout=10)
 
     def replica_for(self, path: PurePosixPath, timeout: float = 60.0) -> str | None:
-        """The HOST:/PATH a fresh access to ``path`` mounts now, or None when the map offers
-        nothing there (or the access failed). The mount is released right after, so the
-        next call is a fresh lookup too."""
+        """The HOST:/PATH a fresh access to ``path`` mounts now (the last lookup's mount is
+        released first), or None when the map offers nothing there or the access failed."""
         self.unmount(path)
         self.access(path, timeout=timeout)
-        found = self.mounted(path)
-        self.unmount(path)
-        return found
+        return self.mounted(path)
