@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from nfs_failover.agent import Agent, Cycle
 from nfs_failover.config import Config, Failback, Mode, Volume
 from nfs_failover.controller.decide import Action, Decision
 from nfs_failover.controller.loop import Controller
@@ -273,3 +274,35 @@ def test_a_corrupt_desired_state_row_is_named_in_the_decision_and_status(
         ' \'{"volume": "crr"}\''
     )
     assert status[0]["name"] == "crr"
+
+
+def test_a_slow_agent_cycle_never_delays_the_controllers_decisions(
+    setup: tuple[Config, SqliteStore],
+) -> None:
+    config, store = setup
+
+    class SlowAgent(Agent):
+        async def cycle(self) -> Cycle:  # a hung mount's check on a remote client, say
+            await asyncio.sleep(30)
+            raise AssertionError("not reached")
+
+    class Counting(Controller):
+        cycles = 0
+
+        async def cycle(self) -> dict[str, Decision]:
+            Counting.cycles += 1
+            return await super().cycle()
+
+    async def main() -> None:
+        agent = SlowAgent(config, store, name="slow")
+        controller = Counting(config, store, name="ctl-test", step_timeout=T, agent=agent)
+        stop = asyncio.Event()
+        running = asyncio.create_task(controller.run(stop))
+        await asyncio.sleep(2.0)
+        stop.set()
+        await asyncio.wait_for(running, timeout=40)
+        await controller.close()
+        await agent.close()
+
+    asyncio.run(main())
+    assert Counting.cycles >= 4  # every 0.2 s, while the agent's one cycle still runs

@@ -114,19 +114,24 @@ class Controller:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Cycle until ``stop``; the local engine's transfer schedule runs alongside, and
-        the agent (single-host mode) cycles at the same time as the controller."""
+        so does the agent (single-host mode), on a loop of its own: a slow agent cycle (a
+        hung mount's check, a remote client) never delays the controller's decisions."""
         self._changed = asyncio.Event()  # of this loop
-        schedules = [
+        alongside = [
             asyncio.create_task(provider.serve(stop))
             for provider in self.providers.values()
             if isinstance(provider, LocalProvider)
         ]
+        agent = asyncio.create_task(self._run_agent(stop)) if self.agent is not None else None
         while not stop.is_set():
             started = time.monotonic()
-            await asyncio.gather(self._guarded_cycle(), self._agent_cycle())
+            await self._guarded_cycle()
             wait = max(self.interval - (time.monotonic() - started), 0.0)
             await self._sleep(stop, wait)
-        await asyncio.gather(*schedules, return_exceptions=True)
+        if agent is not None:  # an agent cycle is safe to cut short: its writes are atomic
+            agent.cancel()
+            alongside.append(agent)
+        await asyncio.gather(*alongside, return_exceptions=True)
         self.store.release_lease(LEASE, self.name)
 
     def _wake(self) -> None:
@@ -157,9 +162,17 @@ class Controller:
         except Exception:  # a bug: log it as one, and keep the loop alive
             log.exception("cycle failed with an unexpected error")
 
-    async def _agent_cycle(self) -> None:
-        if self.agent is not None:
-            await self.agent.cycle()
+    async def _run_agent(self, stop: asyncio.Event) -> None:
+        """The agent's own loop; an unexpected error is logged as the bug it is, and the
+        agent goes on after a pause."""
+        assert self.agent is not None
+        while not stop.is_set():
+            try:
+                await self.agent.run(stop)
+            except Exception:
+                log.exception("agent cycle failed with an unexpected error")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.interval)
 
     async def cycle(self) -> dict[str, Decision]:
         now = time.time()
