@@ -211,19 +211,21 @@ def _validation_problems(errors: Sequence[Any]) -> str:
 
 
 def _add_read_routes(app: FastAPI, handle: ControllerHandle) -> None:
+    # Plain functions, not coroutines: FastAPI runs them in its thread pool, so the store
+    # reads behind them never wait on the event loop.
     @app.get("/status")
-    async def status() -> JSONResponse:
+    def status() -> JSONResponse:
         return _json(handle.status())
 
     @app.get("/volumes/{name}")
-    async def volume(name: str) -> JSONResponse:
+    def volume(name: str) -> JSONResponse:
         found = _find_volume(handle, name)
         return _no_volume(name) if found is None else _json(found)
 
     # An unknown volume is not refused here: the journal keeps the history of volumes
     # since removed from the config, and a name without entries simply has none.
     @app.get("/history")
-    async def history(
+    def history(
         volume: str | None = None,
         after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_LIMIT)] = DEFAULT_HISTORY_LIMIT,
@@ -244,7 +246,7 @@ def _add_metrics_route(app: FastAPI, handle: ControllerHandle) -> None:
     registry.register(HandleCollector(handle))
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    def metrics() -> Response:
         return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

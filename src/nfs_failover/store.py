@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -109,6 +110,7 @@ class SqliteStore:
 
     def __init__(self, path: Path, *, timeout: float = 5.0) -> None:
         self.path = path
+        self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -222,7 +224,7 @@ class SqliteStore:
             "SELECT count(*) FROM events WHERE volume = ? AND step = ? AND phase = ?",
             (volume, step, phase),
         ).fetchone()
-        return int(row[0])
+        return int(row[0]) if row else 0
 
     # -- workflows -------------------------------------------------------------------------
 
@@ -291,11 +293,31 @@ class SqliteStore:
         ).fetchone()
         return str(row[0]) if row else None
 
-    def _query(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
-        try:
-            return self._db.execute(sql, args)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {exc}") from exc
+    def _query(self, sql: str, args: tuple[object, ...]) -> _Result:
+        """One statement and all its rows, under the store's lock: the controller, the
+        agent and the API call the store from worker threads, and one sqlite connection
+        must not be used by two at once."""
+        with self._lock:
+            try:
+                cursor = self._db.execute(sql, args)
+                return _Result(cursor.fetchall(), cursor.rowcount, cursor.lastrowid)
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class _Result:
+    """What a statement gave, read whole while the lock was held."""
+
+    rows: list[tuple[Any, ...]]
+    rowcount: int
+    lastrowid: int | None
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.rows
 
 
 def _event(row: tuple[Any, ...]) -> Event:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -306,3 +307,44 @@ def test_a_slow_agent_cycle_never_delays_the_controllers_decisions(
 
     asyncio.run(main())
     assert Counting.cycles >= 4  # every 0.2 s, while the agent's one cycle still runs
+
+
+def test_a_store_that_waits_never_stalls_the_event_loop(
+    setup: tuple[Config, SqliteStore],
+) -> None:
+    config, store = setup
+
+    async def main() -> float:
+        controller = Controller(config, store, name="ctl-test", step_timeout=T)
+        gaps: list[float] = []
+
+        async def ticker(stop: asyncio.Event) -> None:
+            last = time.monotonic()
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        stop = asyncio.Event()
+        ticking = asyncio.create_task(ticker(stop))
+        held = threading.Event()
+
+        def hold_the_store() -> None:  # as a locked database would, for 1.5 s
+            with store._lock:
+                held.set()
+                time.sleep(1.5)
+
+        holder = threading.Thread(target=hold_the_store)
+        holder.start()
+        held.wait()
+        try:
+            await controller.cycle()
+        finally:
+            stop.set()
+            await ticking
+            holder.join()
+            await controller.close()
+        return max(gaps)
+
+    assert asyncio.run(main()) < 0.5  # the loop went on while the store waited

@@ -176,15 +176,19 @@ class Controller:
 
     async def cycle(self) -> dict[str, Decision]:
         now = time.time()
-        self.leader = self.store.acquire_lease(LEASE, self.name, ttl=max(3 * self.interval, 5.0))
+        # The store is called from a worker thread: a locked database waits there, never
+        # on the event loop (the API, the agent and the probes go on meanwhile).
+        ttl = max(3 * self.interval, 5.0)
+        self.leader = await asyncio.to_thread(self.store.acquire_lease, LEASE, self.name, ttl=ttl)
         await self._observe(now)
         decisions: dict[str, Decision] = {}
         for volume in self.config.volumes:
             decision = await self._decide(volume, now)
             if not self.leader:
-                holder = self.store.lease_holder(LEASE) or "another controller"
-                decision = Decision(Action.NONE, f"standby: {holder} holds the lease")
-            self._remember(volume.name, decision)
+                holder = await asyncio.to_thread(self.store.lease_holder, LEASE)
+                decision = Decision(Action.NONE, f"standby: {holder or 'another controller'}"
+                                    " holds the lease")  # fmt: skip
+            await asyncio.to_thread(self._remember, volume.name, decision)
             decisions[volume.name] = decision
             if self.leader and decision.action is not Action.NONE:
                 self._start(volume, decision)
@@ -209,7 +213,7 @@ class Controller:
             self.tracker.observe(Report(self.name, volume, replica, result.up, result.summary(),
                                         result.latency_s, now))  # fmt: skip
             self._latencies[(volume, replica)] = result.latency_s
-        for report in self.store.reports():
+        for report in await asyncio.to_thread(self.store.reports):
             self.tracker.observe(report)
         # Judged when the answers are in: a probe that timed out says the replica did not
         # answer from the probe's start (the report's time) until now.
@@ -219,9 +223,9 @@ class Controller:
                 log.info("%s/%s: %s", health.volume, health.replica, health.reason)
 
     async def _decide(self, volume: Volume, now: float) -> Decision:
-        running = self.store.running_workflow(volume.name)
+        running = await asyncio.to_thread(self.store.running_workflow, volume.name)
         try:
-            desired = self.store.get_desired(volume.name)
+            desired = await asyncio.to_thread(self.store.get_desired, volume.name)
         except StoreError as exc:  # this volume waits for a readable row; the others go on
             return Decision(Action.NONE, f"no action: {exc}")
         status, error = await self._replication_status(volume)
@@ -233,7 +237,7 @@ class Controller:
             state=volume_state(volume, desired, running.kind if running else None),
             source=source, destination=destination,
             replication=status, replication_error=error,
-            paused=self.paused(volume.name),
+            paused=await asyncio.to_thread(self.paused, volume.name),
             running_workflow=(f"{running.kind} at step {running.step}"
                               if running and not in_flight else None),
         )  # fmt: skip
