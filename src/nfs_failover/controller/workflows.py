@@ -10,6 +10,7 @@ old source.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -144,16 +145,16 @@ def _hooks(kind: str) -> StepFn:
 async def _set_desired(ctx: Context, make: Callable[[VolumeDesired], VolumeDesired]) -> None:
     """Compare-and-swap the volume's desired state; a state already in place is kept."""
     policy = ctx.config.effective_policy(ctx.volume)
-    stored = ctx.store.get_desired(ctx.volume.name)
+    stored = await asyncio.to_thread(ctx.store.get_desired, ctx.volume.name)
     current = stored or normal(ctx.volume, policy.read_only_fallback)
     wanted = make(current)
     if (wanted.offered, wanted.active, wanted.fenced) == (
         current.offered, current.active, current.fenced) and stored is not None:  # fmt: skip
         return
     expected = None if stored is None else stored.generation
-    if not ctx.store.set_desired(wanted, expected_generation=expected):
+    if not await asyncio.to_thread(ctx.store.set_desired, wanted, expected_generation=expected):
         raise NfsFailoverError(f"volume {ctx.volume.name}: desired state changed meanwhile")
-    ctx.store.append(Event(ctx.volume.name, "desired", {
+    await asyncio.to_thread(ctx.store.append, Event(ctx.volume.name, "desired", {
         "offered": list(wanted.offered), "fenced": list(wanted.fenced),
         "generation": wanted.generation}))  # fmt: skip
     if ctx.on_desired is not None:
@@ -305,24 +306,33 @@ async def run(ctx: Context, kind: str, *, resume: Workflow | None = None) -> Wor
     """
     steps = WORKFLOWS[kind]
     store, volume = ctx.store, ctx.volume.name
-    workflow = resume or store.start_workflow(volume, kind, {"force": ctx.force})
+    # Every journal write in a worker thread: the event loop never waits for the store.
+    workflow = resume
+    if workflow is None:
+        workflow = await asyncio.to_thread(store.start_workflow, volume, kind, {"force": ctx.force})
     ctx.data = {**workflow.data, "workflow": workflow.id}
     for index in range(workflow.step, len(steps)):
         name, step = steps[index]
-        store.append(Event(volume, kind, {}, workflow=workflow.id, step=name, phase="before"))
+        await _journal(store, Event(volume, kind, {}, workflow=workflow.id, step=name,
+                                    phase="before"))  # fmt: skip
         _crash_here(kind, index)
         try:
             await step(ctx)
         except Refused as exc:
-            store.append(Event(volume, kind, {"refused": str(exc)}, workflow=workflow.id,
-                               step=name, phase="after"))  # fmt: skip
-            store.finish_workflow(workflow.id, "refused")
+            refused: dict[str, object] = {"refused": str(exc)}
+            await _journal(store, Event(volume, kind, refused, workflow=workflow.id, step=name,
+                                        phase="after"))  # fmt: skip
+            await asyncio.to_thread(store.finish_workflow, workflow.id, "refused")
             raise
-        store.append(Event(volume, kind, dict(ctx.data), workflow=workflow.id, step=name,
-                           phase="after"))  # fmt: skip
-        store.advance_workflow(workflow.id, index + 1, ctx.data)
-    store.finish_workflow(workflow.id, "done")
+        await _journal(store, Event(volume, kind, dict(ctx.data), workflow=workflow.id,
+                                    step=name, phase="after"))  # fmt: skip
+        await asyncio.to_thread(store.advance_workflow, workflow.id, index + 1, ctx.data)
+    await asyncio.to_thread(store.finish_workflow, workflow.id, "done")
     return workflow
+
+
+async def _journal(store: SqliteStore, event: Event) -> None:
+    await asyncio.to_thread(store.append, event)
 
 
 def _strings(value: object) -> list[str]:
