@@ -209,6 +209,7 @@ class ContractServer:
         self._throttle: dict[str, list[str]] = {}
         self._faults: dict[str, list[Reply]] = {}  # answered once each, in order
         self._forbidden: set[str] = set()
+        self._forbid_after: dict[str, str] = {}
         self._fail: dict[str, tuple[str, str]] = {}
         self._transfer_at_next: set[str] = set()
         self._hang_on: str | None = None
@@ -250,6 +251,11 @@ class ContractServer:
         """From now on ``method`` to ``action`` gets 403, as a role without that right."""
         with self._lock:
             self._forbidden.add(f"{method} {action}")
+
+    def forbid_after(self, trigger: str, method: str, action: str) -> None:
+        """Once a request to ``trigger`` arrives, ``method`` to ``action`` gets 403."""
+        with self._lock:
+            self._forbid_after[trigger] = f"{method} {action}"
 
     def fail_next_operation(self, action: str, code: str, message: str) -> None:
         """The next ``action`` is accepted (202) and then ends Failed with this error."""
@@ -308,6 +314,8 @@ class ContractServer:
             return _error(404, "NotFound", f"no such path {url.path}")
         action = (match["action"] or "").lstrip("/")
         with self._lock:
+            if action in self._forbid_after:
+                self._forbidden.add(self._forbid_after.pop(action))
             faults = self._faults.get(f"{method} {action}")
             if faults:
                 return faults.pop(0)

@@ -759,3 +759,13 @@ def test_a_token_endpoint_that_does_not_answer_is_named(server: ContractServer) 
     assert "no answer from the identity endpoint within 1s" in str(caught.value)
     assert server.requests_to("replicationStatus") == []  # nothing reached ARM
     run(hanging.close())
+
+
+def test_a_break_whose_state_cannot_be_read_back_says_anf_reported_it_done(
+    server: ContractServer, provider: AnfProvider
+) -> None:
+    server.forbid_after("breakReplication", "GET", "replicationStatus")
+    with pytest.raises(ProviderError) as caught:
+        run(provider.break_(timeout=T))
+    assert "break: ANF reported it done, but its state could not be read back" in str(caught.value)
+    assert server.model.mirror_state == "Broken"  # it was done

@@ -411,8 +411,19 @@ class AnfProvider(Provider):
         return OperationResult(operation, status, changed=False)
 
     async def _changed(self, operation: str, deadline: Deadline) -> OperationResult:
-        """The result of an operation ANF reported done: the status read afresh."""
-        status = await self._with_lag(await self._observe(deadline), deadline)
+        """The result of an operation ANF reported done: the status read afresh (asked
+        again after transient errors). If it still cannot be read, the error says that ANF
+        reported the operation done, so nobody takes it for a failed one."""
+        try:
+            observed = await self._observe(deadline)
+        except ProviderError as exc:
+            raise type(exc)(
+                f"{operation}: ANF reported it done, but its state could not be read back:"
+                f" {exc}; read the status before acting again",
+                code=exc.code,
+                provider_message=exc.provider_message,
+            ) from exc
+        status = await self._with_lag(observed, deadline)
         return OperationResult(operation, status, changed=True)
 
     async def _until_breakable(
