@@ -60,6 +60,7 @@ class Agent:
         self.name = name or socket.gethostname()
         self.store_timeout = store_timeout
         self.machine: Machine = machine or ThisHost(mountinfo)
+        self._steering = asyncio.Lock()
         self.heal_policy = heal_policy or HealPolicy()
         self.timeout = max(p.probe_timeout for p in map(config.effective_policy, config.volumes))
         self._prober = Prober(timeout=self.timeout.total_seconds())
@@ -80,6 +81,14 @@ class Agent:
         return (await self._steer([]))[1]
 
     async def _steer(
+        self, problems: list[str]
+    ) -> tuple[dict[str, VolumeDesired] | None, Applied | None]:
+        # One steering at a time: a cycle and a steer() woken by a workflow must not both
+        # write the maps and both reload automount for one change.
+        async with self._steering:
+            return await self._steer_once(problems)
+
+    async def _steer_once(
         self, problems: list[str]
     ) -> tuple[dict[str, VolumeDesired] | None, Applied | None]:
         desired = await self._read_desired(problems)

@@ -23,7 +23,7 @@ from nfs_failover.agent import Agent, Cycle
 from nfs_failover.config import Config, Mode, load_config
 from nfs_failover.desired import failed_over
 from nfs_failover.lab import Lab, clients, guest_server
-from nfs_failover.lab.automount import GuestAutomount, mounts_tried
+from nfs_failover.lab.automount import RELOADED, GuestAutomount, mounts_tried
 from nfs_failover.lab.clients import ClientHost, exec_sync
 from nfs_failover.lab.guest_machine import GuestMachine, client_config
 from nfs_failover.lab.lab import STATE_DIR_ENV
@@ -120,7 +120,7 @@ def test_automount_mounts_the_source_then_follows_a_failover_and_never_mounts_th
     store.set_desired(failed_over(volume, generation=1), expected_generation=None)
     before = len(daemon.text())
     (cycle,) = run_cycles(Agent(config, store, name=client.name, machine=GuestMachine(client)))
-    daemon.wait_for("re-reading map", after=before)
+    daemon.wait_for(RELOADED, after=before)
     (heal,) = cycle.heals
     assert (heal.verdict, heal.outcome) == (Verdict.WRONG_REPLICA, HealOutcome.UNMOUNTED)
     after = len(daemon.text())
@@ -244,7 +244,7 @@ def test_the_agent_command_steers_a_client_host(lab: Lab, client: ClientHost) ->
     assert done.returncode == 0, done.stderr[-2000:]
     assert "wrote /etc/auto.nfs-failover" in done.stdout
     assert f"in {client.name}" in done.stderr  # the reload went to the client host
-    daemon.wait_for("re-reading map", after=before)
+    daemon.wait_for(RELOADED, after=before)
     assert lab.zones[0].address in (client.files_root / "etc/auto.nfs-failover").read_text()
 
 

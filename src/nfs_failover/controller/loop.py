@@ -132,7 +132,7 @@ class Controller:
             agent.cancel()
             alongside.append(agent)
         await asyncio.gather(*alongside, return_exceptions=True)
-        self.store.release_lease(LEASE, self.name)
+        await asyncio.to_thread(self.store.release_lease, LEASE, self.name)
 
     def _wake(self) -> None:
         """A workflow changed the desired state: the agent (single-host mode) applies it
@@ -191,7 +191,7 @@ class Controller:
             await asyncio.to_thread(self._remember, volume.name, decision)
             decisions[volume.name] = decision
             if self.leader and decision.action is not Action.NONE:
-                self._start(volume, decision)
+                await self._start(volume, decision)
         self._last_cycle = time.monotonic()
         return decisions
 
@@ -267,8 +267,8 @@ class Controller:
             self.store.append(Event(volume, "decision", {"action": decision.action.value,
                                                          "reason": decision.reason}))  # fmt: skip
 
-    def _start(self, volume: Volume, decision: Decision, *, force: bool = False) -> None:
-        running = self.store.running_workflow(volume.name)
+    async def _start(self, volume: Volume, decision: Decision, *, force: bool = False) -> None:
+        running = await asyncio.to_thread(self.store.running_workflow, volume.name)
         kind = running.kind if decision.action is Action.RESUME and running else (
             ACTION_WORKFLOW.get(decision.action))  # fmt: skip
         if kind is None:
@@ -307,7 +307,9 @@ class Controller:
         if action == "abort":
             return await self._abort(volume, force=force)
         if action in ("pause", "resume"):
-            self.store.append(Event(volume or "*", action, {"by": "operator"}))
+            await asyncio.to_thread(
+                self.store.append, Event(volume or "*", action, {"by": "operator"})
+            )
             return {"action": action, "volume": volume or "*", "done": True}
         target = next((v for v in self.config.volumes if v.name == volume), None)
         read_only = target is not None and target.mode is Mode.READ_ONLY
@@ -316,13 +318,14 @@ class Controller:
             raise NfsFailoverError(f"volume {volume}: {action} needs a read-write volume")
         if kind is None or target is None:
             raise NfsFailoverError(f"unknown action {action!r} or volume {volume!r}")
-        if self.store.running_workflow(target.name) is not None:
+        if await asyncio.to_thread(self.store.running_workflow, target.name) is not None:
             raise NfsFailoverError(f"volume {target.name}: a workflow is already running")
         task = self._launch(target, kind, force=force)
         await asyncio.shield(task)
-        last = self.store.last_workflow(target.name)
+        last = await asyncio.to_thread(self.store.last_workflow, target.name)
         if last is None or last.status != "done":
-            reason = self._last_refusal(target.name) or "stopped; it resumes on the next cycle"
+            refusal = await asyncio.to_thread(self._last_refusal, target.name)
+            reason = refusal or "stopped; it resumes on the next cycle"
             raise NfsFailoverError(f"{kind} {target.name}: {reason}")
         return {"action": action, "volume": target.name, "workflow": last.id, "status": last.status}
 
@@ -333,7 +336,7 @@ class Controller:
         target = next((v for v in self.config.volumes if v.name == volume), None)
         if target is None:
             raise NfsFailoverError(f"unknown volume {volume!r}")
-        running = self.store.running_workflow(target.name)
+        running = await asyncio.to_thread(self.store.running_workflow, target.name)
         if running is None:
             raise NfsFailoverError(f"volume {target.name}: no workflow is running")
         steps = [name for name, _ in workflows.WORKFLOWS[running.kind]]
@@ -349,9 +352,10 @@ class Controller:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, NfsFailoverError):
                 await task
-        self.store.finish_workflow(running.id, "aborted")
-        state = volume_state(target, self.store.get_desired(target.name), None)
-        self.store.append(Event(target.name, "abort", {
+        await asyncio.to_thread(self.store.finish_workflow, running.id, "aborted")
+        desired = await asyncio.to_thread(self.store.get_desired, target.name)
+        state = volume_state(target, desired, None)
+        await asyncio.to_thread(self.store.append, Event(target.name, "abort", {
             "by": "operator", "workflow": running.id, "kind": running.kind, "at": at,
             "forced": force, "state": state.value,
         }))  # fmt: skip

@@ -39,7 +39,7 @@ class AutofsClient:
         self.moved = asyncio.Event()  # the daemon re-read its map since the last lookup
         self.lookups: list[Lookup] = []
         self._current: Export | None = None
-        self._reloads = 0  # "re-reading map" lines seen in the log so far
+        self._reloads = 0  # reloads (RELOADED lines) seen in the log so far
         self._reloads_at_lookup = 0
         self._offset = 0
         self._watcher: asyncio.Task[None] | None = None

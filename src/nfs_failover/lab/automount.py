@@ -20,7 +20,9 @@ from nfs_failover.lab.clients import ClientHost
 from nfs_failover.steering.mounts import UMOUNT
 
 _CALLING_MOUNT = re.compile(r"calling mount -t nfs\S* (?:-\S+ )*(?:-o \S+ )?(\S+:\S+) ")
-RELOADED = "re-reading map"
+# What a SIGHUP (the agent's reload) makes the daemon log. Not "re-reading map for ...":
+# the daemon also logs that on a lookup when it finds its map file newer than its copy.
+RELOADED = "re-reading master map"
 
 
 def mounts_tried(log: str) -> list[str]:
@@ -108,8 +110,11 @@ class GuestAutomount:
         clients.exec_sync(self.client, [*UMOUNT, str(path)], timeout=10)
 
     def replica_for(self, path: PurePosixPath, timeout: float = 60.0) -> str | None:
-        """The HOST:/PATH a fresh access to ``path`` mounts now (the last lookup's mount is
-        released first), or None when the map offers nothing there or the access failed."""
+        """The HOST:/PATH a fresh access to ``path`` mounts now, or None when the map offers
+        nothing there or the access failed. The mount is released right away, so the next
+        call is a fresh lookup too."""
         self.unmount(path)
         self.access(path, timeout=timeout)
-        return self.mounted(path)
+        found = self.mounted(path)
+        self.unmount(path)
+        return found
