@@ -366,20 +366,6 @@ def start_automount(client: ClientHost, master: Path = MASTER, timeout: float = 
         time.sleep(0.1)
 
 
-def stop_automount(client: ClientHost, timeout: float = 30.0) -> None:
-    """SIGUSR2: automount unmounts what it can and exits; waited for within ``timeout``."""
-    pid = automount_pid(client)
-    if pid is None:
-        return
-    exec_sync(client, ["kill", "-USR2", str(pid)], timeout=10.0)
-    deadline = time.monotonic() + timeout
-    while exec_sync(client, ["kill", "-0", str(pid)], timeout=10.0).ok:
-        if time.monotonic() >= deadline:
-            exec_sync(client, ["kill", "-KILL", str(pid)], timeout=10.0)
-            return
-        time.sleep(0.1)
-
-
 def automount_pid(client: ClientHost, pidfile: Path = AUTOMOUNT_PIDFILE) -> int | None:
     """The pid automount wrote in the guest, if it is a positive number and that process
     is automount."""

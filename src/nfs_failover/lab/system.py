@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 from collections.abc import Sequence
-from pathlib import Path
 
 from nfs_failover.errors import LabError
 
@@ -51,15 +50,6 @@ def missing_tools() -> list[str]:
     ):
         missing.append(f"{GANESHA_VFS_FSAL} (package nfs-ganesha-vfs)")
     return missing
-
-
-def kernel_filesystems() -> set[str]:
-    """The filesystem types this kernel can mount now (``/proc/filesystems``)."""
-    try:
-        text = Path("/proc/filesystems").read_text()
-    except OSError:
-        return set()
-    return {line.split()[-1] for line in text.splitlines() if line.split()}
 
 
 def require_tools() -> None:
