@@ -296,7 +296,7 @@ def test_a_slow_agent_cycle_never_delays_the_controllers_decisions(
 
     async def main() -> None:
         agent = SlowAgent(config, store, name="slow")
-        controller = Counting(config, store, name="ctl-test", step_timeout=T, agent=agent)
+        controller = Counting(config, store, name="ctl-test", step_timeout=T, agents=[agent])
         stop = asyncio.Event()
         running = asyncio.create_task(controller.run(stop))
         await asyncio.sleep(2.0)

@@ -60,7 +60,7 @@ def run(
         agent = Agent(client_view, store, name=lab_client, machine=machine)
     else:
         agent = Agent(loaded, store)
-    controller = Controller(loaded, store, agent=agent)
+    controller = Controller(loaded, store, agents=[agent])
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -75,8 +75,7 @@ def run(
             await asyncio.gather(*jobs)
         finally:
             await controller.close()
-            if controller.agent is not None:
-                await controller.agent.close()
+            await agent.close()
             store.close()
 
     with contextlib.suppress(KeyboardInterrupt):

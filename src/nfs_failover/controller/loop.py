@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
 from nfs_failover.agent import Agent
@@ -62,7 +62,7 @@ def _preserved(data: Mapping[str, object]) -> list[JsonObject]:
 
 
 class Controller:
-    """One controller (and, in single-host mode, its agent) over one store."""
+    """One controller (and, in single-host mode, its agents) over one store."""
 
     def __init__(
         self,
@@ -71,7 +71,7 @@ class Controller:
         *,
         name: str | None = None,
         providers: Mapping[str, Provider] | None = None,
-        agent: Agent | None = None,
+        agents: Sequence[Agent] = (),
         step_timeout: float = 300.0,
     ) -> None:
         self.config = config
@@ -79,7 +79,8 @@ class Controller:
         # The process id too: two controllers on one host must not share the lease.
         self.name = name or f"controller@{socket.gethostname()}:{os.getpid()}"
         self.providers = dict(providers or {v.name: open_provider(v) for v in config.volumes})
-        self.agent = agent
+        # Single-host mode: the agent of this host, or (the drill) one per client host.
+        self.agents = tuple(agents)
         self.step_timeout = step_timeout
         policies = {v.name: config.effective_policy(v) for v in config.volumes}
         self.tracker = HealthTracker(lambda name: HealthSettings.from_policy(policies[name]))
@@ -122,24 +123,24 @@ class Controller:
             for provider in self.providers.values()
             if isinstance(provider, LocalProvider)
         ]
-        agent = asyncio.create_task(self._run_agent(stop)) if self.agent is not None else None
+        agents = [asyncio.create_task(self._run_agent(agent, stop)) for agent in self.agents]
         while not stop.is_set():
             started = time.monotonic()
             await self._guarded_cycle()
             wait = max(self.interval - (time.monotonic() - started), 0.0)
             await self._sleep(stop, wait)
-        if agent is not None:  # an agent cycle is safe to cut short: its writes are atomic
-            agent.cancel()
-            alongside.append(agent)
+        for task in agents:  # an agent cycle is safe to cut short: its writes are atomic
+            task.cancel()
+            alongside.append(task)
         await asyncio.gather(*alongside, return_exceptions=True)
         await asyncio.to_thread(self.store.release_lease, LEASE, self.name)
 
     def _wake(self) -> None:
-        """A workflow changed the desired state: the agent (single-host mode) applies it
+        """A workflow changed the desired state: the agents (single-host mode) apply it
         now, and the next cycle comes at once."""
         self._changed.set()
-        if self.agent is not None:
-            steering = asyncio.create_task(self.agent.steer())
+        for agent in self.agents:
+            steering = asyncio.create_task(agent.steer())
             self._steering.add(steering)
             steering.add_done_callback(self._steering.discard)
 
@@ -162,13 +163,12 @@ class Controller:
         except Exception:  # a bug: log it as one, and keep the loop alive
             log.exception("cycle failed with an unexpected error")
 
-    async def _run_agent(self, stop: asyncio.Event) -> None:
-        """The agent's own loop; an unexpected error is logged as the bug it is, and the
+    async def _run_agent(self, agent: Agent, stop: asyncio.Event) -> None:
+        """An agent's own loop; an unexpected error is logged as the bug it is, and the
         agent goes on after a pause."""
-        assert self.agent is not None
         while not stop.is_set():
             try:
-                await self.agent.run(stop)
+                await agent.run(stop)
             except Exception:
                 log.exception("agent cycle failed with an unexpected error")
                 with contextlib.suppress(TimeoutError):
