@@ -15,6 +15,7 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,8 +55,12 @@ class Agent:
         mountinfo: Path = MOUNTINFO,
         heal_policy: HealPolicy | None = None,
         machine: Machine | None = None,
+        on_action: Callable[[str, str], None] | None = None,
     ) -> None:
         self.config = config
+        # Told of each thing done to the client ("steered", a heal's outcome) and its
+        # detail: the drill keeps a per-client timeline from it.
+        self._on_action = on_action or (lambda _kind, _detail: None)
         self.store = store
         self.name = name or socket.gethostname()
         self.store_timeout = store_timeout
@@ -64,6 +69,7 @@ class Agent:
         self.heal_policy = heal_policy or HealPolicy()
         self.timeout = max(p.probe_timeout for p in map(config.effective_policy, config.volumes))
         self._prober = Prober(timeout=self.timeout.total_seconds())
+        self._up: frozenset[str] = frozenset()  # replicas seen up at the last probe
 
     async def close(self) -> None:
         await self._prober.close()
@@ -106,6 +112,7 @@ class Agent:
         if applied.changed:
             log.info("maps rewritten (%s): %s", applied.reload,
                      ", ".join(map(str, applied.changed)))  # fmt: skip
+            self._on_action("steered", f"maps rewritten, {applied.reload}")
         await asyncio.to_thread(self._remember_applied, desired)
         return desired, applied
 
@@ -117,8 +124,9 @@ class Agent:
         timeout = self.timeout.total_seconds()
         try:
             states = await asyncio.to_thread(
-                mounts.survey, self.config, desired, timeout=timeout, machine=self.machine
-            )
+                mounts.survey, self.config, desired, timeout=timeout, machine=self.machine,
+                up=self._up,
+            )  # fmt: skip
             actions = []
             for state in states:
                 action = await asyncio.to_thread(
@@ -126,6 +134,7 @@ class Agent:
                 )
                 if action.outcome is not HealOutcome.NOTHING:
                     log.warning("%s: %s: %s", state.key, action.outcome, action.reason)
+                    self._on_action(str(action.outcome), action.reason)
                 actions.append(action)
             mounts.reap_abandoned()
         except NfsFailoverError as exc:
@@ -204,4 +213,6 @@ class Agent:
                     await asyncio.to_thread(self.store.put_report, report)
         except (StoreError, TimeoutError) as exc:
             problems.append(f"store: reports not written ({exc or 'no answer'})")
+        self._up = frozenset(replica for (_, replica, _), result
+                             in zip(targets, results, strict=True) if result.up)  # fmt: skip
         return tuple(results)

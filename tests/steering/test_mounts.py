@@ -33,6 +33,7 @@ from nfs_failover.desired import VolumeDesired, failed_over, normal
 from nfs_failover.errors import SteeringError
 from nfs_failover.steering import mount_check_child, mounts
 from nfs_failover.steering.mounts import (
+    HEALED,
     CheckResult,
     CheckStatus,
     HealOutcome,
@@ -459,7 +460,8 @@ def test_heal_unmounts_a_hung_mount_at_once_and_a_new_check_finds_nothing_there(
             mount = _mounted(point)
             assert mount is not None
             crr = config.volumes[0]
-            state = classify(ManagedMount(crr, mount, crr.source), check, normal(crr, False))
+            # The read-only fallback offers zone 2 as well: autofs can mount it instead.
+            state = classify(ManagedMount(crr, mount, crr.source), check, normal(crr, True))
             started = time.monotonic()
             action = heal(state, policy=HealPolicy(umount_timeout=5.0))
 
@@ -555,6 +557,29 @@ def test_a_mounted_key_gets_a_verdict_and_a_reason(
     assert (state.mount_point, state.mount_id) == ("/misc/crr", 40)
 
 
+def test_a_sound_mount_of_the_second_choice_is_a_fallback_once_the_first_answers(
+    config: Config,
+) -> None:
+    """A read-only volume after its failback: the clients on zone 2 go back to zone 1, but
+    only once this client saw zone 1 up (never a churn while it is down)."""
+    crr = config.volumes[0]
+    both = normal(crr, read_only_fallback=True)
+    dest1 = crr.replicas[1]
+    mount = ManagedMount(crr, _mount(source="10.2.13.5:/crr-dest1"), dest1)
+
+    back = classify(mount, OK_CHECK, both, frozenset({"site1", "dest1"}))
+    still = classify(mount, OK_CHECK, both, frozenset({"dest1"}))
+    hung = classify(mount, _check(CheckStatus.HUNG, "statvfs did not return within 2s"), both,
+                    frozenset({"site1"}))  # fmt: skip
+
+    assert (back.verdict, back.reason) == (
+        Verdict.FALLBACK,
+        "mounted from dest1, a fallback, while the preferred site1 answers again",
+    )
+    assert still.verdict is Verdict.OK and hung.verdict is Verdict.HUNG
+    assert Verdict.FALLBACK in HEALED
+
+
 def test_a_key_without_a_mount_is_not_mounted_and_needs_nothing(config: Config) -> None:
     lab = config.volumes[1]
 
@@ -623,6 +648,33 @@ def test_survey_checks_only_mounts_of_offered_replicas(
 
 
 # -- healing ---------------------------------------------------------------------------------
+
+
+def test_a_hung_mount_of_the_only_replica_offered_is_left_to_wait(
+    config: Config, tmp_path: Path
+) -> None:
+    """A new mount would hang on the same dead server, and automount would answer no
+    lookup of the key meanwhile: the failover's remount would wait behind it."""
+    try:
+        with fuse_mount(tmp_path, "hung") as point:
+            check = check_mount(point, timeout=0.5)
+            mount = _mounted(point)
+            assert mount is not None
+            crr = config.volumes[0]
+            state = classify(ManagedMount(crr, mount, crr.source), check, normal(crr, False))
+
+            action = heal(state, policy=HealPolicy())
+
+            still = _mounted(point)
+            assert still is not None and still.mount_id == mount.mount_id
+        assert state.verdict is Verdict.HUNG
+        assert action.outcome is HealOutcome.NOTHING
+        assert action.reason.endswith(
+            "the mount is hung; site1 is the only replica offered, so the mount waits for it"
+            " or for the controller to steer elsewhere"
+        )
+    finally:
+        _reap_all()
 
 
 @pytest.mark.parametrize(
@@ -741,9 +793,9 @@ def test_heal_lazily_unmounts_a_fenced_mount_and_names_who_holds_it(
     assert action.outcome is HealOutcome.UNMOUNTED
     assert action.holders == (Holder(holder.pid, "sleep", ("cwd",)),)
     assert action.reason == (
-        f"lazily unmounted {point}: mounted from site1, which is fenced; clients must use"
-        " dest1; autofs mounts an offered replica on the next access; 1 process keeps using"
-        f" the old mount: {holder.pid} (sleep)"
+        f"unmounted (forced, lazily) {point}: mounted from site1, which is fenced; clients"
+        " must use dest1; autofs mounts an offered replica on the next access; 1 process"
+        f" keeps using the old mount: {holder.pid} (sleep)"
     )
     assert (action.volume, action.key, action.verdict) == ("crr", "crr", Verdict.WRONG_REPLICA)
 

@@ -5,10 +5,15 @@ imports nothing but the standard library and starts in milliseconds. Either may 
 for ever in the kernel on a dead server; the parent gives up on it at its deadline.
 
     mount_check_child.py PATH                      -> "ok SECONDS" or "error ERRNO NAME"
-    mount_check_child.py --holders MOUNT_POINT [PROC] -> one JSON [pid, command, uses] a line
+    mount_check_child.py --holders MOUNT_POINT [PROC [MOUNT_ID]]
+                                                   -> one JSON [pid, command, uses] a line
 
 The scan is a child too because reading ``/proc/PID/maps`` takes the process's mmap
-lock, which a process stuck on a dead NFS server may hold.
+lock, which a process stuck on a dead NFS server may hold. With ``MOUNT_ID`` a process
+also holds the mount when its cwd, root or an open file is on that mount, whatever the
+path says: after a lazy unmount, paths on the detached mount no longer start with the
+mount point. The mount id is read from fdinfo, never from the file, so the scan never
+asks the server anything.
 """
 
 from __future__ import annotations
@@ -51,6 +56,30 @@ def _link_under(link: str, mount_point: str) -> bool:
         return False
 
 
+def _mount_id(fdinfo: str) -> int | None:
+    try:
+        with open(fdinfo, "rb") as file:
+            for line in file.read(4096).split(b"\n"):
+                if line.startswith(b"mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _link_mount_id(link: str) -> int | None:
+    """The mount id of what a /proc magic link (cwd, root) points at: opened O_PATH, which
+    neither opens the file nor asks its filesystem anything, and read from our fdinfo."""
+    try:
+        fd = os.open(link, os.O_PATH)
+    except OSError:
+        return None
+    try:
+        return _mount_id(f"/proc/self/fdinfo/{fd}")
+    finally:
+        os.close(fd)
+
+
 def _mapped_under(maps: str, mount_point: str) -> bool:
     try:
         with open(maps, "rb") as file:
@@ -64,28 +93,43 @@ def _mapped_under(maps: str, mount_point: str) -> bool:
     return False
 
 
-def uses(process: str, mount_point: str) -> list[str]:
+def uses(process: str, mount_point: str, mount_id: int | None = None) -> list[str]:
     """How the process whose /proc folder is ``process`` uses the mount (``cwd``, ``fd 3``,
     ``root``, ``maps``); empty if it does not."""
-    found = [link for link in ("cwd", "root") if _link_under(f"{process}/{link}", mount_point)]
+    found = [
+        link
+        for link in ("cwd", "root")
+        if _link_under(f"{process}/{link}", mount_point)
+        or (mount_id is not None and _link_mount_id(f"{process}/{link}") == mount_id)
+    ]
     try:
         fds = sorted((fd for fd in os.listdir(f"{process}/fd") if fd.isdigit()), key=int)
     except OSError:
         fds = []
-    found += [f"fd {fd}" for fd in fds[:MAX_FDS] if _link_under(f"{process}/fd/{fd}", mount_point)]
+    found += [
+        f"fd {fd}"
+        for fd in fds[:MAX_FDS]
+        if _link_under(f"{process}/fd/{fd}", mount_point)
+        or (mount_id is not None and _mount_id(f"{process}/fdinfo/{fd}") == mount_id)
+    ]
     if _mapped_under(f"{process}/maps", mount_point):
         found.append("maps")
     return found
 
 
-def holders(mount_point: str, proc: str = "/proc") -> Iterator[tuple[int, str, list[str]]]:
-    """(pid, command, uses) of every process using something under ``mount_point``."""
+def holders(
+    mount_point: str, proc: str = "/proc", mount_id: int | None = None
+) -> Iterator[tuple[int, str, list[str]]]:
+    """(pid, command, uses) of every process using something under ``mount_point`` (or on
+    the mount ``mount_id``)."""
     try:
         pids = sorted(int(name) for name in os.listdir(proc) if name.isdigit())
     except OSError:
         return
     for pid in pids:
-        found = uses(f"{proc}/{pid}", mount_point)
+        if pid == os.getpid():
+            continue  # this scan's own descriptors are no user of the mount
+        found = uses(f"{proc}/{pid}", mount_point, mount_id)
         if found:
             try:
                 with open(f"{proc}/{pid}/comm", "rb") as file:
@@ -98,11 +142,15 @@ def holders(mount_point: str, proc: str = "/proc") -> Iterator[tuple[int, str, l
 def main(argv: list[str]) -> int:
     if len(argv) == 2 and not argv[1].startswith("--"):
         sys.stdout.write(check(argv[1]) + "\n")
-    elif len(argv) in (3, 4) and argv[1] == "--holders":
-        for holder in holders(*argv[2:]):
+    elif len(argv) in (3, 4, 5) and argv[1] == "--holders":
+        proc = argv[3] if len(argv) > 3 else "/proc"
+        mount_id = int(argv[4]) if len(argv) > 4 else None
+        for holder in holders(argv[2], proc, mount_id):
             sys.stdout.write(json.dumps(holder) + "\n")
     else:
-        sys.stderr.write("usage: mount_check_child.py PATH | --holders MOUNT_POINT [PROC]\n")
+        sys.stderr.write(
+            "usage: mount_check_child.py PATH | --holders MOUNT_POINT [PROC [MOUNT_ID]]\n"
+        )
         return 2
     sys.stdout.flush()
     return 0

@@ -89,6 +89,11 @@ _CHILD_ARGV = (sys.executable, "-I", "-S", str(CHILD))  # isolated: stdlib only,
 # --no-canonicalize: canonicalizing stats the path, which hangs on a dead server;
 # --internal-only: no umount.nfs helper, which may try to reach the server.
 UMOUNT = ("umount", "--lazy", "--no-canonicalize", "--internal-only")
+# A mount of a replica no longer offered (fenced, or the clients moved on) is also forced:
+# the kernel aborts the requests in flight on it, so processes stuck on a dead or fenced
+# server get EIO at once and can retry through the automount, instead of waiting forever.
+# Nothing they wait for was acknowledged: a write is owed only once fsync returned.
+UMOUNT_FORCED = (*UMOUNT[:2], "--force", *UMOUNT[2:])
 
 
 # -- mountinfo -----------------------------------------------------------------------------
@@ -542,6 +547,7 @@ class Verdict(StrEnum):
     HUNG = "hung"
     STALE = "stale"
     WRONG_REPLICA = "wrong replica"  # mounted from a replica not offered now (fenced, ...)
+    FALLBACK = "fallback"  # from an offered replica, while the preferred one is up again
     NOT_MOUNTED = "not mounted"  # nothing to do: autofs mounts it on the next access
     UNKNOWN_SERVER = "unknown server"  # mounted from no replica of the volume
     ERROR = "error"  # the check failed otherwise (EIO, EACCES, ...): no proof of a stuck mount
@@ -560,6 +566,7 @@ class MountState:
     source: str | None = None
     replica: str | None = None
     check: CheckResult | None = None
+    others_offered: bool = True  # another replica is offered besides the mounted one
 
 
 _FROM_CHECK = {
@@ -585,12 +592,18 @@ def _alternatives(desired: VolumeDesired) -> str:
 
 
 def classify(
-    managed: ManagedMount, check: CheckResult | None, desired: VolumeDesired
+    managed: ManagedMount,
+    check: CheckResult | None,
+    desired: VolumeDesired,
+    up: frozenset[str] = frozenset(),
 ) -> MountState:
     """The verdict on a volume's key from what is mounted there and how its check went.
 
     ``check`` may be None where it is not needed (nothing mounted, an unknown server, a
     replica not offered); an offered replica without a check is a bug (ValueError).
+    ``up``: the replicas this client saw up at its last probe. A sound mount of an offered
+    replica other than the preferred (active) one is a fallback when the preferred one is
+    among them: a read-only volume's clients go back to the source after a failback.
     """
     volume = managed.volume
     if desired.volume != volume.name:
@@ -608,6 +621,7 @@ def classify(
             source=mount.source if mount else None,
             replica=replica.name if replica else None,
             check=check,
+            others_offered=any(r != (replica.name if replica else None) for r in desired.offered),
         )
 
     if mount is None:
@@ -624,6 +638,10 @@ def classify(
     if check.status is CheckStatus.NOT_MOUNTED:
         return state(Verdict.NOT_MOUNTED, f"{managed.key} was unmounted before its check")
     text = f"mounted from {replica.name}; {check.detail}{_CHECK_MEANS[check.status]}"
+    if check.status is CheckStatus.OK and replica.name != desired.active and desired.active in up:
+        text = (f"mounted from {replica.name}, a fallback, while the preferred {desired.active} "
+                "answers again")  # fmt: skip
+        return state(Verdict.FALLBACK, text)
     return state(_FROM_CHECK[check.status], text)
 
 
@@ -634,6 +652,7 @@ def survey(
     timeout: float,
     mountinfo: Path = MOUNTINFO,
     machine: Machine | None = None,
+    up: frozenset[str] = frozenset(),
 ) -> list[MountState]:
     """The verdict on every key of the volumes in ``desired``, one check after another.
 
@@ -656,7 +675,7 @@ def survey(
             if managed.mount and managed.replica and managed.replica.name in wanted.offered:
                 point = managed.mount.mount_point
                 check = check_mount(point, timeout=timeout, machine=machine)
-            states.append(classify(managed, check, wanted))
+            states.append(classify(managed, check, wanted, up))
     return states
 
 
@@ -707,20 +726,30 @@ _LEFT_ALONE = {
     Verdict.UNKNOWN_SERVER: "no action (a mount from an unknown server is only reported)",
     Verdict.ERROR: "no action (a failed check is no proof that the mount is stuck)",
 }
-HEALED = frozenset({Verdict.HUNG, Verdict.STALE, Verdict.WRONG_REPLICA})
+HEALED = frozenset({Verdict.HUNG, Verdict.STALE, Verdict.WRONG_REPLICA, Verdict.FALLBACK})
 
 
 def find_holders(
-    mount_point: str, *, timeout: float = 5.0, proc: Path = PROC, machine: Machine | None = None
+    mount_point: str,
+    *,
+    timeout: float = 5.0,
+    proc: Path = PROC,
+    machine: Machine | None = None,
+    mount_id: int | None = None,
 ) -> tuple[Holder, ...]:
-    """The processes whose cwd, root, open files or mapped files lie under ``mount_point``.
+    """The processes whose cwd, root, open files or mapped files lie under ``mount_point``
+    (or, given ``mount_id``, whose cwd, root or open files are on that mount: so they are
+    found after a lazy unmount too).
 
     Only links are read (``readlink``), never followed, and the mount point itself is never
     touched. The scan runs in a child process abandoned at ``timeout``: reading a
     process's maps waits for its mmap lock, which a process stuck on a dead server may
     hold. Raises ``SteeringError`` if the scan does not finish in time.
     """
-    argv = [*_CHILD_ARGV, "--holders", mount_point, str(proc)]
+    # Niced: a diagnosis must not slow the clients' remount on a busy host.
+    argv = ["nice", "-n", "19", *_CHILD_ARGV, "--holders", mount_point, str(proc)]
+    if mount_id is not None:
+        argv.append(str(mount_id))
     try:
         ran = (machine or ThisHost()).run_bounded(argv, timeout)
     except OSError as exc:
@@ -751,6 +780,30 @@ def _holders_text(holders: Sequence[Holder], *, unmounted: bool) -> str:
     return f"{len(holders)} {noun} using the old mount: {shown}{more}"
 
 
+def _left_alone(state: MountState) -> str | None:
+    """Why ``heal`` leaves this mount alone, or None when it unmounts it."""
+    if state.verdict not in HEALED:
+        return f"{_LEFT_ALONE.get(state.verdict, 'no action')}: {state.reason}"
+    if state.verdict is Verdict.HUNG and not state.others_offered:
+        # A new mount would go to the same server, and while it waits there automount
+        # answers no lookup of the key: the failover's remount would wait behind it.
+        return (f"no action: {state.reason}; {state.replica} is the only replica offered, so "
+                "the mount waits for it or for the controller to steer elsewhere")  # fmt: skip
+    return None
+
+
+def _holders(
+    point: str, mount_id: int | None, policy: HealPolicy, machine: Machine, *, unmounted: bool
+) -> tuple[tuple[Holder, ...], str]:
+    """Who uses the mount, and the words for it."""
+    try:
+        holders = find_holders(point, timeout=policy.scan_timeout, machine=machine,
+                               mount_id=mount_id)  # fmt: skip
+    except SteeringError as exc:
+        return (), f"the processes using it are unknown ({exc})"
+    return holders, _holders_text(holders, unmounted=unmounted)
+
+
 def heal(
     state: MountState,
     *,
@@ -762,9 +815,12 @@ def heal(
     replica on the next access; report which processes still use the old mount.
 
     ``umount -l`` detaches at once without asking the server; processes already inside
-    keep the old mount until they leave it. Every other verdict is left alone. Before it
-    unmounts, the mount is looked up again by its id, so a mount that autofs replaced
-    meanwhile is never touched. Raises ``SteeringError`` if mountinfo cannot be read.
+    keep the old mount until they leave it. A mount of a replica no longer offered is
+    forced as well (``-f``: requests in flight fail with EIO). A hung mount of the only
+    replica offered is left alone: a new mount would hang on the same server. Every other
+    verdict is left alone. Before it unmounts, the mount is looked up again by its id, so
+    a mount that autofs replaced meanwhile is never touched. Raises ``SteeringError`` if
+    mountinfo cannot be read.
     """
 
     def action(outcome: HealOutcome, reason: str, holders: tuple[Holder, ...] = ()) -> HealAction:
@@ -774,40 +830,41 @@ def heal(
 
     machine = machine or ThisHost(mountinfo)
     point = state.mount_point
-    if state.verdict not in HEALED or point is None:
-        why = _LEFT_ALONE.get(state.verdict, "no action")
-        return action(HealOutcome.NOTHING, f"{why}: {state.reason}")
+    left = _left_alone(state)
+    if left is not None or point is None:
+        return action(HealOutcome.NOTHING, left or f"no action: {state.reason}")
     if not any(
         m.mount_id == state.mount_id and m.mount_point == point
         for m in read_mounts(machine=machine)
     ):
         return action(HealOutcome.ALREADY_GONE, f"no action: {point} is no longer mounted")
-    try:
-        holders = find_holders(point, timeout=policy.scan_timeout, machine=machine)
-        using_now = _holders_text(holders, unmounted=False)
-        using_still = _holders_text(holders, unmounted=True)
-    except SteeringError as exc:
-        holders = ()
-        using_now = using_still = f"the processes using it are unknown ({exc})"
     if policy.report_only:
-        text = f"report only: would lazily unmount {point}: {state.reason}; {using_now}"
+        holders, using = _holders(point, state.mount_id, policy, machine, unmounted=False)
+        text = f"report only: would lazily unmount {point}: {state.reason}; {using}"
         return action(HealOutcome.WOULD_UNMOUNT, text, holders)
+    # The unmount first, the scan after (by mount id): a slow scan must not keep clients
+    # on a dead or fenced replica.
+    forced = state.verdict is Verdict.WRONG_REPLICA
     try:
-        ran = machine.run_bounded([*UMOUNT, point], policy.umount_timeout)
+        ran = machine.run_bounded([*(UMOUNT_FORCED if forced else UMOUNT), point],
+                                  policy.umount_timeout)  # fmt: skip
     except OSError as exc:
         text = f"could not unmount {point}: cannot run umount: {exc.strerror or exc}"
-        return action(HealOutcome.FAILED, f"{text}; {state.reason}", holders)
+        return action(HealOutcome.FAILED, f"{text}; {state.reason}")
     if ran.returncode != 0:
         why = (
             f"umount did not end within {_seconds(policy.umount_timeout)}"
             if ran.returncode is None
             else (ran.stderr.strip() or f"umount exited with status {ran.returncode}")
         )
+        holders, _ = _holders(point, state.mount_id, policy, machine, unmounted=False)
         text = f"could not unmount {point}: {' '.join(why.split())}; {state.reason}"
         return action(HealOutcome.FAILED, text, holders)
+    holders, using = _holders(point, state.mount_id, policy, machine, unmounted=True)
+    how = "unmounted (forced, lazily)" if forced else "lazily unmounted"
     text = (
-        f"lazily unmounted {point}: {state.reason}; autofs mounts an offered replica on the"
-        f" next access; {using_still}"
+        f"{how} {point}: {state.reason}; autofs mounts an offered replica on the next access;"
+        f" {using}"
     )
     return action(HealOutcome.UNMOUNTED, text, holders)
 
