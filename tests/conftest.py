@@ -50,12 +50,12 @@ def fresh_lab(state_dir: Path, tag: str, slot: int) -> Lab:
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """One two-zone lab with one client host for the whole session, torn down at the end
-    even on failure."""
+    """One two-zone lab with two client hosts (the drill's default) for the whole session,
+    torn down at the end even on failure."""
     require_lab()
     built = fresh_lab(tmp_path_factory.mktemp("lab") / "state", TEST_LAB_TAG, TEST_LAB_SLOT)
     try:
-        built.up(clients=1)
+        built.up(clients=2)
         yield built
     finally:
         built.down()

@@ -6,9 +6,18 @@ import json
 import re
 import stat
 import xml.etree.ElementTree as ET
+from dataclasses import asdict
 from pathlib import Path
 
-from nfs_failover.drill.model import SUMMARY_KEYS, Check, DrillReport, Mark, Phase, Sample
+from nfs_failover.drill.model import (
+    SUMMARY_KEYS,
+    Check,
+    ClientFigures,
+    DrillReport,
+    Mark,
+    Phase,
+    Sample,
+)
 from nfs_failover.drill.report import ReportFiles, timeline_svg, write_report
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -83,6 +92,57 @@ def drill(count: int = 3000, **changes: object) -> DrillReport:
         notes=["zone az1 cut off with nftables"],
         lab={"state_dir": "/var/lib/nfs-failover/lab", "zones": ["az1", "az2"]},
     )
+
+
+def client_figures(name: str, **changes: object) -> ClientFigures:
+    figures: dict[str, object] = {
+        "name": name,
+        "rto_s": 17.5,
+        "write_blocked_s": 18.2,
+        "read_blocked_s": 17.9,
+        "hung_processes": 0,
+        "hung_longest_s": None,
+        "writes_acknowledged": 750,
+        "writes_lost": 0,
+        "writes_preserved": 12,
+        "rows_acknowledged": 300,
+        "rows_lost": 0,
+        "rows_preserved": 0,
+        "database": "ok",
+        "writes_refused": 0,
+        "stale_reads": 0,
+        "hidden_files": 0,
+        "corrupt_reads": 0,
+        "back_on_source_s": 1.2,
+        "actions": (
+            {"at": 26.5, "what": "steered", "detail": "map reloaded: dest1"},
+            {"at": 26.6, "what": "unmounted", "detail": "lazy unmount of the key"},
+            {"at": 51.5, "what": "steered", "detail": "map reloaded: site1"},
+        ),
+        "mounts": (
+            {"at": 0.5, "replica": "site1"},
+            {"at": 26.6, "replica": None},
+            {"at": 27.2, "replica": "dest1"},
+            {"at": 52.0, "replica": "site1"},
+        ),
+    }
+    figures.update(changes)
+    return ClientFigures(**figures)  # type: ignore[arg-type]
+
+
+def clients_drill(count: int = 3000, **changes: object) -> DrillReport:
+    """A drill of two client hosts, each with half of the samples."""
+    report = drill(count, client_kind="kernel", **changes)
+    report.samples = [
+        Sample(s.at, s.replica, s.kind, s.ok, f"client{i // 2 % 2 + 1}")
+        for i, s in enumerate(report.samples)
+    ]
+    report.clients = [
+        client_figures("client1"),
+        client_figures("client2", rto_s=19.0, hung_processes=1, hung_longest_s=31.0),
+    ]
+    report.summary["clients"] = [asdict(c) for c in report.clients]
+    return report
 
 
 def tick_columns(svg: str, css_class: str) -> list[float]:
@@ -223,3 +283,140 @@ def test_lanes_follow_the_zones_the_lab_names() -> None:
     assert svg.index(">alpha<") < svg.index(">beta<")
     assert ">zone az2<" in svg
     assert ">site1<" not in svg
+
+
+def test_a_report_without_clients_has_no_clients_table_and_lanes_per_replica(
+    tmp_path: Path,
+) -> None:
+    html = write_report(drill(), tmp_path).html.read_text()
+    assert "<h2>Clients</h2>" not in html
+    assert 'class="tick write-ok" data-replica="site1"' in html
+    assert "data-client" not in html
+
+
+def test_the_clients_table_has_a_row_per_client(tmp_path: Path) -> None:
+    html = write_report(clients_drill(), tmp_path).html.read_text()
+    table = html[
+        html.index('<table class="clients">') : html.index("</table>", html.index("<h2>Clients"))
+    ]
+    rows = re.findall(r"<tr>\s*<td[^>]*>(client\d)</td>", table)
+    assert rows == ["client1", "client2"]
+    assert "19.0 s" in table
+    assert "750 / 0 / 12" in table
+    assert re.search(r'<td class="num bad">1 \(longest 31.0 s\)</td>', table)
+
+
+def test_the_figures_table_leaves_the_clients_to_their_own_table(tmp_path: Path) -> None:
+    html = write_report(clients_drill(), tmp_path).html.read_text()
+    assert re.search(r"Client hosts</td><td[^>]*>kernel</td>", html)
+    assert "[{" not in html
+    assert "&#39;rto_s&#39;" not in html
+
+
+def test_lost_writes_and_a_damaged_database_are_shown_as_bad(tmp_path: Path) -> None:
+    report = clients_drill()
+    report.clients[0] = client_figures(
+        "client1", writes_lost=2, database="row 3 missing from index", lost=("w17", "w18")
+    )
+    html = write_report(report, tmp_path).html.read_text()
+    assert '<td class="num bad">750 / 2 / 12</td>' in html
+    assert '<td class="num bad">row 3 missing from index</td>' in html
+    assert "client1 lost:</span> <code>w17, w18</code>" in html
+
+
+def test_client_actions_and_mounts_are_listed_with_the_events(tmp_path: Path) -> None:
+    html = write_report(clients_drill(), tmp_path).html.read_text()
+    assert (
+        "<td>action</td><td><code>steered</code></td><td>client2: map reloaded: dest1</td>" in html
+    )
+    assert '<td>client1 mounts dest1</td><td class="num">27.2 s</td>' in html
+    assert "client1: nothing mounted" in html
+
+
+def test_svg_has_a_lane_per_client_with_ticks_coloured_by_replica() -> None:
+    root = ET.fromstring(timeline_svg(clients_drill()))
+    texts = [t.text for t in root.iter(f"{SVG}text")]
+    assert "client1" in texts
+    assert "client2" in texts
+    colours = {
+        (p.get("data-client"), p.get("data-replica")): p.get("stroke")
+        for p in root.iter(f"{SVG}path")
+        if "write-ok" in p.get("class", "").split()
+    }
+    assert set(colours) == {(c, r) for c in ("client1", "client2") for r in ("site1", "dest1")}
+    assert colours["client1", "site1"] == colours["client2", "site1"]
+    assert colours["client1", "site1"] != colours["client1", "dest1"]
+
+
+def test_svg_marks_each_clients_actions_and_mount_changes() -> None:
+    root = ET.fromstring(timeline_svg(clients_drill()))
+    groups = list(root.iter(f"{SVG}g"))
+    actions = [g for g in groups if g.get("class") == "action"]
+    mounts = [g for g in groups if g.get("class") == "mount"]
+    assert len(actions) == 6
+    assert len(mounts) == 8
+    tips = [g.findtext(f"{SVG}title") for g in actions + mounts]
+    assert "client2 steered at 26.5 s: map reloaded: dest1" in tips
+    assert "client1 mounts dest1: 27.2 s \u2013 52.0 s" in tips
+    assert "client1: nothing mounted from 26.6 s" in tips
+
+
+def test_action_names_that_would_overlap_stay_in_their_tooltip() -> None:
+    root = ET.fromstring(timeline_svg(clients_drill()))
+    client1 = [g for g in root.iter(f"{SVG}g")
+               if g.get("class") == "action" and g.get("data-client") == "client1"]  # fmt: skip
+    labels = [g.findtext(f"{SVG}text") for g in client1]
+    assert labels == [None, "unmounted", "steered"]  # the first is 0.1 s before the second
+
+
+def test_failed_client_operations_are_red_on_top() -> None:
+    svg = timeline_svg(clients_drill())
+    assert svg.index("write-failed") > svg.rindex("write-ok")
+    failed = tick_columns(svg, "write-failed") + tick_columns(svg, "read-failed")
+    ok = tick_columns(svg, "write-ok")
+    assert max(ok) > max(failed) > min(failed) > min(ok)
+
+
+def test_client_lanes_escape_hostile_text(tmp_path: Path) -> None:
+    report = clients_drill()
+    hostile = client_figures(
+        HOSTILE,
+        actions=({"at": 20.0, "what": HOSTILE, "detail": HOSTILE},),
+        mounts=({"at": 21.0, "replica": HOSTILE},),
+        database=HOSTILE,
+        lost=(HOSTILE,),
+    )
+    report.clients.append(hostile)
+    report.samples.append(Sample(22.0, HOSTILE, "write", True, HOSTILE))
+    html = write_report(report, tmp_path).html.read_text()
+    assert "<script" not in html
+    assert "&lt;script&gt;" in html
+    ET.fromstring(timeline_svg(report))
+
+
+def test_samples_naming_no_client_beside_named_ones_get_a_lane_of_their_own() -> None:
+    report = clients_drill(count=0)
+    report.samples = [Sample(1.0, "site1", "write", True, ""), Sample(2.0, "site1", "read", True)]
+    root = ET.fromstring(timeline_svg(report))
+    assert "other" in [t.text for t in root.iter(f"{SVG}text")]
+
+
+def test_svg_with_clients_stays_small_for_many_samples() -> None:
+    svg = timeline_svg(clients_drill(count=20_000))
+    ET.fromstring(svg)
+    assert len(svg.encode()) < 400_000
+    assert len(timeline_svg(clients_drill(count=50_000))) == len(
+        timeline_svg(clients_drill(count=100_000))
+    )
+
+
+def test_the_legend_wraps_to_the_charts_width() -> None:
+    report = clients_drill(count=0)
+    report.samples = [Sample(1.0, f"replica-with-a-long-name-{i}", "write", True, "client1")
+                      for i in range(8)]  # fmt: skip
+    root = ET.fromstring(timeline_svg(report))
+    rows = {g.get("transform", "").split()[-1] for g in root.iter(f"{SVG}g")
+            if g.get("class") == "legend"}  # fmt: skip
+    assert len(rows) > 1
+    height = float(root.get("height", "0"))
+    assert max(float(row.rstrip(")")) for row in rows) < height

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Annotated
@@ -20,7 +21,7 @@ from nfs_failover import aio, netguard
 from nfs_failover.config import Mode
 from nfs_failover.drill.model import SUMMARY_KEYS, DrillReport
 from nfs_failover.drill.report import write_report
-from nfs_failover.drill.run import Drill, DrillOptions
+from nfs_failover.drill.run import NFS_VERSIONS, SEED_OPTIONS, Drill, DrillOptions
 from nfs_failover.durations import parse_duration
 from nfs_failover.lab import Lab, system
 from nfs_failover.lab.lab import STATE_DIR_ENV
@@ -37,6 +38,25 @@ def _seconds(value: str, option: str) -> float:
     if seconds <= 0:
         raise typer.BadParameter(f"{value!r}: must be more than 0", param_hint=option)
     return seconds
+
+
+def _version(value: str) -> str:
+    if value not in NFS_VERSIONS:
+        raise typer.BadParameter(f"{value!r}: must be one of {', '.join(NFS_VERSIONS)}",
+                                 param_hint="--nfs-version")  # fmt: skip
+    return value
+
+
+def _mount_options(value: str) -> str:
+    parts = [p.strip() for p in value.split(",")]
+    bad = [p for p in parts if not re.fullmatch(r"[A-Za-z0-9_]+(=[A-Za-z0-9_.:/-]+)?", p)]
+    if bad or not parts:
+        raise typer.BadParameter(f"{bad[0] if bad else value!r}: not a mount option",
+                                 param_hint="--mount-options")  # fmt: skip
+    if any(p.startswith("vers=") or p.startswith("nfsvers=") for p in parts):
+        raise typer.BadParameter("give the version with --nfs-version, not vers=",
+                                 param_hint="--mount-options")  # fmt: skip
+    return ",".join(parts)
 
 
 def drill(
@@ -57,6 +77,35 @@ def drill(
             "none of them may fail over.",
         ),
     ] = 0,
+    clients: Annotated[
+        int,
+        typer.Option(
+            "--clients",
+            min=1,
+            max=8,
+            help="Client hosts (VMs with the kernel NFS client and the real automount), "
+            "each running the agent and the applications.",
+        ),
+    ] = 2,
+    nfs_version: Annotated[
+        str, typer.Option("--nfs-version", help="NFS version the clients mount: 3 or 4.1.")
+    ] = "3",
+    mount_options: Annotated[
+        str,
+        typer.Option(
+            "--mount-options",
+            help="Mount options of /misc/crr, without vers= (--nfs-version adds it; NFSv3 "
+            "also gets nolock: the lab's servers have no lock manager).",
+        ),
+    ] = SEED_OPTIONS,
+    hang_after: Annotated[
+        str,
+        typer.Option(
+            "--hang-after",
+            help="An application operation with no answer for this long is a hung "
+            "process: the watchdog kills it and starts it again.",
+        ),
+    ] = "3s",
     keep: Annotated[
         bool, typer.Option("--keep", help="Leave the lab up even if the drill brought it up.")
     ] = False,
@@ -84,6 +133,10 @@ def drill(
         schedule=_seconds(schedule, "--schedule"),
         flaps=flaps,
         keep=keep,
+        clients=clients,
+        nfs_version=_version(nfs_version),
+        mount_options=_mount_options(mount_options),
+        hang_after=_seconds(hang_after, "--hang-after"),
     )
     system.require_root()  # fmt: skip
     os.environ.setdefault(netguard.ENV, "1")  # the drill talks to the lab alone

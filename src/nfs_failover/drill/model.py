@@ -12,8 +12,9 @@ SUMMARY_KEYS = (
     "passed", "mode", "grace_s", "detection_s", "rto_s", "rto_overhead_s", "break_s",
     "write_unavailable_s", "failback_s", "failback_unavailable_s", "writes_acknowledged",
     "writes_lost", "writes_preserved", "flaps", "false_failovers", "split_brain_instants",
-    "final_mirror_state", "report_html",
+    "final_mirror_state", "report_html", "client_kind", "clients",
 )  # fmt: skip
+CLIENT_KIND = "kernel"  # client hosts: Linux VMs, the kernel NFS client, the real automount
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,35 @@ class Sample:
     replica: str  # the replica the client talked to ("site1", "dest1")
     kind: str  # "write" or "read"
     ok: bool
+    client: str = ""  # the client host ("client1")
+
+
+@dataclass(frozen=True)
+class ClientFigures:
+    """What one client host's applications saw (``clients`` in the summary). Times in
+    seconds; ``None`` where a figure does not apply or was not seen."""
+
+    name: str
+    rto_s: float | None  # outage -> first acknowledged write (read-only: read) on zone 2
+    write_blocked_s: float | None  # last acknowledged write before the outage -> first after
+    read_blocked_s: float | None
+    hung_processes: int  # operations with no answer past the watchdog's limit (killed)
+    hung_longest_s: float | None
+    writes_acknowledged: int  # files whose fsync returned
+    writes_lost: int
+    writes_preserved: int  # owed, found only in the failback's preserved set
+    rows_acknowledged: int  # sqlite rows whose COMMIT returned
+    rows_lost: int
+    rows_preserved: int
+    database: str | None  # pragma integrity_check on the final source, None without rows
+    writes_refused: int  # EROFS answers (a read-only replica)
+    stale_reads: int  # reads that missed a file or version they were owed
+    hidden_files: int  # the most owed files one listing missed
+    corrupt_reads: int  # reads whose content was not what was written
+    back_on_source_s: float | None  # failback begins -> first acknowledged op on zone 1
+    lost: tuple[str, ...] = ()  # the first few lost files and rows, by name
+    actions: tuple[dict[str, object], ...] = ()  # the agent's: {at, what, detail}
+    mounts: tuple[dict[str, object], ...] = ()  # the key's mounts: {at, replica}
 
 
 @dataclass(frozen=True)
@@ -64,6 +94,7 @@ class DrillReport:
     started_at: float = 0.0  # epoch seconds of the drill's t0
     notes: list[str] = field(default_factory=list)
     lab: dict[str, object] = field(default_factory=dict)  # zones, exports, state folder
+    clients: list[ClientFigures] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:

@@ -1,14 +1,16 @@
 """The drill: the seed's whole failover cycle on the local lab, measured and verified.
 
-It brings the lab up (or reuses it), pairs its two zones with the local replication
-engine, and runs the controller and the agent in this process, as ``nfs-failover run``
-does on a single host. A client workload resolves the volume through the real automount
-daemon reading the agent's maps and talks NFS to the replica it names (see
-``drill.client``). Then: optional short outages (flaps) that must not fail over; zone 1
-cut off until the controller fails over and the client writes on zone 2; zone 1
-restored, the client staying on zone 2; a failback; and the checks: every acknowledged
-write on the final source or preserved, no instant with two writable replicas offered,
-the replication mirrored in its original direction again.
+It brings the lab up (or reuses it) with its client hosts, pairs the two zones with the
+local replication engine, and runs the controller in this process with one agent per
+client host, as ``nfs-failover run`` does on a single host. In every client host, real
+applications work through ``/misc/crr``, which the real automount mounts with the kernel
+NFS client from the agent's maps (``lab.guest_workload``): a writer that ``fsync``s, a
+reader, and ``sqlite3``. Then: optional short outages (flaps) that must not fail over;
+zone 1 cut off until the controller fails over and every client writes on zone 2; zone 1
+restored, the clients staying on zone 2; a failback; and the checks: every acknowledged
+write and committed row on the final source or preserved, the database intact, no stale
+read, no instant with two writable replicas offered, the replication mirrored in its
+original direction again.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -32,13 +34,23 @@ from nfs_failover import ganesha
 from nfs_failover.agent import Agent
 from nfs_failover.config import Config, Mode, Volume, parse_config
 from nfs_failover.controller.loop import Controller
-from nfs_failover.drill.client import AutofsClient, Lookup
-from nfs_failover.drill.model import SUMMARY_KEYS, Check, DrillReport, Mark, Phase, Sample
+from nfs_failover.drill import figures
+from nfs_failover.drill.guests import GuestWorkload, Op
+from nfs_failover.drill.model import (
+    CLIENT_KIND,
+    SUMMARY_KEYS,
+    Check,
+    ClientFigures,
+    DrillReport,
+    Mark,
+    Phase,
+    Sample,
+)
 from nfs_failover.errors import NfsFailoverError
+from nfs_failover.lab import guest_workload
 from nfs_failover.lab.automount import GuestAutomount
 from nfs_failover.lab.guest_machine import GuestMachine, client_config
 from nfs_failover.lab.lab import Lab
-from nfs_failover.lab.workload import Workload
 from nfs_failover.replication.base import MirrorState
 from nfs_failover.replication.local import LocalProvider
 from nfs_failover.store import Event, SqliteStore
@@ -47,11 +59,15 @@ FAILOVER_KINDS = ("failover", "failover-read-only", "switchover")
 FAILBACK_KINDS = ("failback", "failback-read-only")
 PREFIX = "drill-"
 SEED_FILES = 40  # files a read-only drill writes first, to read them back later
-NO_KERNEL_NFS = (
-    "The client picks its replica in client host client1 (a VM with Debian's kernel): a "
-    "fresh access there makes the real automount mount the replica the agent's map offers "
-    "with the kernel NFS client. The workload's NFS I/O then goes from the host through "
-    "nfs-failover's own NFS client to that replica."
+STARTUP_TIMEOUT = 120.0  # seconds for every client's applications to work on zone 1
+SEED_OPTIONS = "rw,nosuid,hard,tcp,timeo=60"  # the seed article's auto.misc options
+NFS_VERSIONS = ("3", "4.1")
+NOTE_CLIENTS = (
+    "Clients: {n} client hosts (VMs with Debian's kernel). In each, the real automount "
+    "mounts {key} with the kernel NFS client ({options}); a writer (fsync), a reader and "
+    "sqlite3 work through it under a watchdog that kills and restarts a process whose "
+    "operation has not returned in {hang:g}s. The agent of each client runs in the "
+    "drill's process and reaches its guest through the lab's command server."
 )
 
 
@@ -71,10 +87,27 @@ class DrillOptions:
     probe_timeout: float = 0.5
     phase_timeout: float = 120.0  # the longest any one phase may take
     keep: bool = False  # leave a lab the drill brought up running
+    clients: int = 2  # client hosts
+    nfs_version: str = "3"
+    mount_options: str = SEED_OPTIONS  # without vers= (nfs_version adds it)
+    hang_after: float = 3.0  # seconds an operation may take before its process is hung
 
     @property
     def flap_seconds(self) -> float:
         return self.flap_length if self.flap_length is not None else 0.4 * self.grace
+
+    @property
+    def options(self) -> str:
+        """The mount options the map offers: the seed's, the NFS version, and for NFSv3
+        ``nolock`` (the lab's Ganesha runs no lock manager; each client's database is its
+        own, so local locks are enough)."""
+        parts = [p for p in self.mount_options.split(",") if p and not p.startswith("vers=")]
+        if self.mode is Mode.READ_ONLY:
+            parts = ["ro" if p == "rw" else p for p in parts]
+        parts.append(f"vers={self.nfs_version}")
+        if self.nfs_version == "3" and "lock" not in parts and "nolock" not in parts:
+            parts.append("nolock")
+        return ",".join(parts)
 
 
 @dataclass
@@ -100,14 +133,15 @@ class Drill:
         self.live = Live()
         self._say = say or (lambda _m: None)
         self.workdir = lab.state_dir / "drill"
-        self.guest = lab.client("client1")
+        self.guests = [lab.client(f"client{n}") for n in range(1, options.clients + 1)]
         self.run_id = uuid.uuid4().hex[:6]
         self.t0 = time.time()
         self.marks: list[Mark] = []
         self.phases: list[Phase] = []
         self.split_brain: list[float] = []
         self._samples_taken = 0
-        self._lookups: list[Lookup] = []
+        self.workloads: list[GuestWorkload] = []
+        self.actions: dict[str, list[tuple[float, str, str]]] = {g.name: [] for g in self.guests}
         self.at: dict[str, float] = {}  # epoch seconds of the drill's instants
         self.false_failovers = 0
         self.failure: str | None = None  # why the drill stopped before its end
@@ -135,6 +169,12 @@ class Drill:
         finally:
             self.phase(name, label, start, time.time())
 
+    def _acted(self, client: str) -> Callable[[str, str], None]:
+        def acted(what: str, detail: str) -> None:
+            self.actions[client].append((time.time(), what, detail))
+
+        return acted
+
     # -- the drill ---------------------------------------------------------------------
 
     async def run(self) -> DrillReport:
@@ -145,10 +185,11 @@ class Drill:
         try:
             with self._phase("setup", "lab up"):
                 self.say("bringing the lab up" if not was_up else "reusing the running lab")
-                await asyncio.to_thread(functools.partial(self.lab.up, self.say, clients=1))
+                up = functools.partial(self.lab.up, self.say, clients=self.options.clients)
+                await asyncio.to_thread(up)
                 await asyncio.to_thread(self._reset)
             return await self._run()
-        except NfsFailoverError as exc:  # the lab, its client host or the pair failed us
+        except NfsFailoverError as exc:  # the lab, its client hosts or the pair failed us
             self.failure = str(exc)
             self.say(f"stopped: {exc}")
             return self._unfinished()
@@ -162,15 +203,20 @@ class Drill:
         the story's own checks): the reason, and what it had done so far."""
         summary: dict[str, object] = dict.fromkeys(SUMMARY_KEYS)
         summary.update(passed=False, mode=self.options.mode.value, grace_s=self.options.grace,
-                       flaps=self.options.flaps)  # fmt: skip
+                       flaps=self.options.flaps, client_kind=CLIENT_KIND, clients=[])  # fmt: skip
         return DrillReport(
             summary=summary,
             checks=[Check("the drill ran to its end", False, self.failure or "stopped")],
             phases=self.phases,
             marks=self.marks,
             started_at=self.t0,
-            notes=[NO_KERNEL_NFS],
+            notes=[self._note_clients()],
         )
+
+    def _note_clients(self) -> str:
+        o = self.options
+        return NOTE_CLIENTS.format(n=o.clients, key="/misc/crr", options=o.options,
+                                   hang=o.hang_after)  # fmt: skip
 
     def _reset(self) -> None:
         """A clean pair: both zones reachable, site1 writable, no earlier drill's state."""
@@ -178,9 +224,11 @@ class Drill:
             self.lab.restore(zone.name)
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
-        # The client host starts afresh too: its maps and the state its agent last applied
-        # belong to the earlier drill's store, which is gone.
-        shutil.rmtree(self.guest.files_root, ignore_errors=True)
+        # The client hosts start afresh too: their maps and the state their agents last
+        # applied belong to the earlier drill's store, which is gone.
+        for guest in self.guests:
+            shutil.rmtree(guest.files_root, ignore_errors=True)
+            shutil.rmtree(guest.folder / "drill", ignore_errors=True)
         self.workdir.mkdir(mode=0o700, parents=True)
         for zone in self.lab.zones:
             for old in zone.folder.glob(f"{PREFIX}*"):
@@ -194,8 +242,7 @@ class Drill:
         o = self.options
         volume = data["volumes"][0]
         volume["mode"] = o.mode.value
-        if o.mode is Mode.READ_ONLY:
-            volume["mount"]["options"] = volume["mount"]["options"].replace("rw,", "ro,", 1)
+        volume["mount"]["options"] = o.options
         volume["replication"]["schedule"] = f"{o.schedule:g}s"
         volume["replication"]["state_dir"] = str(self.workdir / "replication")
         data["policy"].update({
@@ -216,77 +263,71 @@ class Drill:
         volume = config.volumes[0]
         store = SqliteStore(self.workdir / "state.db")
         provider = LocalProvider(volume)
-        machine = GuestMachine(self.guest)
         client_view = client_config(config)
-        settings = client_view.autofs
-        agent = Agent(client_view, store, name=self.guest.name, machine=machine)
+        agents = [Agent(client_view, store, name=g.name, machine=GuestMachine(g),
+                        on_action=self._acted(g.name)) for g in self.guests]  # fmt: skip
         controller = Controller(config, store, name="drill-controller",
-                                providers={volume.name: provider}, agent=agent)  # fmt: skip
+                                providers={volume.name: provider}, agents=agents)  # fmt: skip
+        key = PurePosixPath(client_view.autofs.mount_root) / (volume.mount.map_key or volume.name)
+        read_only = self.options.mode is Mode.READ_ONLY
+        self.workloads = [GuestWorkload(g, key, self.run_id, read_only=read_only,
+                                        hang_after=self.options.hang_after)
+                          for g in self.guests]  # fmt: skip
+        # Fresh clients: a mount left by an earlier drill keeps its options (ro, another
+        # NFS version) whatever the new maps say, until it is gone.
+        await asyncio.gather(*(asyncio.to_thread(GuestAutomount(g).unmount, key)
+                               for g in self.guests))  # fmt: skip
         with self._phase("baseline", "baseline transfer"):
+            if read_only:
+                self._seed_files(volume)
             self.say(f"baseline transfer {volume.replicas[0].name} -> {volume.replicas[1].name}")
             await provider.transfer_now(timeout=self.options.phase_timeout)
-            await agent.cycle()  # the maps exist before the client's daemon reads them
-        daemon = GuestAutomount(self.guest)
-        key = PurePosixPath(settings.mount_root) / (volume.mount.map_key or volume.name)
-        await asyncio.to_thread(daemon.wait_mounted_root, key.parent)
+            # The maps exist before the clients' daemons read them.
+            await asyncio.gather(*(agent.cycle() for agent in agents))
+        await asyncio.gather(*(asyncio.to_thread(GuestAutomount(g).wait_mounted_root, key.parent)
+                               for g in self.guests))  # fmt: skip
         stop = asyncio.Event()
-        pid = await asyncio.to_thread(lambda: daemon.pid)
-        self.say(f"automount (pid {pid}) in {self.guest.name} mounts {key}")
         loop_task = asyncio.create_task(controller.run(stop))
-        sampler = asyncio.create_task(self._sample(machine.files_path(settings.map_file),
-                                                   volume, stop))  # fmt: skip
+        sampler = asyncio.create_task(self._sample(agents, volume, stop))
         try:
-            async with AutofsClient(daemon, key) as client:
-                self._lookups = client.lookups
-                workload = await self._workload(client, volume, provider)
-                await self._cycle(volume, controller, workload, client)
+            self.say(f"starting the applications in {len(self.guests)} client hosts on {key}")
+            await asyncio.gather(*(w.start() for w in self.workloads))
+            try:
+                await self._cycle(volume, controller)
+            finally:
+                await asyncio.gather(*(w.stop() for w in self.workloads), return_exceptions=True)
         finally:
             stop.set()
             await asyncio.gather(loop_task, sampler, return_exceptions=True)
             await controller.close()
-        return await self._report(volume, store, provider, workload)
+            await asyncio.gather(*(agent.close() for agent in agents))
+        return await self._report(volume, store, provider)
 
-    async def _workload(
-        self, client: AutofsClient, volume: Volume, provider: LocalProvider
-    ) -> Workload:
-        prefix = f"{PREFIX}{self.run_id}-"
-        if self.options.mode is Mode.READ_WRITE:
-            return Workload(client.resolve, prefix=prefix, interrupt=client.moved)
-        # Read-only: write the files to read first, on the source, and replicate them.
-        source = volume.replicas[0].export
+    def _seed_files(self, volume: Volume) -> None:
+        """Read-only: the files each client reads back, written on the source's folder."""
+        folder = self.lab.zone(volume.replicas[0].name).folder
+        for workload in self.workloads:
+            for seq in range(1, SEED_FILES + 1):
+                path = folder / guest_workload.file_name(workload.prefix, seq)
+                path.write_bytes(guest_workload.content(workload.prefix, seq))
 
-        async def at_source() -> Any:
-            return source
-
-        seed = Workload(at_source, prefix=prefix)
-        for _ in range(SEED_FILES):
-            if await seed.step() is None:
-                raise DrillError(f"could not write the files to read on {source}")
-        await seed.close()
-        await provider.transfer_now(timeout=self.options.phase_timeout)
-        known = {ack.path: ack.sha256 for ack in seed.acks}
-        reader = Workload(client.resolve, prefix=prefix, read_only=True, known=known,
-                          interrupt=client.moved)  # fmt: skip
-        reader.acks.extend(seed.acks)  # still owed on the final source
-        return reader
-
-    async def _cycle(
-        self, volume: Volume, controller: Controller, workload: Workload, client: AutofsClient
-    ) -> None:
+    async def _cycle(self, volume: Volume, controller: Controller) -> None:
         """The story, instant by instant, into ``self.at``; a DrillError stops it where it
         stands, and the report says where."""
         o = self.options
         source, destination = (str(r.export) for r in volume.replicas)
         name = volume.name
         at = self.at
-        halt = asyncio.Event()
-        task = asyncio.create_task(workload.run(halt))
-        watch = asyncio.create_task(self._follow(workload, client, controller, name))
+        watch = asyncio.create_task(self._follow(controller, name))
         try:
-            with self._phase("steady", "client on zone 1"):
-                first = await self._until_ok(workload, source, time.time() - 1, "zone 1")
-                self.mark("client-start", "client on zone 1", first)
-                self.say(f"client works on {source}")
+            with self._phase("steady", "clients on zone 1"):
+                # The applications' first start is no part of the story: it has its own
+                # deadline (Python starts slowly under software emulation).
+                startup = max(STARTUP_TIMEOUT, o.phase_timeout)
+                first = await self._until_ok(source, time.time() - 1, "zone 1", every_kind=True,
+                                             timeout=startup)  # fmt: skip
+                self.mark("client-start", "clients on zone 1", first)
+                self.say(f"every client works on {source}")
                 # The outage comes at a random moment of the probe cycle, as real ones do.
                 await asyncio.sleep(o.steady + random.uniform(0, o.probe_interval))  # noqa: S311
             await self._flaps(controller, name)
@@ -295,9 +336,11 @@ class Drill:
             await asyncio.to_thread(self.lab.outage, "az1")
             at["outage"] = self.mark("outage", "zone 1 cut off")
             self.say(f"zone 1 cut off (ports 111, 635, 2049 dropped); grace {o.grace:g}s")
-            at["first2"] = await self._until_ok(workload, destination, at["outage"], "zone 2")
-            self.mark("first-op-zone2", f"first {_op(o.mode)} on zone 2", at["first2"])
-            self.say(f"first {_op(o.mode)} on zone 2 after {at['first2'] - at['outage']:.2f}s")
+            at["first2"] = await self._until_ok(destination, at["outage"], "zone 2")
+            self.mark("first-op-zone2", f"every client's first {_op(o.mode)} on zone 2",
+                      at["first2"])  # fmt: skip
+            self.say(f"every client {_op(o.mode)}s on zone 2 "
+                     f"{at['first2'] - at['outage']:.2f}s after the outage")  # fmt: skip
             await self._until_done(controller, name, FAILOVER_KINDS, at["outage"])
             span = self._workflow_span(controller, name, FAILOVER_KINDS, at["outage"])
             self.phase("failover", "failover workflow", *span)
@@ -306,22 +349,19 @@ class Drill:
             await asyncio.to_thread(self.lab.restore, "az1")
             at["restore"] = self.mark("restore", "zone 1 restored")
             self.phase("outage", "zone 1 cut off", at["outage"], at["restore"])
-            self.say("zone 1 restored; the client stays on zone 2")
-            with self._phase("restored", "zone 1 back, client stays on zone 2"):
+            self.say("zone 1 restored; the clients stay on zone 2")
+            with self._phase("restored", "zone 1 back, clients stay on zone 2"):
                 await asyncio.sleep(max(o.steady, 2 * o.probe_interval + o.probe_timeout))
-            await self._failback(name, source, controller, workload)
+            await self._failback(name, source, controller)
         except (NfsFailoverError, TimeoutError) as exc:
             self.failure = str(exc) or f"timed out in phase {self.live.phase!r}"
             self.say(f"drill stopped: {self.failure}")
         finally:
-            halt.set()
             watch.cancel()
-            await asyncio.gather(task, watch, return_exceptions=True)
+            await asyncio.gather(watch, return_exceptions=True)
             await asyncio.to_thread(self.lab.restore, "az1")
 
-    async def _failback(
-        self, name: str, source: str, controller: Controller, workload: Workload
-    ) -> None:
+    async def _failback(self, name: str, source: str, controller: Controller) -> None:
         o, at = self.options, self.at
         # The failback, as an operator asks for it (failback: manual).
         self.live.phase = "failback"
@@ -331,12 +371,11 @@ class Drill:
         at["failback_done"] = self.mark("failback-done", "failback done")
         self.phase("failback", "failback workflow", at["failback"], at["failback_done"])
         self.say(f"failback done in {at['failback_done'] - at['failback']:.2f}s")
-        at["first1"] = await self._until_ok(workload, source, at["failback"], "zone 1 again")
-        self.mark("first-op-zone1", f"client back on zone 1 ({_op(o.mode)})", at["first1"])
-        self.say(
-            f"client back on zone 1, {at['first1'] - at['failback']:.2f}s after the failback began"
-        )
-        with self._phase("back", "client back on zone 1"):
+        at["first1"] = await self._until_ok(source, at["failback"], "zone 1 again")
+        self.mark("first-op-zone1", f"every client back on zone 1 ({_op(o.mode)})", at["first1"])
+        self.say(f"every client back on zone 1, "
+                 f"{at['first1'] - at['failback']:.2f}s after the failback began")  # fmt: skip
+        with self._phase("back", "clients back on zone 1"):
             await asyncio.sleep(o.steady)
 
     async def _flaps(self, controller: Controller, volume: str) -> None:
@@ -365,17 +404,43 @@ class Drill:
 
     # -- waiting -----------------------------------------------------------------------
 
-    async def _until_ok(self, workload: Workload, export: str, after: float, what: str) -> float:
-        """When the first successful operation on ``export`` after ``after`` ended."""
-        deadline = time.monotonic() + self.options.phase_timeout
+    def _useful(self, op: Op) -> bool:
+        """An operation that shows the client's volume works for it: an acknowledged
+        write (a file or a row) in read-write mode, a read in read-only mode."""
+        kinds = ("read",) if self.options.mode is Mode.READ_ONLY else ("write", "row")
+        return op.ok and op.end is not None and op.kind in kinds
+
+    async def _until_ok(
+        self,
+        export: str,
+        after: float,
+        what: str,
+        *,
+        every_kind: bool = False,
+        timeout: float | None = None,
+    ) -> float:
+        """When the last client's first useful operation on ``export`` begun after
+        ``after`` ended: every client works there (``every_kind``: each of its
+        applications does)."""
+        timeout = self.options.phase_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for op in workload.ops:
-                if op.ok and op.export == export and op.at > after:
-                    return op.at
-            await asyncio.sleep(0.02)
+            firsts = []
+            for workload in self.workloads:
+                ops = [op for op in workload.records().ops if self._useful(op)
+                       and op.server == export and op.begin > after]  # fmt: skip
+                kinds = {op.kind for op in ops}
+                if every_kind and len(kinds) < (1 if self.options.mode is Mode.READ_ONLY else 2):
+                    ops = []
+                ends = [op.end for op in ops if op.end is not None]
+                firsts.append(min(ends) if ends else None)
+            if all(f is not None for f in firsts):
+                return max(f for f in firsts if f is not None)
+            await asyncio.sleep(0.1)
+        late = [w.client.name for w in self.workloads]
         raise DrillError(
-            f"the client did no successful {_op(self.options.mode)} on {what} ({export}) "
-            f"within {self.options.phase_timeout:g}s"
+            f"not every client ({', '.join(late)}) did a successful {_op(self.options.mode)} "
+            f"on {what} ({export}) within {timeout:g}s"
         )
 
     async def _until_done(
@@ -407,16 +472,15 @@ class Drill:
         events = self._workflow_events(controller, volume, kinds, after)
         return (events[0].at, events[-1].at) if events else (after, after)
 
-    async def _follow(
-        self, workload: Workload, client: AutofsClient, controller: Controller, volume: str
-    ) -> None:
+    async def _follow(self, controller: Controller, volume: str) -> None:
         """Keep the live view current, and say what the controller decides."""
         said = ""
         while True:
-            current = client.current
-            self.live.replica = str(current) if current else None
-            self.live.ok = sum(1 for op in workload.ops if op.ok)
-            self.live.failed = len(workload.failures)
+            ops = [op for w in self.workloads for op in w.records().ops]
+            mounts = self.workloads[0].records().mounts if self.workloads else []
+            self.live.replica = mounts[-1].server if mounts else None
+            self.live.ok = sum(1 for op in ops if op.ok)
+            self.live.failed = sum(1 for op in ops if not op.ok)
             decision = controller.decision(volume)
             if decision is not None:
                 self.live.decision = str(decision)
@@ -425,52 +489,61 @@ class Drill:
                 if gist != said:
                     said = gist
                     self.say(f"controller: {decision}")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
 
-    async def _sample(self, map_file: Path, volume: Volume, stop: asyncio.Event) -> None:
-        """Every 100 ms: the replicas the client's map offers, and whether each one's
+    async def _sample(self, agents: list[Agent], volume: Volume, stop: asyncio.Event) -> None:
+        """Every 100 ms: the replicas each client's map offers, and whether each one's
         server takes writes. Two writable replicas offered at once is split brain."""
         zones = {z.replica: z for z in self.lab.zones}
+        maps = [a.machine.files_path(a.config.autofs.map_file) for a in agents]
         while not stop.is_set():
-            text = map_file.read_text() if map_file.exists() else ""
-            writable = [
-                r.name for r in volume.replicas
-                if _offers(text, r.export.host, r.export.path)
-                and ganesha.export_access(zones[r.name].conf, zones[r.name].folder) == "rw"
-            ]  # fmt: skip
+            access = {r.name: ganesha.export_access(zones[r.name].conf, zones[r.name].folder)
+                      for r in volume.replicas}  # fmt: skip
+            for map_file in maps:
+                text = map_file.read_text() if map_file.exists() else ""
+                writable = [r.name for r in volume.replicas
+                            if _offers(text, r.export.host, r.export.path)
+                            and access[r.name] == "rw"]  # fmt: skip
+                if len(writable) > 1:
+                    self.split_brain.append(time.time() - self.t0)
             self._samples_taken += 1
-            if len(writable) > 1:
-                self.split_brain.append(time.time() - self.t0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.1)
 
     # -- verification and figures ------------------------------------------------------
 
     async def _report(
-        self, volume: Volume, store: SqliteStore, provider: LocalProvider, workload: Workload
+        self, volume: Volume, store: SqliteStore, provider: LocalProvider
     ) -> DrillReport:
         o = self.options
         rw = o.mode is Mode.READ_WRITE
         self.live.phase = "verifying"
         source, destination = (str(r.export) for r in volume.replicas)
-        source_zone = self.lab.zone(volume.replicas[0].name)
-        final = {ack.path: data for ack in workload.acks
-                 if (data := _read(source_zone.folder / ack.path)) is not None}  # fmt: skip
+        names = {str(r.export): r.name for r in volume.replicas}
         preserved, listed = _preserved(store, volume.name)
-        verification = workload.verify(final, preserved)
         status = await provider.status(timeout=10.0)
         await provider.close()
         at = self.at
         events = self._events(store, volume.name)
         detected = self._mark_steps(events)
         outage, failback = at.get("outage"), at.get("failback")
-        ok_ops = [op for op in workload.ops if op.ok]
-        last_before = _last(op.at for op in ok_ops if outage is not None and op.at <= outage)
-        last_on_dest = _last(op.at for op in ok_ops if op.export == destination
-                             and op.at < at.get("first1", float("inf")))  # fmt: skip
-        stayed = [op for op in ok_ops
-                  if at.get("restore", float("inf")) < op.at < at.get("failback", 0.0)]  # fmt: skip
-        rto = _span(outage, at.get("first2"))
+        instants = figures.Instants(self.t0, outage, at.get("restore"), failback)
+        view = figures.Volume(names, source, destination,
+                              self.lab.zone(volume.replicas[0].name).folder, preserved)  # fmt: skip
+        records = {w.client.name: w.records() for w in self.workloads}
+        clients = [
+            await asyncio.to_thread(
+                figures.client_figures, w.client.name, records[w.client.name], instants, view,
+                prefix=w.prefix, read_only=not rw, actions=self.actions[w.client.name],
+            )
+            for w in self.workloads
+        ]  # fmt: skip
+        ops = [op for r in records.values() for op in r.ops]
+        restored, failback_at = at.get("restore", float("inf")), at.get("failback", 0.0)
+        stayed = [op for op in ops if self._useful(op) and restored < op.begin < failback_at]
+        rto = _worst(c.rto_s for c in clients)
+        lost = sum(c.writes_lost + c.rows_lost for c in clients)
+        acknowledged = sum(c.writes_acknowledged + c.rows_acknowledged for c in clients)
         summary: dict[str, object] = {
             "mode": o.mode.value,
             "grace_s": o.grace,
@@ -478,54 +551,28 @@ class Drill:
             "rto_s": rto,
             "rto_overhead_s": round(rto - o.grace, 3) if rto is not None else None,
             "break_s": _step_seconds(events, "break", "failover", outage) if rw else None,
-            "write_unavailable_s": _span(last_before, at.get("first2")) if rw else None,
+            "write_unavailable_s": _worst(c.write_blocked_s for c in clients) if rw else None,
             "failback_s": _span(failback, at.get("failback_done")),
-            "failback_unavailable_s": _span(last_on_dest, at.get("first1")),
-            "writes_acknowledged": verification.acknowledged,
-            "writes_lost": len(verification.lost),
-            "writes_preserved": len(verification.preserved),
+            "failback_unavailable_s": _worst(c.back_on_source_s for c in clients),
+            "writes_acknowledged": acknowledged,
+            "writes_lost": lost,
+            "writes_preserved": sum(c.writes_preserved + c.rows_preserved for c in clients),
             "flaps": o.flaps,
             "false_failovers": self.false_failovers,
             "split_brain_instants": len(self.split_brain),
             "final_mirror_state": status.mirror_state.value,
             "report_html": None,
+            "client_kind": CLIENT_KIND,
+            "clients": [asdict(c) for c in clients],
         }
-        back_after = _span(failback, at.get("first1"))
-        checks = [
-            Check("the drill ran to its end", self.failure is None,
-                  self.failure or "outage, failover, restore, failback, client back"),
-            Check("no acknowledged write lost", verification.passed,
-                  f"{verification.acknowledged} acknowledged: {verification.present} on the final "
-                  f"source {source}, {len(verification.preserved)} preserved ({listed}), "
-                  f"{len(verification.lost)} lost"
-                  + (f": {', '.join(verification.lost[:5])}" if verification.lost else "")),
-            Check("never two writable replicas offered", not self.split_brain,
-                  f"{self._samples_taken} samples of the client map and both exports' access, "
-                  f"every 100 ms: {len(self.split_brain)} offered two writable replicas"),
-            Check("replication mirrored in the original direction",
-                  status.mirror_state is MirrorState.MIRRORED
-                  and status.source == volume.replicas[0].name,
-                  f"{status.mirror_state.value}, {status.source} -> {status.destination}"),
-            Check("no failover on a flap", not self.false_failovers,
-                  f"{o.flaps} outages of {o.flap_seconds:g}s (grace {o.grace:g}s): "
-                  f"{self.false_failovers} failovers" if o.flaps
-                  else "no flaps asked for (--flaps N)"),
-            Check("the client stayed on zone 2 until the failback",
-                  "restore" in at and not [op for op in stayed if op.export == source],
-                  f"{len(stayed)} operations between the restore and the failback, "
-                  f"{sum(op.export == source for op in stayed)} on zone 1"),
-            Check("the client is back on zone 1", back_after is not None,
-                  f"first {_op(o.mode)} on {source} {back_after:.2f}s after the failback began"
-                  if back_after is not None else "not seen"),
-        ]  # fmt: skip
+        checks = self._checks(volume, clients, status, stayed, listed)
         summary["passed"] = all(c.passed for c in checks)
-        names = {str(r.export): r.name for r in volume.replicas}
-        samples = [Sample(round(op.at - self.t0, 3), names.get(op.export, op.export), op.kind,
-                          op.ok) for op in workload.ops]  # fmt: skip
-        lookups = [f"{x.seconds:.2f}s" for x in self._lookups]
+        samples = [Sample(round((op.end or op.begin) - self.t0, 3),
+                          names.get(op.server or "", op.server or "?"),
+                          "read" if op.kind == "read" else "write", op.ok, op.client)
+                   for op in ops if op.kind in ("write", "row", "read")]  # fmt: skip
         notes = [
-            NO_KERNEL_NFS,
-            f"Client lookups in automount: {len(lookups)} ({', '.join(lookups[:8])}).",
+            self._note_clients(),
             f"Policy: probe every {o.probe_interval:g}s with a {o.probe_timeout:g}s deadline, "
             f"failover after {o.grace:g}s down, replication every {o.schedule:g}s.",
             "Zone outage: nftables in the zone's namespace drops TCP and UDP to ports 111, "
@@ -535,14 +582,67 @@ class Drill:
         return DrillReport(
             summary=summary, checks=checks, phases=sorted(self.phases, key=lambda p: p.start),
             marks=sorted(self.marks, key=lambda m: m.at), samples=samples, started_at=self.t0,
-            notes=notes, lab={
+            notes=notes, clients=clients, lab={
                 "state folder": str(self.lab.state_dir), "volume": volume.name,
                 **{f"{r.name} ({z.name})": str(r.export)
                    for r, z in zip(volume.replicas, self.lab.zones, strict=True)},
-                "workload": f"{'writes' if rw else 'reads'} of 4 KiB files"
-                + (", FILE_SYNC" if rw else ""),
+                "clients": ", ".join(f"{g.name} ({g.address})" for g in self.guests),
+                "mount options": o.options,
+                "workload": "writer (4 KiB files, fsync), reader, sqlite3 (a row per "
+                            "transaction)" if rw else "reader of files written before",
             },
         )  # fmt: skip
+
+    def _checks(
+        self,
+        volume: Volume,
+        clients: list[ClientFigures],
+        status: Any,
+        stayed: list[Op],
+        listed: str,
+    ) -> list[Check]:
+        o, at = self.options, self.at
+        source = str(volume.replicas[0].export)
+        acknowledged = sum(c.writes_acknowledged + c.rows_acknowledged for c in clients)
+        preserved = sum(c.writes_preserved + c.rows_preserved for c in clients)
+        lost = [name for c in clients for name in c.lost]
+        lost_count = sum(c.writes_lost + c.rows_lost for c in clients)
+        databases = {c.name: c.database for c in clients if c.database is not None}
+        stale = sum(c.stale_reads + c.corrupt_reads for c in clients)
+        back_after = _span(at.get("failback"), at.get("first1"))
+        return [
+            Check("the drill ran to its end", self.failure is None,
+                  self.failure or "outage, failover, restore, failback, clients back"),
+            Check("no acknowledged write lost", lost_count == 0,
+                  f"{acknowledged} acknowledged (files whose fsync returned, committed rows) "
+                  f"by {len(clients)} clients: {preserved} only in the preserved set "
+                  f"({listed}), {lost_count} lost" + (f": {', '.join(lost[:5])}" if lost else "")),
+            Check("every database intact on the final source",
+                  all(v == "ok" for v in databases.values()),
+                  "; ".join(f"{k}: {v}" for k, v in databases.items()) or "no rows written"),
+            Check("no stale read", stale == 0,
+                  f"{sum(c.stale_reads for c in clients)} reads missed a file or version owed, "
+                  f"{sum(c.corrupt_reads for c in clients)} read wrong content"),
+            Check("never two writable replicas offered", not self.split_brain,
+                  f"{self._samples_taken} samples of {len(clients)} client maps and both "
+                  f"exports' access, every 100 ms: {len(self.split_brain)} offered two "
+                  f"writable replicas"),
+            Check("replication mirrored in the original direction",
+                  status.mirror_state is MirrorState.MIRRORED
+                  and status.source == volume.replicas[0].name,
+                  f"{status.mirror_state.value}, {status.source} -> {status.destination}"),
+            Check("no failover on a flap", not self.false_failovers,
+                  f"{o.flaps} outages of {o.flap_seconds:g}s (grace {o.grace:g}s): "
+                  f"{self.false_failovers} failovers" if o.flaps
+                  else "no flaps asked for (--flaps N)"),
+            Check("the clients stayed on zone 2 until the failback",
+                  "restore" in at and not [op for op in stayed if op.server == source],
+                  f"{len(stayed)} operations between the restore and the failback, "
+                  f"{sum(op.server == source for op in stayed)} on zone 1"),
+            Check("the clients are back on zone 1", back_after is not None,
+                  f"every client's first {_op(o.mode)} on {source} {back_after:.2f}s after the "
+                  "failback began" if back_after is not None else "not seen"),
+        ]  # fmt: skip
 
     def _mark_steps(self, events: list[Event]) -> float | None:
         """The workflows' own instants, from the journal; returns when the failover began."""
@@ -584,9 +684,10 @@ def _first(values: Iterable[float]) -> float | None:
     return next(iter(values), None)
 
 
-def _last(values: Iterable[float]) -> float | None:
+def _worst(values: Iterable[float | None]) -> float | None:
+    """The slowest client's figure; None when any client has none (it was not seen)."""
     found = list(values)
-    return max(found) if found else None
+    return None if not found or None in found else max(v for v in found if v is not None)
 
 
 def _offers(map_text: str, host: str, path: str) -> bool:
@@ -601,10 +702,11 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
-def _preserved(store: SqliteStore, volume: str) -> tuple[dict[str, bytes], str]:
-    """The files the last failback preserved, by path, and where they are."""
+def _preserved(store: SqliteStore, volume: str) -> tuple[dict[str, list[Path]], str]:
+    """The copies the last failback preserved, by name (one name may be kept in several
+    folders: the old source's and the late writes'), and where they are."""
     last = store.last_workflow(volume)
-    found: dict[str, bytes] = {}
+    found: dict[str, list[Path]] = {}
     folders = []
     for key, value in (last.data if last else {}).items():
         if not key.startswith("preserved_") or not isinstance(value, dict):
@@ -614,9 +716,7 @@ def _preserved(store: SqliteStore, volume: str) -> tuple[dict[str, bytes], str]:
         if files:
             folders.append(f"{len(files)} in {folder}")
         for name in files:
-            data = _read(folder / name)
-            if data is not None:
-                found[name] = data
+            found.setdefault(name, []).append(folder / name)
     return found, "; ".join(folders) or "none"
 
 

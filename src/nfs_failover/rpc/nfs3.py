@@ -1,4 +1,4 @@
-"""NFSv3 client (RFC 1813): the procedures probes and the lab workload need.
+"""NFSv3 client (RFC 1813): the procedures the probes and the replication checks need.
 
 Owns the calls and their arguments; the types, status names and decoders live in
 ``nfs3_xdr`` and are re-exported here, so callers import everything from this module.
