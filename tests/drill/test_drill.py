@@ -143,7 +143,8 @@ def test_the_cli_prints_the_stable_json_and_writes_the_report(tmp_path: Path) ->
      (["--nfs-version", "2"], "--nfs-version"), (["--clients", "0"], "--clients"),
      (["--mount-options", "rw,vers=3"], "--mount-options"),
      (["--mount-options", "rw;rm -rf /"], "--mount-options"),
-     (["--hang-after", "never"], "--hang-after")],
+     (["--hang-after", "never"], "--hang-after"), (["--compare", "autofs"], "--compare"),
+     (["--operator-delay", "0s"], "--operator-delay")],
 )  # fmt: skip
 def test_bad_options_are_refused_naming_the_option(args: list[str], named: str) -> None:
     done = subprocess.run(

@@ -98,6 +98,8 @@ def client_figures(name: str, **changes: object) -> ClientFigures:
     figures: dict[str, object] = {
         "name": name,
         "rto_s": 17.5,
+        "first_write_s": 17.5,
+        "first_read_s": 17.4,
         "write_blocked_s": 18.2,
         "read_blocked_s": 17.9,
         "hung_processes": 0,

@@ -114,12 +114,9 @@ def test_lab_status_json_names_each_zone_and_the_config(lab: Lab) -> None:
     assert [(z["name"], z["address"], z["export"], z["state"]) for z in status["zones"]] == [
         (z.name, z.address, z.export, "up") for z in lab.zones
     ]
-    (client,) = status["clients"]
-    assert (client["name"], client["address"], client["state"]) == (
-        "client1",
-        lab.client("client1").address,
-        "up",
-    )
+    assert [(c["name"], c["address"], c["state"]) for c in status["clients"]] == [
+        (name, lab.client(name).address, "up") for name in ("client1", "client2")
+    ]
 
 
 def test_lab_config_is_valid_and_names_both_replicas(lab: Lab) -> None:

@@ -47,6 +47,13 @@ def _version(value: str) -> str:
     return value
 
 
+def _compare(value: str | None) -> str | None:
+    if value not in (None, "seed"):
+        raise typer.BadParameter(f"{value!r}: the one comparison is 'seed'",
+                                 param_hint="--compare")  # fmt: skip
+    return value
+
+
 def _mount_options(value: str) -> str:
     parts = [p.strip() for p in value.split(",")]
     bad = [p for p in parts if not re.fullmatch(r"[A-Za-z0-9_]+(=[A-Za-z0-9_.:/-]+)?", p)]
@@ -106,6 +113,21 @@ def drill(
             "process: the watchdog kills it and starts it again.",
         ),
     ] = "3s",
+    compare: Annotated[
+        str | None,
+        typer.Option(
+            "--compare",
+            help="seed: first run the seed article's own setup (its auto.misc line, the "
+            "break by hand) with the same applications, outage and restore; report both.",
+        ),
+    ] = None,
+    operator_delay: Annotated[
+        str,
+        typer.Option(
+            "--operator-delay",
+            help="With --compare seed: when the operator breaks, after the outage.",
+        ),
+    ] = "60s",
     keep: Annotated[
         bool, typer.Option("--keep", help="Leave the lab up even if the drill brought it up.")
     ] = False,
@@ -137,6 +159,8 @@ def drill(
         nfs_version=_version(nfs_version),
         mount_options=_mount_options(mount_options),
         hang_after=_seconds(hang_after, "--hang-after"),
+        compare=_compare(compare),
+        operator_delay=_seconds(operator_delay, "--operator-delay"),
     )
     system.require_root()  # fmt: skip
     os.environ.setdefault(netguard.ENV, "1")  # the drill talks to the lab alone
@@ -205,3 +229,12 @@ def _print_summary(result: DrillReport) -> None:
         checks.add_row(check.name, "[green]ok[/]" if check.passed else "[red]FAILED[/]",
                        check.detail)  # fmt: skip
     console.print(checks)
+    if result.comparison:
+        side = Table(title="the seed's own setup and nfs-failover")
+        side.add_column("figure")
+        side.add_column("seed", justify="right")
+        side.add_column("nfs-failover", justify="right")
+        for label, row in result.comparison.items():
+            side.add_row(label, *("-" if row.get(k) is None else str(row.get(k))
+                                  for k in ("seed", "nfs-failover")))  # fmt: skip
+        console.print(side)

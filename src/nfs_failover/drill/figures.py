@@ -80,6 +80,8 @@ def client_figures(
     return ClientFigures(
         name=name,
         rto_s=_span(after, first2),
+        first_write_s=_span(after, _first_after(acked, WRITE_KINDS, after)),
+        first_read_s=_span(after, _first_after(acked, READ_KINDS, after)),
         write_blocked_s=None if read_only else _blocked(acked, WRITE_KINDS, after),
         read_blocked_s=_blocked(acked, READ_KINDS, after),
         hung_processes=len(hangs),
@@ -113,6 +115,14 @@ def _first_on(ops: Iterable[Op], server: str, after: float | None) -> float | No
     if after is None:
         return None
     ends = [op.end for op in ops if op.server == server and op.begin >= after and op.end]
+    return min(ends) if ends else None
+
+
+def _first_after(ops: Iterable[Op], kinds: tuple[str, ...], after: float | None) -> float | None:
+    """When the first operation of ``kinds`` begun after ``after`` ended, on any replica."""
+    if after is None:
+        return None
+    ends = [op.end for op in ops if op.kind in kinds and op.begin >= after and op.end]
     return min(ends) if ends else None
 
 

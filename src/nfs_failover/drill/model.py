@@ -54,6 +54,8 @@ class ClientFigures:
 
     name: str
     rto_s: float | None  # outage -> first acknowledged write (read-only: read) on zone 2
+    first_write_s: float | None  # outage -> first acknowledged write begun after it, anywhere
+    first_read_s: float | None
     write_blocked_s: float | None  # last acknowledged write before the outage -> first after
     read_blocked_s: float | None
     hung_processes: int  # operations with no answer past the watchdog's limit (killed)
@@ -95,6 +97,8 @@ class DrillReport:
     notes: list[str] = field(default_factory=list)
     lab: dict[str, object] = field(default_factory=dict)  # zones, exports, state folder
     clients: list[ClientFigures] = field(default_factory=list)
+    # --compare seed: figure -> {"seed": value, "nfs-failover": value}
+    comparison: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -110,4 +114,5 @@ class DrillReport:
             "started_at": self.started_at,
             "notes": list(self.notes),
             "lab": dict(self.lab),
+            "comparison": dict(self.comparison),
         }

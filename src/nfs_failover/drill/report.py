@@ -169,6 +169,10 @@ def render_html(report: DrillReport, svg: str) -> str:
         client_events=any(c.actions or c.mounts for c in report.clients),
         notes=report.notes,
         lab=[(str(k), _lab_value(v)) for k, v in report.lab.items()],
+        comparison=[
+            (label, format_figure(row.get("seed")), format_figure(row.get("nfs-failover")))
+            for label, row in report.comparison.items()
+        ],
     )
 
 

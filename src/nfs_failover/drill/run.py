@@ -46,6 +46,7 @@ from nfs_failover.drill.model import (
     Phase,
     Sample,
 )
+from nfs_failover.drill.seed import SeedRun
 from nfs_failover.errors import NfsFailoverError
 from nfs_failover.lab import guest_workload
 from nfs_failover.lab.automount import GuestAutomount
@@ -62,6 +63,12 @@ SEED_FILES = 40  # files a read-only drill writes first, to read them back later
 STARTUP_TIMEOUT = 120.0  # seconds for every client's applications to work on zone 1
 SEED_OPTIONS = "rw,nosuid,hard,tcp,timeo=60"  # the seed article's auto.misc options
 NFS_VERSIONS = ("3", "4.1")
+SEED_NOTE = (
+    "Compared with the seed's own setup, run first on the same lab: its auto.misc line "
+    "listing both servers, --timeout 10, no nfs-failover; replication left as it is and "
+    "broken by hand {delay:g}s after the outage; zone 1 restored {restore:g}s after the "
+    "outage in both runs."
+)
 NOTE_CLIENTS = (
     "Clients: {n} client hosts (VMs with Debian's kernel). In each, the real automount "
     "mounts {key} with the kernel NFS client ({options}); a writer (fsync), a reader and "
@@ -91,6 +98,13 @@ class DrillOptions:
     nfs_version: str = "3"
     mount_options: str = SEED_OPTIONS  # without vers= (nfs_version adds it)
     hang_after: float = 3.0  # seconds an operation may take before its process is hung
+    compare: str | None = None  # "seed": run the seed article's own setup first
+    operator_delay: float = 60.0  # the seed run's manual break, seconds after the outage
+
+    @property
+    def restore_after(self) -> float | None:
+        """With --compare, both runs restore zone 1 this long after the outage."""
+        return self.operator_delay + self.steady + 10.0 if self.compare else None
 
     @property
     def flap_seconds(self) -> float:
@@ -188,7 +202,14 @@ class Drill:
                 up = functools.partial(self.lab.up, self.say, clients=self.options.clients)
                 await asyncio.to_thread(up)
                 await asyncio.to_thread(self._reset)
-            return await self._run()
+            seed = await self._run_seed() if self.options.compare == "seed" else None
+            report = await self._run()
+            if seed is not None:
+                report.comparison = compare(seed, report.clients)
+                o = self.options
+                report.notes.append(SEED_NOTE.format(delay=o.operator_delay,
+                                                     restore=o.restore_after))  # fmt: skip
+            return report
         except NfsFailoverError as exc:  # the lab, its client hosts or the pair failed us
             self.failure = str(exc)
             self.say(f"stopped: {exc}")
@@ -303,6 +324,29 @@ class Drill:
             await asyncio.gather(*(agent.close() for agent in agents))
         return await self._report(volume, store, provider)
 
+    async def _run_seed(self) -> list[ClientFigures]:
+        """The seed article's setup on the same lab, applications, outage and restore."""
+        o = self.options
+        assert o.restore_after is not None
+        with self._phase("seed", "the seed's own setup"):
+            self.say("first the seed's own setup: its auto.misc line, the break by hand")
+            config = self.config()
+            volume = config.volumes[0]
+            provider = LocalProvider(volume)
+            key = PurePosixPath("/misc") / (volume.mount.map_key or volume.name)
+            await asyncio.gather(*(asyncio.to_thread(GuestAutomount(g).unmount, key)
+                                   for g in self.guests))  # fmt: skip
+            try:
+                await provider.transfer_now(timeout=o.phase_timeout)
+                names = {str(r.export): r.name for r in volume.replicas}
+                found = await SeedRun(self, provider, key).run(names, o.restore_after)
+            finally:
+                await provider.close()
+                self.workloads = []
+        await asyncio.to_thread(self._reset)
+        self.say("now the same with nfs-failover")
+        return found
+
     def _seed_files(self, volume: Volume) -> None:
         """Read-only: the files each client reads back, written on the source's folder."""
         folder = self.lab.zone(volume.replicas[0].name).folder
@@ -345,6 +389,8 @@ class Drill:
             span = self._workflow_span(controller, name, FAILOVER_KINDS, at["outage"])
             self.phase("failover", "failover workflow", *span)
             await asyncio.sleep(o.steady)
+            if o.restore_after is not None:  # the seed run's restore, at the same moment
+                await asyncio.sleep(max(at["outage"] + o.restore_after - time.time(), 0.0))
             # Zone 1 returns; clients stay where they are until the failback.
             await asyncio.to_thread(self.lab.restore, "az1")
             at["restore"] = self.mark("restore", "zone 1 restored")
@@ -733,3 +779,31 @@ def _step_seconds(events: list[Event], step: str, kind: str, after: float | None
 def _step_end(events: list[Event], step: str, kinds: tuple[str, ...], after: float) -> float | None:
     return next((e.at for e in events if e.kind in kinds and e.step == step
                  and e.phase == "after" and e.at >= after), None)  # fmt: skip
+
+
+def compare(seed: list[ClientFigures], ours: list[ClientFigures]) -> dict[str, dict[str, object]]:
+    """The seed's setup and nfs-failover side by side: the slowest client's times, and
+    totals over the clients."""
+
+    def worst(clients: list[ClientFigures], figure: str) -> float | None:
+        values = [getattr(c, figure) for c in clients]
+        return None if not values or None in values else max(values)
+
+    def total(clients: list[ClientFigures], *figures: str) -> int:
+        return sum(int(getattr(c, f)) for c in clients for f in figures)
+
+    rows: dict[str, dict[str, object]] = {}
+    for label, kind, names in (
+        ("first read after the outage (s)", worst, ("first_read_s",)),
+        ("first write after the outage (s)", worst, ("first_write_s",)),
+        ("writes refused by a read-only replica (EROFS)", total, ("writes_refused",)),
+        ("hung processes", total, ("hung_processes",)),
+        ("writes acknowledged (files and rows)", total,
+         ("writes_acknowledged", "rows_acknowledged")),
+        ("acknowledged writes lost or hidden", total, ("writes_lost", "rows_lost")),
+        ("stale reads", total, ("stale_reads",)),
+        ("most owed files one listing missed", worst, ("hidden_files",)),
+    ):  # fmt: skip
+        rows[label] = {run: kind(clients, *names)
+                       for run, clients in (("seed", seed), ("nfs-failover", ours))}  # fmt: skip
+    return rows
