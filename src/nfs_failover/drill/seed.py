@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from nfs_failover.config import Mode
 from nfs_failover.drill import figures
-from nfs_failover.drill.guests import GuestWorkload
+from nfs_failover.drill.guests import GuestWorkload, GuestWorkloadError
 from nfs_failover.drill.model import ClientFigures
 from nfs_failover.lab.automount import GuestAutomount
 from nfs_failover.lab.guest_machine import GuestMachine
@@ -71,8 +71,9 @@ class SeedRun:
         try:
             await asyncio.gather(*(w.start() for w in workloads))
             d.workloads = workloads
-            await d._until_ok(source, time.time() - 1, "zone 1 (seed setup)", every_kind=True,
-                              timeout=max(120.0, o.phase_timeout))  # fmt: skip
+            # Not "working on zone 1": as written, automount picks the server that answers
+            # its ping first, and that may be the read-only destination.
+            await _until_answered(workloads, max(120.0, o.phase_timeout))
             await asyncio.sleep(o.steady)
             await asyncio.to_thread(self.lab.outage, "az1")
             at["outage"] = time.time()
@@ -99,3 +100,13 @@ class SeedRun:
                                     view, prefix=w.prefix, read_only=o.mode is Mode.READ_ONLY)
             for w in workloads
         ]  # fmt: skip
+
+
+async def _until_answered(workloads: list[GuestWorkload], timeout: float) -> None:
+    """Until every client's applications have had an answer, success or not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(any(op.end is not None for op in w.records().ops) for w in workloads):
+            return
+        await asyncio.sleep(0.2)
+    raise GuestWorkloadError(f"the seed setup's applications had no answer in {timeout:g}s")
