@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -24,7 +25,7 @@ from nfs_failover.config import Config, Mode, load_config
 from nfs_failover.desired import failed_over
 from nfs_failover.lab import Lab, clients, guest_server
 from nfs_failover.lab.automount import RELOADED, GuestAutomount, mounts_tried
-from nfs_failover.lab.clients import ClientHost, exec_sync
+from nfs_failover.lab.clients import ClientHost, ExecResult, exec_sync
 from nfs_failover.lab.guest_machine import GuestMachine, client_config
 from nfs_failover.lab.lab import STATE_DIR_ENV
 from nfs_failover.steering.mounts import HealOutcome, Verdict
@@ -56,6 +57,11 @@ def agent_config(lab: Lab, *, mode: Mode) -> Config:
     config = client_config(load_config(lab.config_path))
     volume = config.volumes[0].model_copy(update={"mode": mode})
     return config.model_copy(update={"volumes": (volume,)})
+
+
+def exec_in_background(client: ClientHost, argv: list[str]) -> Future[ExecResult]:
+    """``argv`` in the guest from a worker thread (the guest kills it after 60 s)."""
+    return ThreadPoolExecutor(max_workers=1).submit(exec_sync, client, argv, timeout=60)
 
 
 def run_cycles(agent: Agent, count: int = 1) -> list[Cycle]:
@@ -144,11 +150,16 @@ def test_a_file_written_through_misc_crr_lands_in_zone_1(
     (source.folder / name).unlink()
 
 
-def test_an_outage_hangs_the_hard_mount_and_the_agent_heals_it(
+def test_an_outage_hangs_the_hard_mount_and_the_agent_heals_it_once_steered_away(
     lab: Lab, client: ClientHost, tmp_path: Path
 ) -> None:
-    config = agent_config(lab, mode=Mode.READ_ONLY)  # both replicas offered
-    dest1 = str(config.volumes[0].replicas[1].export)
+    """A hung mount of the map's first choice waits (a new mount would go to the same dead
+    server); once the desired state moves the clients, the agent forces the unmount: the
+    process stuck on the dead zone gets an error at once, and the next access mounts
+    zone 2."""
+    config = agent_config(lab, mode=Mode.READ_WRITE)
+    crr = config.volumes[0]
+    dest1 = str(crr.replicas[1].export)
     store = SqliteStore(tmp_path / "state.db")
     daemon = GuestAutomount(client)
     agent = Agent(config, store, name=client.name, machine=GuestMachine(client))
@@ -158,6 +169,9 @@ def test_an_outage_hangs_the_hard_mount_and_the_agent_heals_it(
     lab.outage("az1")
     hung = exec_sync(client, ["stat", "-f", str(KEY)], timeout=3)
     assert hung.timed_out  # a hard mount of a dead zone does not answer
+    # A writer stuck on the dead zone: its fsync never returns on its own.
+    stuck = exec_in_background(client, ["dd", "if=/dev/zero", f"of={KEY}/stuck", "bs=4k",
+                                        "count=1", "conv=fsync"])  # fmt: skip
 
     agent = Agent(config, store, name=client.name, machine=GuestMachine(client))
     timeout = agent.timeout.total_seconds()
@@ -165,10 +179,22 @@ def test_an_outage_hangs_the_hard_mount_and_the_agent_heals_it(
     (cycle,) = run_cycles(agent)
     (heal,) = cycle.heals
     assert heal.verdict is Verdict.HUNG, heal.reason
-    assert heal.outcome is HealOutcome.UNMOUNTED, heal.reason
+    assert heal.outcome is HealOutcome.NOTHING, heal.reason
+    assert "site1 is the map's first choice" in heal.reason
     # The check gave up at its deadline; the rest of the cycle is the probes of the cut
     # zone (the same deadline) and a few commands in the guest.
     assert time.monotonic() - started < 2 * timeout + 10
+
+    assert store.set_desired(failed_over(crr, generation=1), expected_generation=None)
+    (cycle,) = run_cycles(agent)
+    (heal,) = cycle.heals
+    assert heal.verdict is Verdict.WRONG_REPLICA, heal.reason
+    assert heal.outcome is HealOutcome.UNMOUNTED, heal.reason
+    assert heal.reason.startswith("unmounted (forced, lazily) /misc/crr: mounted from site1")
+    # The forced unmount aborted what waited on the dead zone: the writer ended, with an
+    # error (its write was never acknowledged).
+    ended = stuck.result(timeout=30)
+    assert not ended.timed_out and ended.returncode != 0, ended
     assert daemon.access(KEY).ok  # the next access mounts the other replica
     assert daemon.mounted(KEY) == dest1
 

@@ -460,8 +460,9 @@ def test_heal_unmounts_a_hung_mount_at_once_and_a_new_check_finds_nothing_there(
             mount = _mounted(point)
             assert mount is not None
             crr = config.volumes[0]
-            # The read-only fallback offers zone 2 as well: autofs can mount it instead.
-            state = classify(ManagedMount(crr, mount, crr.source), check, normal(crr, True))
+            # Mounted from zone 2, the second choice of a read-only fallback: a new mount
+            # goes to zone 1 first.
+            state = classify(ManagedMount(crr, mount, crr.replicas[1]), check, normal(crr, True))
             started = time.monotonic()
             action = heal(state, policy=HealPolicy(umount_timeout=5.0))
 
@@ -472,7 +473,7 @@ def test_heal_unmounts_a_hung_mount_at_once_and_a_new_check_finds_nothing_there(
             assert check_mount(point, timeout=0.5).status is CheckStatus.NOT_MOUNTED
             assert abandoned_count() == 1
         assert state.reason == (
-            "mounted from site1; statvfs did not return within 500ms: the mount is hung"
+            "mounted from dest1; statvfs did not return within 500ms: the mount is hung"
         )
     finally:
         left = _reap_all()
@@ -650,18 +651,20 @@ def test_survey_checks_only_mounts_of_offered_replicas(
 # -- healing ---------------------------------------------------------------------------------
 
 
-def test_a_hung_mount_of_the_only_replica_offered_is_left_to_wait(
-    config: Config, tmp_path: Path
+@pytest.mark.parametrize("fallback", [False, True], ids=["only-offered", "first-of-two"])
+def test_a_hung_mount_of_the_maps_first_choice_is_left_to_wait(
+    config: Config, tmp_path: Path, fallback: bool
 ) -> None:
-    """A new mount would hang on the same dead server, and automount would answer no
-    lookup of the key meanwhile: the failover's remount would wait behind it."""
+    """A new mount would try the same dead server first (the only one offered, or the one
+    the weights prefer), and automount would answer no lookup of the key meanwhile: the
+    failover's remount would wait behind it."""
     try:
         with fuse_mount(tmp_path, "hung") as point:
             check = check_mount(point, timeout=0.5)
             mount = _mounted(point)
             assert mount is not None
             crr = config.volumes[0]
-            state = classify(ManagedMount(crr, mount, crr.source), check, normal(crr, False))
+            state = classify(ManagedMount(crr, mount, crr.source), check, normal(crr, fallback))
 
             action = heal(state, policy=HealPolicy())
 
@@ -670,8 +673,8 @@ def test_a_hung_mount_of_the_only_replica_offered_is_left_to_wait(
         assert state.verdict is Verdict.HUNG
         assert action.outcome is HealOutcome.NOTHING
         assert action.reason.endswith(
-            "the mount is hung; site1 is the only replica offered, so the mount waits for it"
-            " or for the controller to steer elsewhere"
+            "the mount is hung; site1 is the map's first choice, so a new mount would wait on"
+            " it too: the mount waits for it, or for the controller to steer elsewhere"
         )
     finally:
         _reap_all()

@@ -566,7 +566,9 @@ class MountState:
     source: str | None = None
     replica: str | None = None
     check: CheckResult | None = None
-    others_offered: bool = True  # another replica is offered besides the mounted one
+    # The mounted replica is the map's first choice (the only one offered, or the one its
+    # weights prefer): a new mount of the key would try the same server first.
+    first_choice: bool = False
 
 
 _FROM_CHECK = {
@@ -621,7 +623,7 @@ def classify(
             source=mount.source if mount else None,
             replica=replica.name if replica else None,
             check=check,
-            others_offered=any(r != (replica.name if replica else None) for r in desired.offered),
+            first_choice=replica is not None and replica.name == desired.active,
         )
 
     if mount is None:
@@ -784,11 +786,12 @@ def _left_alone(state: MountState) -> str | None:
     """Why ``heal`` leaves this mount alone, or None when it unmounts it."""
     if state.verdict not in HEALED:
         return f"{_LEFT_ALONE.get(state.verdict, 'no action')}: {state.reason}"
-    if state.verdict is Verdict.HUNG and not state.others_offered:
-        # A new mount would go to the same server, and while it waits there automount
+    if state.verdict is Verdict.HUNG and state.first_choice:
+        # A new mount would try the same server first, and while it waits there automount
         # answers no lookup of the key: the failover's remount would wait behind it.
-        return (f"no action: {state.reason}; {state.replica} is the only replica offered, so "
-                "the mount waits for it or for the controller to steer elsewhere")  # fmt: skip
+        return (f"no action: {state.reason}; {state.replica} is the map's first choice, so a "
+                "new mount would wait on it too: the mount waits for it, or for the "
+                "controller to steer elsewhere")  # fmt: skip
     return None
 
 
@@ -816,8 +819,8 @@ def heal(
 
     ``umount -l`` detaches at once without asking the server; processes already inside
     keep the old mount until they leave it. A mount of a replica no longer offered is
-    forced as well (``-f``: requests in flight fail with EIO). A hung mount of the only
-    replica offered is left alone: a new mount would hang on the same server. Every other
+    forced as well (``-f``: requests in flight fail with EIO). A hung mount of the map's
+    first choice is left alone: a new mount would hang on the same server. Every other
     verdict is left alone. Before it unmounts, the mount is looked up again by its id, so
     a mount that autofs replaced meanwhile is never touched. Raises ``SteeringError`` if
     mountinfo cannot be read.
