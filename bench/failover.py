@@ -86,7 +86,7 @@ def parts(report: DrillReport) -> dict[str, float]:
                 if m["replica"] == "dest1" and float(str(m["at"])) > outage]  # fmt: skip
     found = {
         "detection": marks.get("detected"),
-        "steered": marks.get("steer-to-destination"),
+        "steered": marks.get("steer-to-destination", marks.get("fence-source")),
         "unmounted": min(unmounts, default=None),
         "remounted": min(remounts, default=None),
     }

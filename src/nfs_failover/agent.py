@@ -55,12 +55,12 @@ class Agent:
         mountinfo: Path = MOUNTINFO,
         heal_policy: HealPolicy | None = None,
         machine: Machine | None = None,
-        on_action: Callable[[str, str], None] | None = None,
+        on_action: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self.config = config
-        # Told of each thing done to the client ("steered", a heal's outcome) and its
-        # detail: the drill keeps a per-client timeline from it.
-        self._on_action = on_action or (lambda _kind, _detail: None)
+        # Told of each thing done to the client ("steered", a heal's outcome), its detail
+        # and when it began: the drill keeps a per-client timeline from it.
+        self._on_action = on_action or (lambda _kind, _detail, _at: None)
         self.store = store
         self.name = name or socket.gethostname()
         self.store_timeout = store_timeout
@@ -112,7 +112,7 @@ class Agent:
         if applied.changed:
             log.info("maps rewritten (%s): %s", applied.reload,
                      ", ".join(map(str, applied.changed)))  # fmt: skip
-            self._on_action("steered", f"maps rewritten, {applied.reload}")
+            self._on_action("steered", f"maps rewritten, {applied.reload}", time.time())
         await asyncio.to_thread(self._remember_applied, desired)
         return desired, applied
 
@@ -129,12 +129,13 @@ class Agent:
             )  # fmt: skip
             actions = []
             for state in states:
+                began = time.time()  # the unmount comes first; the report of holders after
                 action = await asyncio.to_thread(
                     mounts.heal, state, policy=self.heal_policy, machine=self.machine
                 )
                 if action.outcome is not HealOutcome.NOTHING:
                     log.warning("%s: %s: %s", state.key, action.outcome, action.reason)
-                    self._on_action(str(action.outcome), action.reason)
+                    self._on_action(str(action.outcome), action.reason, began)
                 actions.append(action)
             mounts.reap_abandoned()
         except NfsFailoverError as exc:

@@ -183,9 +183,9 @@ class Drill:
         finally:
             self.phase(name, label, start, time.time())
 
-    def _acted(self, client: str) -> Callable[[str, str], None]:
-        def acted(what: str, detail: str) -> None:
-            self.actions[client].append((time.time(), what, detail))
+    def _acted(self, client: str) -> Callable[[str, str, float], None]:
+        def acted(what: str, detail: str, at: float) -> None:
+            self.actions[client].append((at, what, detail))
 
         return acted
 
