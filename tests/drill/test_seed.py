@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from nfs_failover.drill.run import compare
 from nfs_failover.drill.seed import seed_map_lines
 from tests.drill.test_report import client_figures
@@ -32,3 +34,30 @@ def test_the_comparison_takes_the_slowest_client_and_totals_over_all() -> None:
     assert rows["writes refused by a read-only replica (EROFS)"] == {"seed": 52, "nfs-failover": 0}
     assert rows["acknowledged writes lost or hidden"] == {"seed": 4, "nfs-failover": 0}
     assert rows["most owed files one listing missed"] == {"seed": 7, "nfs-failover": 0}
+
+
+def test_the_terminal_summary_has_a_row_per_client_not_a_raw_list() -> None:
+    from rich.console import Console
+
+    from nfs_failover.cli import drill_cmd
+    from nfs_failover.drill.model import SUMMARY_KEYS, DrillReport
+
+    clients = [
+        client_figures(name="client1", writes_acknowledged=27, writes_lost=0),
+        client_figures(name="client2", database="malformed"),
+    ]
+    summary: dict[str, object] = dict.fromkeys(SUMMARY_KEYS)
+    summary.update(passed=True, clients=[{"name": "client1"}, {"name": "client2"}])
+    report = DrillReport(summary=summary, clients=clients)
+    out = Console(width=200, record=True)
+    drill_cmd.console, saved = out, drill_cmd.console
+    try:
+        drill_cmd._print_summary(report)
+    finally:
+        drill_cmd.console = saved
+    text = out.export_text()
+
+    assert "{'name'" not in text  # the clients are a table, not the summary's list
+    rows = [line for line in text.splitlines() if re.match(r"│ client\d ", line)]
+    assert [r.split()[1] for r in rows] == ["client1", "client2"]
+    assert "27/0" in rows[0] and "malformed" in rows[1]

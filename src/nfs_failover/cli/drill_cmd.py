@@ -211,16 +211,41 @@ def _with_live_view(runner: Drill) -> DrillReport:
         return aio.run(runner.run())
 
 
+CLIENT_FIGURES = (  # (header, attribute or attributes) of the clients table
+    ("rto s", "rto_s"), ("blocked s", "write_blocked_s"), ("hung", "hung_processes"),
+    ("files ok/lost", ("writes_acknowledged", "writes_lost")),
+    ("rows ok/lost", ("rows_acknowledged", "rows_lost")), ("db", "database"),
+    ("stale", "stale_reads"), ("back s", "back_on_source_s"),
+)  # fmt: skip
+
+
+def _clients_table(result: DrillReport) -> Table:
+    """One row per client host (the whole of each is in drill.json)."""
+    table = Table(title="clients")
+    table.add_column("client", no_wrap=True)
+    for header, _ in CLIENT_FIGURES:
+        table.add_column(header, justify="right")
+    for client in result.clients:
+        cells = []
+        for _, names in CLIENT_FIGURES:
+            values = [getattr(client, n) for n in ((names,) if isinstance(names, str) else names)]
+            cells.append("/".join("-" if v is None else str(v) for v in values))
+        table.add_row(client.name, *cells)
+    return table
+
+
 def _print_summary(result: DrillReport) -> None:
     table = Table(title="drill " + ("[green]PASSED[/]" if result.passed else "[red]FAILED[/]"))
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key in SUMMARY_KEYS:
-        if key in ("passed", "report_html"):
+        if key in ("passed", "report_html", "clients"):
             continue
         value = result.summary.get(key)
         table.add_row(key, "-" if value is None else str(value))
     console.print(table)
+    if result.clients:
+        console.print(_clients_table(result))
     checks = Table(title="checks")
     checks.add_column("check")
     checks.add_column("", justify="center")
