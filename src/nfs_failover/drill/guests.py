@@ -82,6 +82,7 @@ class GuestWorkload:
         self.folder = client.folder / "drill" / run_id
         self.offset = 0.0  # guest clock minus host clock, seconds
         self._offset_end: float | None = None
+        self._measured_end = 0.0  # when the clock was measured again, at the stop
         self._started_at = 0.0
         self._position = 0
         self._pending = b""
@@ -140,6 +141,7 @@ class GuestWorkload:
                                      f"{STOP_TIMEOUT:g}s")  # fmt: skip
         try:
             self._offset_end = await self.measure_clock()
+            self._measured_end = time.time()
         except NfsFailoverError:
             self._offset_end = None
 
@@ -175,7 +177,7 @@ class GuestWorkload:
         linearly over the run."""
         offset = self.offset
         if self._offset_end is not None and guest > self._started_at:
-            span = max(time.time() - self._started_at, 1.0)
+            span = max(self._measured_end - self._started_at, 1.0)
             offset += (self._offset_end - self.offset) * min((guest - self._started_at) / span, 1)
         return guest - offset
 
