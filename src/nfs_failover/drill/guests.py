@@ -87,6 +87,7 @@ class GuestWorkload:
         self._position = 0
         self._pending = b""
         self._lines: list[dict[str, object]] = []
+        self._parsed: Records | None = None
 
     @property
     def records_file(self) -> Path:
@@ -142,6 +143,7 @@ class GuestWorkload:
         try:
             self._offset_end = await self.measure_clock()
             self._measured_end = time.time()
+            self._parsed = None
         except NfsFailoverError:
             self._offset_end = None
 
@@ -164,13 +166,18 @@ class GuestWorkload:
                 continue
             if isinstance(record, dict):
                 new.append(record)
-        self._lines.extend(new)
+        if new:
+            self._lines.extend(new)
+            self._parsed = None
         return new
 
     def records(self) -> Records:
-        """Everything recorded so far, on the host's clock."""
+        """Everything recorded so far, on the host's clock (paired again only when new
+        lines came, or the clock was measured again: the drill asks many times a second)."""
         self.read_new()
-        return parse(self.client.name, self._lines, self.host_time)
+        if self._parsed is None:
+            self._parsed = parse(self.client.name, self._lines, self.host_time)
+        return self._parsed
 
     def host_time(self, guest: float) -> float:
         """A guest instant on the host's clock; with two measurements, drift is spread

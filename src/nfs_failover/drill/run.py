@@ -453,7 +453,8 @@ class Drill:
     def _useful(self, op: Op) -> bool:
         """An operation that shows the client's volume works for it: an acknowledged
         write (a file or a row) in read-write mode, a read in read-only mode."""
-        kinds = ("read",) if self.options.mode is Mode.READ_ONLY else ("write", "row")
+        read_only = self.options.mode is Mode.READ_ONLY
+        kinds = figures.READ_KINDS if read_only else figures.WRITE_KINDS
         return op.ok and op.end is not None and op.kind in kinds
 
     async def _until_ok(
