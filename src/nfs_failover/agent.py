@@ -66,6 +66,8 @@ class Agent:
         self.store_timeout = store_timeout
         self.machine: Machine = machine or ThisHost(mountinfo)
         self._steering = asyncio.Lock()
+        self._healing = asyncio.Lock()
+        self._shown: dict[str, VolumeDesired] | None = None  # what the maps say, once written
         self.heal_policy = heal_policy or HealPolicy()
         self.timeout = max(p.probe_timeout for p in map(config.effective_policy, config.volumes))
         self._prober = Prober(timeout=self.timeout.total_seconds())
@@ -77,14 +79,22 @@ class Agent:
     async def cycle(self) -> Cycle:
         problems: list[str] = []
         desired, applied = await self._steer(problems)
-        heals = await self._heal(desired, problems) if desired is not None else ()
+        heals = await self._heal(problems)
         probes = await self._probe_and_report(problems)
         return Cycle(desired, applied, probes, heals, tuple(problems))
 
-    async def steer(self) -> Applied | None:
-        """Only the maps, from the desired state: what a single-host controller runs the
-        moment a workflow changes the desired state, without waiting for a cycle."""
-        return (await self._steer([]))[1]
+    async def steer(self) -> Cycle:
+        """The maps from the desired state and, when they changed, the mounts they no
+        longer allow: what a single-host controller runs the moment a workflow changes the
+        desired state. Waiting for the next cycle would leave the applications stuck on a
+        hung mount of the fenced source for up to a probe deadline more; the forced
+        unmount frees them at once. No probes: the cycle does those."""
+        problems: list[str] = []
+        desired, applied = await self._steer(problems)
+        heals: tuple[HealAction, ...] = ()
+        if applied is not None and applied.changed:
+            heals = await self._heal(problems)
+        return Cycle(desired, applied, (), heals, tuple(problems))
 
     async def _steer(
         self, problems: list[str]
@@ -114,13 +124,23 @@ class Agent:
                      ", ".join(map(str, applied.changed)))  # fmt: skip
             self._on_action("steered", f"maps rewritten, {applied.reload}", time.time())
         await asyncio.to_thread(self._remember_applied, desired)
+        self._shown = desired
         return desired, applied
 
-    async def _heal(
+    async def _heal(self, problems: list[str]) -> tuple[HealAction, ...]:
+        """Check the managed mounts (each in an abandoned-on-deadline child) and heal the
+        ones that point at a fenced, hung or stale replica, judged by the state the maps
+        show now (not by one read before a steer() moved them: that would unmount the new
+        replica's fresh mount); one survey at a time, so that a steer() and a cycle never
+        unmount the same mount twice. Nothing while no map was written yet."""
+        async with self._healing:
+            if self._shown is None:
+                return ()
+            return await self._heal_once(self._shown, problems)
+
+    async def _heal_once(
         self, desired: dict[str, VolumeDesired], problems: list[str]
     ) -> tuple[HealAction, ...]:
-        """Check the managed mounts (each in an abandoned-on-deadline child) and heal the
-        ones that point at a fenced, hung or stale replica."""
         timeout = self.timeout.total_seconds()
         try:
             states = await asyncio.to_thread(

@@ -186,8 +186,12 @@ def test_an_outage_hangs_the_hard_mount_and_the_agent_heals_it_once_steered_away
     assert time.monotonic() - started < 2 * timeout + 10
 
     assert store.set_desired(failed_over(crr, generation=1), expected_generation=None)
-    (cycle,) = run_cycles(agent)
-    (heal,) = cycle.heals
+    # What a workflow's change of the desired state runs at once, with no cycle: the maps
+    # and, since they changed, the unmount of the mount they no longer allow.
+    steered = asyncio.run(agent.steer())
+    assert steered.applied is not None and steered.applied.changed, steered
+    assert not steered.probes
+    (heal,) = steered.heals
     assert heal.verdict is Verdict.WRONG_REPLICA, heal.reason
     assert heal.outcome is HealOutcome.UNMOUNTED, heal.reason
     assert heal.reason.startswith("unmounted (forced, lazily) /misc/crr: mounted from site1")
