@@ -37,10 +37,9 @@ class GuestMachine:
     def reload_automount(self, pidfile: Path, *, systemd: bool) -> str:
         del systemd  # a client host has no systemd: its automount runs in the foreground
         try:
-            pid = clients.automount_pid(self.client, pidfile)
+            pid = clients.automount_pid(self.client, pidfile, signal="HUP")
             if pid is None:
                 return f"automount is not running in {self.name}: nothing to reload"
-            clients.check(clients.exec_sync(self.client, ["kill", "-HUP", str(pid)], timeout=10))
         except LabError as exc:
             raise SteeringError(f"reload of automount in {self.name} failed: {exc}") from None
         return f"SIGHUP to automount (pid {pid}) in {self.name}"
