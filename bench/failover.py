@@ -30,7 +30,8 @@ from pathlib import Path
 from nfs_failover import aio, netguard
 from nfs_failover.config import Mode
 from nfs_failover.drill.model import DrillReport
-from nfs_failover.drill.run import Drill, DrillOptions
+from nfs_failover.drill.options import DrillOptions
+from nfs_failover.drill.run import Drill
 from nfs_failover.lab import Lab
 
 GOAL_OVERHEAD = 5.0  # seconds above the grace period, as the applications see it
@@ -65,8 +66,10 @@ def series(lab: Lab, runs: int, options: DrillOptions) -> list[DrillReport]:
     for index in range(runs):
         report = drill(lab, options)
         s = report.summary
-        print(f"  run {index + 1}/{runs}: rto {s['rto_s']} s, overhead {s['rto_overhead_s']} s, "
-              f"lost {s['writes_lost']}, passed {s['passed']}")  # fmt: skip
+        print(
+            f"  run {index + 1}/{runs}: rto {s.rto_s} s, overhead {s.rto_overhead_s} s, "
+            f"lost {s.writes_lost}, passed {s.passed}"
+        )
         reports.append(report)
     return reports
 
@@ -98,7 +101,9 @@ def parts(report: DrillReport) -> dict[str, float]:
 def summarize(name: str, reports: list[DrillReport], grace: float) -> bool:
     print(f"{name}: medians of {len(reports)} drills")
     for figure in FIGURES:
-        values = [float(v) for r in reports if isinstance(v := r.summary.get(figure), int | float)]
+        values = [
+            float(v) for r in reports if isinstance(v := getattr(r.summary, figure), int | float)
+        ]
         print(median_line(figure, values))
     cuts = [parts(r) for r in reports]
     for part in ("detection", "steered", "unmounted", "remounted", "first write"):
@@ -110,12 +115,11 @@ def summarize(name: str, reports: list[DrillReport], grace: float) -> bool:
         f"(median per client; longest {max(longest, default=0):.3f} s)"
     )
     for figure in TOTALS:
-        total = sum(int(v) for r in reports if isinstance(v := r.summary.get(figure), int))
+        total = sum(int(v) for r in reports if isinstance(v := getattr(r.summary, figure), int))
         print(f"  {figure:24} {total:7d}   (total)")
     stale = sum(c.stale_reads + c.corrupt_reads for r in reports for c in r.clients)
     print(f"  {'stale or corrupt reads':24} {stale:7d}   (total)")
-    overheads = [float(v) for r in reports
-                 if isinstance(v := r.summary.get("rto_overhead_s"), int | float)]  # fmt: skip
+    overheads = [r.summary.rto_overhead_s for r in reports if r.summary.rto_overhead_s is not None]
     met = bool(overheads) and statistics.median(overheads) <= GOAL_OVERHEAD and all(
         r.passed for r in reports) and stale == 0  # fmt: skip
     print(
@@ -149,7 +153,7 @@ def main() -> None:
             print(f"flaps: {flaps} outages of {0.4 * args.grace:g} s (grace {args.grace:g} s)")
             report = drill(lab, DrillOptions(grace=args.grace, flaps=flaps, keep=True,
                                              nfs_version=args.nfs_version))  # fmt: skip
-            false = report.summary["false_failovers"]
+            false = report.summary.false_failovers
             print(f"  false failovers: {false} (goal 0: {'met' if false == 0 else 'NOT met'})")
             print("all goals met" if all(met) and false == 0 else "some goals NOT met")
         finally:

@@ -17,7 +17,8 @@ import pytest
 from nfs_failover import aio
 from nfs_failover.config import Mode
 from nfs_failover.drill.model import SUMMARY_KEYS, DrillReport
-from nfs_failover.drill.run import Drill, DrillOptions
+from nfs_failover.drill.options import DrillOptions
+from nfs_failover.drill.run import Drill
 from nfs_failover.lab import Lab
 from nfs_failover.lab.lab import MARKER, STATE_DIR_ENV
 from nfs_failover.store import SqliteStore
@@ -40,7 +41,7 @@ def test_a_read_write_drill_fails_over_and_back_and_loses_nothing(drill_lab: Lab
     # No transfer between the baseline and the outage: its writes must be preserved.
     drill = Drill(drill_lab, DrillOptions(**{**QUICK, "schedule": 60.0}, flaps=2))
     report = run_drill(drill)
-    summary = report.summary
+    summary = report.summary_json()
     assert [(c.name, c.detail) for c in report.checks if not c.passed] == []
     assert summary["passed"] is True
     assert summary["writes_lost"] == 0 and summary["split_brain_instants"] == 0
@@ -85,7 +86,7 @@ def test_a_read_write_drill_fails_over_and_back_and_loses_nothing(drill_lab: Lab
 
 def test_a_read_only_drill_reads_from_zone_2_during_the_outage(drill_lab: Lab) -> None:
     report = run_drill(Drill(drill_lab, DrillOptions(mode=Mode.READ_ONLY, **QUICK)))
-    summary = report.summary
+    summary = report.summary_json()
     assert summary["passed"] is True, [c for c in report.checks if not c.passed]
     assert summary["mode"] == "read-only"
     assert summary["break_s"] is None and summary["write_unavailable_s"] is None
@@ -103,10 +104,10 @@ def test_a_drill_that_cannot_fail_over_in_time_fails_with_the_reason(drill_lab: 
     # The grace outlasts the phase's deadline: the client never writes on zone 2 in time.
     options = DrillOptions(grace=15.0, schedule=2.0, steady=0.5, phase_timeout=6.0)
     report = run_drill(Drill(drill_lab, options))
-    assert report.summary["passed"] is False
+    assert report.summary.passed is False
     failed = {c.name: c.detail for c in report.checks if not c.passed}
     assert "did a successful write on zone 2" in failed["the drill ran to its end"]
-    assert report.summary["rto_s"] is None and report.summary["writes_lost"] == 0
+    assert report.summary.rto_s is None and report.summary.writes_lost == 0
     assert [z.state for z in drill_lab.status().zones] == ["up", "up"]  # restored all the same
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from nfs_failover.drill.run import compare
 from nfs_failover.drill.seed import seed_map_lines
+from nfs_failover.drill.verify import compare
 from tests.drill.test_report import client_figures
 
 
@@ -40,14 +40,13 @@ def test_the_terminal_summary_has_a_row_per_client_not_a_raw_list() -> None:
     from rich.console import Console
 
     from nfs_failover.cli import drill_cmd
-    from nfs_failover.drill.model import SUMMARY_KEYS, DrillReport
+    from nfs_failover.drill.model import DrillReport, Summary
 
     clients = [
         client_figures(name="client1", writes_acknowledged=27, writes_lost=0),
         client_figures(name="client2", database="malformed"),
     ]
-    summary: dict[str, object] = dict.fromkeys(SUMMARY_KEYS)
-    summary.update(passed=True, clients=[{"name": "client1"}, {"name": "client2"}])
+    summary = Summary(passed=True, mode="read-write", grace_s=5.0)
     report = DrillReport(summary=summary, clients=clients)
     out = Console(width=200, record=True)
     drill_cmd.console, saved = out, drill_cmd.console

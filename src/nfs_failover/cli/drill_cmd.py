@@ -19,9 +19,10 @@ from rich.text import Text
 
 from nfs_failover import aio, netguard
 from nfs_failover.config import Mode
-from nfs_failover.drill.model import SUMMARY_KEYS, DrillReport
+from nfs_failover.drill.model import DrillReport
+from nfs_failover.drill.options import NFS_VERSIONS, SEED_OPTIONS, DrillOptions
 from nfs_failover.drill.report import write_report
-from nfs_failover.drill.run import NFS_VERSIONS, SEED_OPTIONS, Drill, DrillOptions
+from nfs_failover.drill.run import Drill
 from nfs_failover.durations import parse_duration
 from nfs_failover.lab import Lab, system
 from nfs_failover.lab.lab import STATE_DIR_ENV
@@ -174,7 +175,7 @@ def drill(
     if runner.failure and not any(c.name != "the drill ran to its end" for c in result.checks):
         typer.echo(f"nfs-failover: the drill stopped: {runner.failure}", err=True)
     if as_json:
-        typer.echo(json.dumps({k: result.summary.get(k) for k in SUMMARY_KEYS}, indent=2))
+        typer.echo(json.dumps(result.summary_json(), indent=2))
     else:
         _print_summary(result)
         console.print(f"report: {files.html}  (JSON: {files.json})")
@@ -238,10 +239,9 @@ def _print_summary(result: DrillReport) -> None:
     table = Table(title="drill " + ("[green]PASSED[/]" if result.passed else "[red]FAILED[/]"))
     table.add_column("figure")
     table.add_column("value", justify="right")
-    for key in SUMMARY_KEYS:
+    for key, value in result.summary_json().items():
         if key in ("passed", "report_html", "clients"):
             continue
-        value = result.summary.get(key)
         table.add_row(key, "-" if value is None else str(value))
     console.print(table)
     if result.clients:

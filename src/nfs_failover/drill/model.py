@@ -6,14 +6,8 @@ in seconds as numbers, ``None`` (JSON ``null``) where a figure does not apply.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
-SUMMARY_KEYS = (
-    "passed", "mode", "grace_s", "detection_s", "rto_s", "rto_overhead_s", "break_s",
-    "write_unavailable_s", "failback_s", "failback_unavailable_s", "writes_acknowledged",
-    "writes_lost", "writes_preserved", "flaps", "false_failovers", "split_brain_instants",
-    "final_mirror_state", "report_html", "client_kind", "clients",
-)  # fmt: skip
 CLIENT_KIND = "kernel"  # client hosts: Linux VMs, the kernel NFS client, the real automount
 
 
@@ -78,6 +72,36 @@ class ClientFigures:
 
 
 @dataclass(frozen=True)
+class Summary:
+    """The drill's figures (``--json``); with the clients' own (``clients``), the summary.
+    Times in seconds; None where a figure does not apply or was not seen (a drill that
+    stopped early has only the first fields)."""
+
+    passed: bool
+    mode: str
+    grace_s: float
+    detection_s: float | None = None
+    rto_s: float | None = None  # the slowest client's
+    rto_overhead_s: float | None = None  # rto_s minus the grace period
+    break_s: float | None = None
+    write_unavailable_s: float | None = None
+    failback_s: float | None = None
+    failback_unavailable_s: float | None = None
+    writes_acknowledged: int | None = None  # files and rows
+    writes_lost: int | None = None
+    writes_preserved: int | None = None
+    flaps: int = 0
+    false_failovers: int | None = None
+    split_brain_instants: int | None = None
+    final_mirror_state: str | None = None
+    report_html: str | None = None
+    client_kind: str = CLIENT_KIND
+
+
+SUMMARY_KEYS = (*(f.name for f in fields(Summary)), "clients")
+
+
+@dataclass(frozen=True)
 class Check:
     """One verification: what was checked, whether it held, and the evidence."""
 
@@ -88,7 +112,7 @@ class Check:
 
 @dataclass
 class DrillReport:
-    summary: dict[str, object]  # exactly SUMMARY_KEYS
+    summary: Summary
     checks: list[Check] = field(default_factory=list)
     phases: list[Phase] = field(default_factory=list)
     marks: list[Mark] = field(default_factory=list)
@@ -102,11 +126,15 @@ class DrillReport:
 
     @property
     def passed(self) -> bool:
-        return bool(self.summary.get("passed"))
+        return self.summary.passed
+
+    def summary_json(self) -> dict[str, object]:
+        """The summary as ``--json`` prints it: exactly SUMMARY_KEYS, in their order."""
+        return {**asdict(self.summary), "clients": [asdict(c) for c in self.clients]}
 
     def to_json(self) -> dict[str, object]:
         return {
-            "summary": {key: self.summary.get(key) for key in SUMMARY_KEYS},
+            "summary": self.summary_json(),
             "checks": [asdict(c) for c in self.checks],
             "phases": [asdict(p) for p in self.phases],
             "marks": [asdict(m) for m in self.marks],

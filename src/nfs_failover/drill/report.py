@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
@@ -118,7 +118,7 @@ class ReportFiles:
 
 def write_report(report: DrillReport, directory: Path) -> ReportFiles:
     """Write ``drill.json``, ``drill.html`` and ``timeline.svg`` into ``directory`` (created
-    if missing), each atomically with mode 0644. Sets ``summary["report_html"]`` first, so
+    if missing), each atomically with mode 0644. Sets the summary's ``report_html`` first, so
     the JSON and the page both name the page. Raises OSError."""
     directory = directory.absolute()
     files = ReportFiles(
@@ -126,7 +126,7 @@ def write_report(report: DrillReport, directory: Path) -> ReportFiles:
         html=directory / "drill.html",
         svg=directory / "timeline.svg",
     )
-    report.summary["report_html"] = str(files.html)
+    report.summary = replace(report.summary, report_html=str(files.html))
     svg = timeline_svg(report)
     directory.mkdir(parents=True, exist_ok=True)
     write_atomically(files.svg, svg + "\n", mode=FILE_MODE)
@@ -151,14 +151,14 @@ def render_html(report: DrillReport, svg: str) -> str:
         lstrip_blocks=True,
     )
     verdict = "PASSED" if report.passed else "FAILED"
-    mode = report.summary.get("mode")
+    mode = report.summary.mode
     passed_checks = sum(1 for c in report.checks if c.passed)
     return env.get_template("report.html").render(
         verdict=verdict,
         passed=report.passed,
         mode=MISSING if mode is None else str(mode),
         date=_date(report.started_at),
-        figures=_figures(report.summary),
+        figures=_figures(report.summary_json()),
         client_columns=[(header, tip) for header, tip, _ in CLIENT_COLUMNS],
         clients=[[cell(c) for _, _, cell in CLIENT_COLUMNS] for c in report.clients],
         lost=[(c.name, ", ".join(c.lost)) for c in report.clients if c.lost],

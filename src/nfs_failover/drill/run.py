@@ -23,9 +23,9 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
@@ -34,35 +34,32 @@ from nfs_failover import ganesha
 from nfs_failover.agent import Agent
 from nfs_failover.config import Config, Mode, Volume, parse_config
 from nfs_failover.controller.loop import Controller
-from nfs_failover.drill import figures
+from nfs_failover.drill import figures, journal, verify
 from nfs_failover.drill.guests import GuestWorkload, Op
+from nfs_failover.drill.journal import FAILOVER_KINDS
 from nfs_failover.drill.model import (
-    CLIENT_KIND,
-    SUMMARY_KEYS,
     Check,
     ClientFigures,
     DrillReport,
     Mark,
     Phase,
     Sample,
+    Summary,
 )
+from nfs_failover.drill.monitor import SplitBrainMonitor
+from nfs_failover.drill.options import DrillError, DrillOptions
 from nfs_failover.drill.seed import SeedRun
 from nfs_failover.errors import NfsFailoverError
 from nfs_failover.lab import guest_workload
 from nfs_failover.lab.automount import GuestAutomount
 from nfs_failover.lab.guest_machine import GuestMachine, client_config
 from nfs_failover.lab.lab import Lab
-from nfs_failover.replication.base import MirrorState
 from nfs_failover.replication.local import LocalProvider
 from nfs_failover.store import Event, SqliteStore
 
-FAILOVER_KINDS = ("failover", "failover-read-only", "switchover")
-FAILBACK_KINDS = ("failback", "failback-read-only")
 PREFIX = "drill-"
 SEED_FILES = 40  # files a read-only drill writes first, to read them back later
 STARTUP_TIMEOUT = 120.0  # seconds for every client's applications to work on zone 1
-SEED_OPTIONS = "rw,nosuid,hard,tcp,timeo=60"  # the seed article's auto.misc options
-NFS_VERSIONS = ("3", "4.1")
 SEED_NOTE = (
     "Compared with the seed's own setup, run first on the same lab: its auto.misc line "
     "listing both servers, --timeout 10, no nfs-failover; replication left as it is and "
@@ -76,52 +73,6 @@ NOTE_CLIENTS = (
     "operation has not returned in {hang:g}s. The agent of each client runs in the "
     "drill's process and reaches its guest through the lab's command server."
 )
-
-
-class DrillError(NfsFailoverError):
-    """The drill could not run to its end (not the same as a failed verification)."""
-
-
-@dataclass(frozen=True)
-class DrillOptions:
-    mode: Mode = Mode.READ_WRITE
-    grace: float = 5.0  # failover_after, seconds
-    schedule: float = 10.0  # replication interval, seconds
-    flaps: int = 0
-    flap_length: float | None = None  # default: 40 % of the grace period
-    steady: float = 3.0  # seconds of workload on each side before moving on
-    probe_interval: float = 0.5
-    probe_timeout: float = 0.5
-    phase_timeout: float = 120.0  # the longest any one phase may take
-    keep: bool = False  # leave a lab the drill brought up running
-    clients: int = 2  # client hosts
-    nfs_version: str = "3"
-    mount_options: str = SEED_OPTIONS  # without vers= (nfs_version adds it)
-    hang_after: float = 3.0  # seconds an operation may take before its process is hung
-    compare: str | None = None  # "seed": run the seed article's own setup first
-    operator_delay: float = 60.0  # the seed run's manual break, seconds after the outage
-
-    @property
-    def restore_after(self) -> float | None:
-        """With --compare, both runs restore zone 1 this long after the outage."""
-        return self.operator_delay + self.steady + 10.0 if self.compare else None
-
-    @property
-    def flap_seconds(self) -> float:
-        return self.flap_length if self.flap_length is not None else 0.4 * self.grace
-
-    @property
-    def options(self) -> str:
-        """The mount options the map offers: the seed's, the NFS version, and for NFSv3
-        ``nolock`` (the lab's Ganesha runs no lock manager; each client's database is its
-        own, so local locks are enough)."""
-        parts = [p for p in self.mount_options.split(",") if p and not p.startswith("vers=")]
-        if self.mode is Mode.READ_ONLY:
-            parts = ["ro" if p == "rw" else p for p in parts]
-        parts.append(f"vers={self.nfs_version}")
-        if self.nfs_version == "3" and "lock" not in parts and "nolock" not in parts:
-            parts.append("nolock")
-        return ",".join(parts)
 
 
 @dataclass
@@ -152,8 +103,7 @@ class Drill:
         self.t0 = time.time()
         self.marks: list[Mark] = []
         self.phases: list[Phase] = []
-        self.split_brain: list[float] = []
-        self._samples_taken = 0
+        self.monitor: SplitBrainMonitor | None = None
         self.workloads: list[GuestWorkload] = []
         self.actions: dict[str, list[tuple[float, str, str]]] = {g.name: [] for g in self.guests}
         self.at: dict[str, float] = {}  # epoch seconds of the drill's instants
@@ -205,7 +155,7 @@ class Drill:
             seed = await self._run_seed() if self.options.compare == "seed" else None
             report = await self._run()
             if seed is not None:
-                report.comparison = compare(seed, report.clients)
+                report.comparison = verify.compare(seed, report.clients)
                 o = self.options
                 report.notes.append(SEED_NOTE.format(delay=o.operator_delay,
                                                      restore=o.restore_after))  # fmt: skip
@@ -222,9 +172,8 @@ class Drill:
     def _unfinished(self) -> DrillReport:
         """The report of a drill that stopped before its story began (or mid-way outside
         the story's own checks): the reason, and what it had done so far."""
-        summary: dict[str, object] = dict.fromkeys(SUMMARY_KEYS)
-        summary.update(passed=False, mode=self.options.mode.value, grace_s=self.options.grace,
-                       flaps=self.options.flaps, client_kind=CLIENT_KIND, clients=[])  # fmt: skip
+        o = self.options
+        summary = Summary(passed=False, mode=o.mode.value, grace_s=o.grace, flaps=o.flaps)
         return DrillReport(
             summary=summary,
             checks=[Check("the drill ran to its end", False, self.failure or "stopped")],
@@ -309,7 +258,8 @@ class Drill:
                                for g in self.guests))  # fmt: skip
         stop = asyncio.Event()
         loop_task = asyncio.create_task(controller.run(stop))
-        sampler = asyncio.create_task(self._sample(agents, volume, stop))
+        self.monitor = SplitBrainMonitor(self.lab, agents, volume, self.t0)
+        sampler = asyncio.create_task(self.monitor.run(stop))
         try:
             self.say(f"starting the applications in {len(self.guests)} client hosts on {key}")
             await asyncio.gather(*(w.start() for w in self.workloads))
@@ -381,12 +331,13 @@ class Drill:
             at["outage"] = self.mark("outage", "zone 1 cut off")
             self.say(f"zone 1 cut off (ports 111, 635, 2049 dropped); grace {o.grace:g}s")
             at["first2"] = await self._until_ok(destination, at["outage"], "zone 2")
-            self.mark("first-op-zone2", f"every client's first {_op(o.mode)} on zone 2",
+            self.mark("first-op-zone2", f"every client's first {o.op} on zone 2",
                       at["first2"])  # fmt: skip
-            self.say(f"every client {_op(o.mode)}s on zone 2 "
+            self.say(f"every client {o.op}s on zone 2 "
                      f"{at['first2'] - at['outage']:.2f}s after the outage")  # fmt: skip
             await self._until_done(controller, name, FAILOVER_KINDS, at["outage"])
-            span = self._workflow_span(controller, name, FAILOVER_KINDS, at["outage"])
+            events = self._journal(controller, name)
+            span = journal.workflow_span(events, FAILOVER_KINDS, at["outage"])
             self.phase("failover", "failover workflow", *span)
             await asyncio.sleep(o.steady)
             if o.restore_after is not None:  # the seed run's restore, at the same moment
@@ -418,7 +369,7 @@ class Drill:
         self.phase("failback", "failback workflow", at["failback"], at["failback_done"])
         self.say(f"failback done in {at['failback_done'] - at['failback']:.2f}s")
         at["first1"] = await self._until_ok(source, at["failback"], "zone 1 again")
-        self.mark("first-op-zone1", f"every client back on zone 1 ({_op(o.mode)})", at["first1"])
+        self.mark("first-op-zone1", f"every client back on zone 1 ({o.op})", at["first1"])
         self.say(f"every client back on zone 1, "
                  f"{at['first1'] - at['failback']:.2f}s after the failback began")  # fmt: skip
         with self._phase("back", "clients back on zone 1"):
@@ -440,7 +391,8 @@ class Drill:
             await asyncio.to_thread(self.lab.restore, "az1")
             await asyncio.sleep(gap)
         self.phase("flaps", f"{o.flaps} flaps of {o.flap_seconds:g}s", start, time.time())
-        started = self._workflows_since(controller, volume, FAILOVER_KINDS, start)
+        events = self._journal(controller, volume)
+        started = journal.workflows_since(events, FAILOVER_KINDS, start)
         self.false_failovers = len(started)
         self.say(f"flaps over: {len(started)} failovers started (expected 0)")
         if started:
@@ -486,7 +438,7 @@ class Drill:
             await asyncio.sleep(0.1)
         late = [w.client.name for w in self.workloads]
         raise DrillError(
-            f"not every client ({', '.join(late)}) did a successful {_op(self.options.mode)} "
+            f"not every client ({', '.join(late)}) did a successful {self.options.op} "
             f"on {what} ({export}) within {timeout:g}s"
         )
 
@@ -501,23 +453,8 @@ class Drill:
             await asyncio.sleep(0.05)
         raise DrillError(f"no failover workflow finished within {self.options.phase_timeout:g}s")
 
-    def _workflow_events(
-        self, controller: Controller, volume: str, kinds: tuple[str, ...], after: float
-    ) -> list[Event]:
-        return [e for e in controller.store.events(volume, after=0, limit=100_000)
-                if e.kind in kinds and e.workflow is not None and e.at >= after]  # fmt: skip
-
-    def _workflows_since(
-        self, controller: Controller, volume: str, kinds: tuple[str, ...], after: float
-    ) -> set[int]:
-        events = self._workflow_events(controller, volume, kinds, after)
-        return {e.workflow for e in events if e.workflow is not None}
-
-    def _workflow_span(
-        self, controller: Controller, volume: str, kinds: tuple[str, ...], after: float
-    ) -> tuple[float, float]:
-        events = self._workflow_events(controller, volume, kinds, after)
-        return (events[0].at, events[-1].at) if events else (after, after)
+    def _journal(self, controller: Controller, volume: str) -> list[Event]:
+        return journal.events(controller.store, volume)
 
     async def _follow(self, controller: Controller, volume: str) -> None:
         """Keep the live view current, and say what the controller decides."""
@@ -538,86 +475,66 @@ class Drill:
                     self.say(f"controller: {decision}")
             await asyncio.sleep(0.5)
 
-    async def _sample(self, agents: list[Agent], volume: Volume, stop: asyncio.Event) -> None:
-        """Every 100 ms: the replicas each client's map offers, and whether each one's
-        server takes writes. Two writable replicas offered at once is split brain."""
-        zones = {z.replica: z for z in self.lab.zones}
-        maps = [a.machine.files_path(a.config.autofs.map_file) for a in agents]
-        while not stop.is_set():
-            access = {r.name: ganesha.export_access(zones[r.name].conf, zones[r.name].folder)
-                      for r in volume.replicas}  # fmt: skip
-            for map_file in maps:
-                text = map_file.read_text() if map_file.exists() else ""
-                writable = [r.name for r in volume.replicas
-                            if _offers(text, r.export.host, r.export.path)
-                            and access[r.name] == "rw"]  # fmt: skip
-                if len(writable) > 1:
-                    self.split_brain.append(time.time() - self.t0)
-            self._samples_taken += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.1)
-
     # -- verification and figures ------------------------------------------------------
 
     async def _report(
         self, volume: Volume, store: SqliteStore, provider: LocalProvider
     ) -> DrillReport:
         o = self.options
-        rw = o.mode is Mode.READ_WRITE
         self.live.phase = "verifying"
         source, destination = (str(r.export) for r in volume.replicas)
         names = {str(r.export): r.name for r in volume.replicas}
-        preserved, listed = _preserved(store, volume.name)
+        preserved, listed = journal.preserved(store, volume.name)
         status = await provider.status(timeout=10.0)
         await provider.close()
         at = self.at
-        events = self._events(store, volume.name)
-        detected = self._mark_steps(events)
-        outage, failback = at.get("outage"), at.get("failback")
-        instants = figures.Instants(self.t0, outage, at.get("restore"), failback)
+        events = journal.events(store, volume.name)
+        detected, marks = journal.step_marks(events, at.get("outage"), at.get("failback"))
+        for name, label, instant in marks:
+            self.mark(name, label, instant)
+        instants = figures.Instants(self.t0, at.get("outage"), at.get("restore"),
+                                    at.get("failback"))  # fmt: skip
         view = figures.Volume(names, source, destination,
                               self.lab.zone(volume.replicas[0].name).folder, preserved)  # fmt: skip
         records = {w.client.name: w.records() for w in self.workloads}
         clients = [
             await asyncio.to_thread(
                 figures.client_figures, w.client.name, records[w.client.name], instants, view,
-                prefix=w.prefix, read_only=not rw, actions=self.actions[w.client.name],
+                prefix=w.prefix, read_only=o.mode is Mode.READ_ONLY,
+                actions=self.actions[w.client.name],
             )
             for w in self.workloads
         ]  # fmt: skip
         ops = [op for r in records.values() for op in r.ops]
         restored, failback_at = at.get("restore", float("inf")), at.get("failback", 0.0)
-        stayed = [op for op in ops if self._useful(op) and restored < op.begin < failback_at]
-        rto = _worst(c.rto_s for c in clients)
-        lost = sum(c.writes_lost + c.rows_lost for c in clients)
-        acknowledged = sum(c.writes_acknowledged + c.rows_acknowledged for c in clients)
-        summary: dict[str, object] = {
-            "mode": o.mode.value,
-            "grace_s": o.grace,
-            "detection_s": _span(outage, detected),
-            "rto_s": rto,
-            "rto_overhead_s": round(rto - o.grace, 3) if rto is not None else None,
-            "break_s": _step_seconds(events, "break", "failover", outage) if rw else None,
-            "write_unavailable_s": _worst(c.write_blocked_s for c in clients) if rw else None,
-            "failback_s": _span(failback, at.get("failback_done")),
-            "failback_unavailable_s": _worst(c.back_on_source_s for c in clients),
-            "writes_acknowledged": acknowledged,
-            "writes_lost": lost,
-            "writes_preserved": sum(c.writes_preserved + c.rows_preserved for c in clients),
-            "flaps": o.flaps,
-            "false_failovers": self.false_failovers,
-            "split_brain_instants": len(self.split_brain),
-            "final_mirror_state": status.mirror_state.value,
-            "report_html": None,
-            "client_kind": CLIENT_KIND,
-            "clients": [asdict(c) for c in clients],
-        }
-        checks = self._checks(volume, clients, status, stayed, listed)
-        summary["passed"] = all(c.passed for c in checks)
-        samples = [Sample(round((op.end or op.begin) - self.t0, 3),
-                          names.get(op.server or "", op.server or "?"),
-                          "read" if op.kind == "read" else "write", op.ok, op.client)
-                   for op in ops if op.kind in ("write", "row", "read")]  # fmt: skip
+        monitor = self.monitor
+        evidence = verify.Evidence(
+            options=o,
+            volume=volume,
+            clients=clients,
+            at=dict(at),
+            events=events,
+            detected=detected,
+            status=status,
+            stayed=[op for op in ops if self._useful(op) and restored < op.begin < failback_at],
+            preserved=listed,
+            split_brain=monitor.instants if monitor else [],
+            samples=monitor.samples if monitor else 0,
+            false_failovers=self.false_failovers,
+            failure=self.failure,
+        )
+        checks = verify.checks(evidence)
+        samples = [
+            Sample(
+                round((op.end or op.begin) - self.t0, 3),
+                names.get(op.server or "", op.server or "?"),
+                "read" if op.kind == "read" else "write",
+                op.ok,
+                op.client,
+            )
+            for op in ops
+            if op.kind in ("write", "row", "read")
+        ]
         notes = [
             self._note_clients(),
             f"Policy: probe every {o.probe_interval:g}s with a {o.probe_timeout:g}s deadline, "
@@ -626,185 +543,28 @@ class Drill:
             "635 and 2049, like the seed's NSG rule.",
             f"Preserved files: {listed}.",
         ]
+        workload = (
+            "writer (4 KiB files, fsync), reader, sqlite3 (a row per transaction)"
+            if o.mode is Mode.READ_WRITE
+            else "reader of files written before"
+        )
+        zones = {f"{r.name} ({z.name})": str(r.export)
+                 for r, z in zip(volume.replicas, self.lab.zones, strict=True)}  # fmt: skip
         return DrillReport(
-            summary=summary, checks=checks, phases=sorted(self.phases, key=lambda p: p.start),
-            marks=sorted(self.marks, key=lambda m: m.at), samples=samples, started_at=self.t0,
-            notes=notes, clients=clients, lab={
-                "state folder": str(self.lab.state_dir), "volume": volume.name,
-                **{f"{r.name} ({z.name})": str(r.export)
-                   for r, z in zip(volume.replicas, self.lab.zones, strict=True)},
+            summary=verify.summary(evidence, passed=all(c.passed for c in checks)),
+            checks=checks,
+            phases=sorted(self.phases, key=lambda p: p.start),
+            marks=sorted(self.marks, key=lambda m: m.at),
+            samples=samples,
+            started_at=self.t0,
+            notes=notes,
+            clients=clients,
+            lab={
+                "state folder": str(self.lab.state_dir),
+                "volume": volume.name,
+                **zones,
                 "clients": ", ".join(f"{g.name} ({g.address})" for g in self.guests),
                 "mount options": o.options,
-                "workload": "writer (4 KiB files, fsync), reader, sqlite3 (a row per "
-                            "transaction)" if rw else "reader of files written before",
+                "workload": workload,
             },
-        )  # fmt: skip
-
-    def _checks(
-        self,
-        volume: Volume,
-        clients: list[ClientFigures],
-        status: Any,
-        stayed: list[Op],
-        listed: str,
-    ) -> list[Check]:
-        o, at = self.options, self.at
-        source = str(volume.replicas[0].export)
-        acknowledged = sum(c.writes_acknowledged + c.rows_acknowledged for c in clients)
-        preserved = sum(c.writes_preserved + c.rows_preserved for c in clients)
-        lost = [name for c in clients for name in c.lost]
-        lost_count = sum(c.writes_lost + c.rows_lost for c in clients)
-        databases = {c.name: c.database for c in clients if c.database is not None}
-        stale = sum(c.stale_reads + c.corrupt_reads for c in clients)
-        back_after = _span(at.get("failback"), at.get("first1"))
-        return [
-            Check("the drill ran to its end", self.failure is None,
-                  self.failure or "outage, failover, restore, failback, clients back"),
-            Check("no acknowledged write lost", lost_count == 0,
-                  f"{acknowledged} acknowledged (files whose fsync returned, committed rows) "
-                  f"by {len(clients)} clients: {preserved} only in the preserved set "
-                  f"({listed}), {lost_count} lost" + (f": {', '.join(lost[:5])}" if lost else "")),
-            Check("every database intact on the final source",
-                  all(v == "ok" for v in databases.values()),
-                  "; ".join(f"{k}: {v}" for k, v in databases.items()) or "no rows written"),
-            Check("no stale read", stale == 0,
-                  f"{sum(c.stale_reads for c in clients)} reads missed a file or version owed, "
-                  f"{sum(c.corrupt_reads for c in clients)} read wrong content"),
-            Check("never two writable replicas offered", not self.split_brain,
-                  f"{self._samples_taken} samples of {len(clients)} client maps and both "
-                  f"exports' access, every 100 ms: {len(self.split_brain)} offered two "
-                  f"writable replicas"),
-            Check("replication mirrored in the original direction",
-                  status.mirror_state is MirrorState.MIRRORED
-                  and status.source == volume.replicas[0].name,
-                  f"{status.mirror_state.value}, {status.source} -> {status.destination}"),
-            Check("no failover on a flap", not self.false_failovers,
-                  f"{o.flaps} outages of {o.flap_seconds:g}s (grace {o.grace:g}s): "
-                  f"{self.false_failovers} failovers" if o.flaps
-                  else "no flaps asked for (--flaps N)"),
-            Check("the clients stayed on zone 2 until the failback",
-                  "restore" in at and not [op for op in stayed if op.server == source],
-                  f"{len(stayed)} operations between the restore and the failback, "
-                  f"{sum(op.server == source for op in stayed)} on zone 1"),
-            Check("the clients are back on zone 1", back_after is not None,
-                  f"every client's first {_op(o.mode)} on {source} {back_after:.2f}s after the "
-                  "failback began" if back_after is not None else "not seen"),
-        ]  # fmt: skip
-
-    def _mark_steps(self, events: list[Event]) -> float | None:
-        """The workflows' own instants, from the journal; returns when the failover began."""
-        outage, failback = self.at.get("outage"), self.at.get("failback")
-        detected = None
-        if outage is not None:
-            detected = _first(e.at for e in events if e.kind in FAILOVER_KINDS and e.at >= outage)
-            if detected is not None:
-                self.mark("detected", "outage confirmed: failover starts", detected)
-            for step, label in (("break", "replication broken"),
-                                ("fence-source", "source fenced"),
-                                ("steer-to-destination", "clients steered to zone 2")):  # fmt: skip
-                end = _step_end(events, step, FAILOVER_KINDS, outage)
-                if end is not None:
-                    self.mark(step, label, end)
-        if failback is not None:
-            for step, label in (("reverse-resync", "reverse resync done"),
-                                ("quiesce", "zone 2 read-only"),
-                                ("steer-back", "clients steered back"),
-                                ("resync-original", "original direction resynced")):  # fmt: skip
-                end = _step_end(events, step, FAILBACK_KINDS, failback)
-                if end is not None:
-                    self.mark(step, label, end)
-        return detected
-
-    def _events(self, store: SqliteStore, volume: str) -> list[Event]:
-        return list(store.events(volume, after=0, limit=100_000))
-
-
-def _op(mode: Mode) -> str:
-    return "write" if mode is Mode.READ_WRITE else "read"
-
-
-def _span(start: float | None, end: float | None) -> float | None:
-    return round(end - start, 3) if start is not None and end is not None else None
-
-
-def _first(values: Iterable[float]) -> float | None:
-    return next(iter(values), None)
-
-
-def _worst(values: Iterable[float | None]) -> float | None:
-    """The slowest client's figure; None when any client has none (it was not seen)."""
-    found = list(values)
-    return None if not found or None in found else max(v for v in found if v is not None)
-
-
-def _offers(map_text: str, host: str, path: str) -> bool:
-    pattern = rf"(?:^|[\s,]){re.escape(host)}(?:\(\d+\))?:{re.escape(path)}(?:\s|$)"
-    return re.search(pattern, map_text, re.MULTILINE) is not None
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-
-
-def _preserved(store: SqliteStore, volume: str) -> tuple[dict[str, list[Path]], str]:
-    """The copies the last failback preserved, by name (one name may be kept in several
-    folders: the old source's and the late writes'), and where they are."""
-    last = store.last_workflow(volume)
-    found: dict[str, list[Path]] = {}
-    folders = []
-    for key, value in (last.data if last else {}).items():
-        if not key.startswith("preserved_") or not isinstance(value, dict):
-            continue
-        folder = Path(str(value.get("folder")))
-        files = [str(f) for f in value.get("files") or []]
-        if files:
-            folders.append(f"{len(files)} in {folder}")
-        for name in files:
-            found.setdefault(name, []).append(folder / name)
-    return found, "; ".join(folders) or "none"
-
-
-def _step_seconds(events: list[Event], step: str, kind: str, after: float | None) -> float | None:
-    if after is None:
-        return None
-    before = next((e.at for e in events if e.kind == kind and e.step == step
-                   and e.phase == "before" and e.at >= after), None)  # fmt: skip
-    done = next((e.at for e in events if e.kind == kind and e.step == step
-                 and e.phase == "after" and e.at >= after), None)  # fmt: skip
-    return _span(before, done)
-
-
-def _step_end(events: list[Event], step: str, kinds: tuple[str, ...], after: float) -> float | None:
-    return next((e.at for e in events if e.kind in kinds and e.step == step
-                 and e.phase == "after" and e.at >= after), None)  # fmt: skip
-
-
-def compare(seed: list[ClientFigures], ours: list[ClientFigures]) -> dict[str, dict[str, object]]:
-    """The seed's setup and nfs-failover side by side: the slowest client's times, and
-    totals over the clients."""
-
-    def worst(clients: list[ClientFigures], figure: str) -> float | None:
-        values = [getattr(c, figure) for c in clients]
-        return None if not values or None in values else max(values)
-
-    def total(clients: list[ClientFigures], *figures: str) -> int:
-        return sum(int(getattr(c, f)) for c in clients for f in figures)
-
-    rows: dict[str, dict[str, object]] = {}
-    for label, kind, names in (
-        ("first read after the outage (s)", worst, ("first_read_s",)),
-        ("first write after the outage (s)", worst, ("first_write_s",)),
-        ("writes refused by a read-only replica (EROFS)", total, ("writes_refused",)),
-        ("hung processes", total, ("hung_processes",)),
-        ("writes acknowledged (files and rows)", total,
-         ("writes_acknowledged", "rows_acknowledged")),
-        ("acknowledged writes lost or hidden", total, ("writes_lost", "rows_lost")),
-        ("stale reads", total, ("stale_reads",)),
-        ("most owed files one listing missed", worst, ("hidden_files",)),
-    ):  # fmt: skip
-        rows[label] = {run: kind(clients, *names)
-                       for run, clients in (("seed", seed), ("nfs-failover", ours))}  # fmt: skip
-    return rows
+        )
