@@ -24,6 +24,7 @@ from nfs_failover.config import (
     LocalReplication,
     Mode,
     Policy,
+    PolicyOverride,
     StoreUrl,
     load_config,
     parse_config,
@@ -650,6 +651,13 @@ def test_a_volume_override_changes_only_its_own_effective_policy() -> None:
     assert lab.failback is Failback.AUTOMATIC
     assert lab.max_lag == config.policy.max_lag
     assert config.effective_policy(config.volume("crr")) == config.policy
+
+
+def test_a_volume_may_override_every_policy_field_and_only_those() -> None:
+    assert list(PolicyOverride.model_fields) == list(Policy.model_fields)
+    assert PolicyOverride().model_dump() == dict.fromkeys(Policy.model_fields)
+    for name, field in PolicyOverride.model_fields.items():
+        assert field.description == Policy.model_fields[name].description, name
 
 
 def test_a_minimal_config_gets_the_documented_defaults() -> None:

@@ -11,9 +11,17 @@ from __future__ import annotations
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path, PurePath
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    create_model,
+    model_validator,
+)
 
 from nfs_failover.config import checks
 from nfs_failover.config.fields import (
@@ -97,48 +105,51 @@ class _Model(BaseModel):
     )
 
 
-_POLICY_DOCS = {
-    "probe_interval": "How often each endpoint is probed.",
-    "probe_timeout": "Deadline of one probe; a probe without an answer by then has failed.",
-    "failover_after": "Grace period: how long the source must stay down before failover."
-    " Keep it well above a blip.",
-    "recover_after": "How long an endpoint must keep answering before it counts as up again.",
-    "max_lag": "RPO limit: a read-write volume fails over on its own only if the replication"
-    " lag is within it; otherwise it refuses, says why, and waits for `failover --force`.",
-    "failback": "manual: fail back only on command; automatic: once the source is healthy"
-    " and resynced.",
-    "read_only_fallback": "For a read-write volume: list the read-only destination after the"
-    " source in the autofs map, so clients can still read before a failover.",
-    "quorum": "How many vantage points (agents) must see the source down before it is down.",
-    "transfer_wait": "How long failback waits for the final transfer before giving up.",
-}
-
-
 class Policy(_Model):
     """When to fail over and fail back: the guardrails."""
 
     probe_interval: PositiveDuration = Field(
-        timedelta(seconds=1), description=_POLICY_DOCS["probe_interval"]
+        timedelta(seconds=1), description="How often each endpoint is probed."
     )
     probe_timeout: PositiveDuration = Field(
-        timedelta(seconds=2), description=_POLICY_DOCS["probe_timeout"]
+        timedelta(seconds=2),
+        description="Deadline of one probe; a probe without an answer by then has failed.",
     )
     failover_after: PositiveDuration = Field(
-        timedelta(seconds=60), description=_POLICY_DOCS["failover_after"]
+        timedelta(seconds=60),
+        description="Grace period: how long the source must stay down before failover."
+        " Keep it well above a blip.",
     )
     recover_after: PositiveDuration = Field(
-        timedelta(seconds=30), description=_POLICY_DOCS["recover_after"]
+        timedelta(seconds=30),
+        description="How long an endpoint must keep answering before it counts as up again.",
     )
-    max_lag: PositiveDuration = Field(timedelta(minutes=20), description=_POLICY_DOCS["max_lag"])
+    max_lag: PositiveDuration = Field(
+        timedelta(minutes=20),
+        description="RPO limit: a read-write volume fails over on its own only if the"
+        " replication lag is within it; otherwise it refuses, says why, and waits for"
+        " `failover --force`.",
+    )
     failback: Annotated[Failback, choice(Failback)] = Field(
-        Failback.MANUAL, description=_POLICY_DOCS["failback"]
+        Failback.MANUAL,
+        description="manual: fail back only on command; automatic: once the source is healthy"
+        " and resynced.",
     )
     read_only_fallback: bool = Field(
-        False, strict=True, description=_POLICY_DOCS["read_only_fallback"]
+        False,
+        strict=True,
+        description="For a read-write volume: list the read-only destination after the source"
+        " in the autofs map, so clients can still read before a failover.",
     )
-    quorum: int = Field(1, strict=True, ge=1, description=_POLICY_DOCS["quorum"])
+    quorum: int = Field(
+        1,
+        strict=True,
+        ge=1,
+        description="How many vantage points (agents) must see the source down before it is down.",
+    )
     transfer_wait: PositiveDuration = Field(
-        timedelta(minutes=5), description=_POLICY_DOCS["transfer_wait"]
+        timedelta(minutes=5),
+        description="How long failback waits for the final transfer before giving up.",
     )
 
     @model_validator(mode="after")
@@ -147,30 +158,39 @@ class Policy(_Model):
         return self
 
 
-class PolicyOverride(_Model):
+class _PolicyOverride(_Model):
     """Per-volume changes to the global policy; a field left out keeps the global value."""
-
-    probe_interval: PositiveDuration | None = Field(
-        None, description=_POLICY_DOCS["probe_interval"]
-    )
-    probe_timeout: PositiveDuration | None = Field(None, description=_POLICY_DOCS["probe_timeout"])
-    failover_after: PositiveDuration | None = Field(
-        None, description=_POLICY_DOCS["failover_after"]
-    )
-    recover_after: PositiveDuration | None = Field(None, description=_POLICY_DOCS["recover_after"])
-    max_lag: PositiveDuration | None = Field(None, description=_POLICY_DOCS["max_lag"])
-    failback: Annotated[Failback, choice(Failback)] | None = Field(
-        None, description=_POLICY_DOCS["failback"]
-    )
-    read_only_fallback: bool | None = Field(
-        None, strict=True, description=_POLICY_DOCS["read_only_fallback"]
-    )
-    quorum: int | None = Field(None, strict=True, ge=1, description=_POLICY_DOCS["quorum"])
-    transfer_wait: PositiveDuration | None = Field(None, description=_POLICY_DOCS["transfer_wait"])
 
     def apply_to(self, policy: Policy) -> Policy:
         """``policy`` with this override's fields replaced."""
         return policy.model_copy(update=self.model_dump(exclude_none=True))
+
+
+def _all_optional(model: type[BaseModel]) -> dict[str, Any]:
+    """The fields of ``model`` with their types, checks and descriptions, each defaulting to
+    None. The checks stay on the type inside the ``| None``, so an explicit null is "not
+    set" rather than a value the check refuses."""
+    return {
+        name: (
+            Annotated[field.annotation, *field.metadata] | None,
+            Field(None, description=field.description),
+        )
+        for name, field in model.model_fields.items()
+    }
+
+
+if TYPE_CHECKING:
+    # mypy sees no fields in a model create_model builds; it checks the methods here.
+    PolicyOverride = _PolicyOverride
+else:
+    # The override has every field of Policy, so a field added there can be overridden too.
+    PolicyOverride = create_model(
+        "PolicyOverride",
+        __base__=_PolicyOverride,
+        __doc__=_PolicyOverride.__doc__,
+        __module__=__name__,
+        **_all_optional(Policy),
+    )
 
 
 # -- volumes -----------------------------------------------------------------------------
