@@ -1,11 +1,12 @@
-"""Loading a config file: reading it safely, YAML with line marks, and its one-line summary.
+"""Loading a config file: reading it, its YAML with line marks, and its one-line summary.
 
 ``load_config`` reports every problem at once as ``FILE: FIELD.PATH: message``, in the
-order of the file. PyYAML's safe loader is used in two steps, composing the node tree and
-then constructing it, because its ``yaml.safe_load`` keeps no positions and lets a
-duplicate key overwrite the first silently: the tree gives each key and item its line
-and column (for sorting problems, and for a missing field, the end of its mapping), and
-reports duplicate keys with their path.
+order of the file. The file is read with ``files.read_regular``, up to a megabyte: a FIFO
+or a device is refused rather than read (one would block, ``/dev/zero`` never ends).
+PyYAML's safe loader is used in two steps, composing the node tree and then constructing
+it, because ``yaml.safe_load`` keeps no positions and lets a duplicate key overwrite the
+first silently: the tree gives each key and item its line and column (for sorting
+problems, and for a missing field, the end of its mapping), and each duplicate key its path.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Each model is a frozen pydantic model that forbids unknown keys; its fields use the types
 of ``values`` and ``fields``, and its ``after`` validators run the rules of ``checks``.
-Defaults are documented in the JSON schema as a user would write them (``20m``), which
+``PolicyOverride`` is built from ``Policy``'s fields (each made optional), so the two
+cannot drift apart. Defaults are written into the JSON schema by hand, as a user would
+write them (``20m``): pydantic writes them by their Python type (``PT20M``). That schema
 is what ``nfs_failover.config_reference`` renders into docs/config.md.
 """
 
@@ -167,9 +169,11 @@ class _PolicyOverride(_Model):
 
 
 def _all_optional(model: type[BaseModel]) -> dict[str, Any]:
-    """The fields of ``model`` with their types, checks and descriptions, each defaulting to
-    None. The checks stay on the type inside the ``| None``, so an explicit null is "not
-    set" rather than a value the check refuses."""
+    """The fields of ``model``, each optional: same type, checks and description, default None.
+
+    The checks stay on the type inside ``| None``, so an explicit null means "not set"
+    rather than a value the check refuses.
+    """
     return {
         name: (
             Annotated[field.annotation, *field.metadata] | None,
