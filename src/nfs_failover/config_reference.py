@@ -11,10 +11,20 @@ from nfs_failover.config import Config
 
 # Sections in the order a reader meets them in a config file.
 _ORDER = [
-    "Config", "Volume", "MountSettings", "Replica", "LocalReplication", "AnfReplication",
-    "OntapReplication", "Policy", "PolicyOverride", "AutofsSettings", "ApiSettings", "Hooks",
+    "Config",
+    "Volume",
+    "MountSettings",
+    "Replica",
+    "LocalReplication",
+    "AnfReplication",
+    "OntapReplication",
+    "Policy",
+    "PolicyOverride",
+    "AutofsSettings",
+    "ApiSettings",
+    "Hooks",
     "Hook",
-]  # fmt: skip
+]
 
 _HEADER = """\
 # Configuration reference

@@ -1,11 +1,8 @@
-"""The configuration file: what loads, what is refused, and how each refusal reads."""
+"""How each refusal of a config file reads: exactly these problem lines, one per problem."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,83 +10,10 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
-from nfs_failover.config import (
-    AnfReplication,
-    Config,
-    Export,
-    Failback,
-    HostPort,
-    LocalReplication,
-    Mode,
-    Policy,
-    StoreUrl,
-    load_config,
-    parse_config,
-    summary,
-)
-from nfs_failover.durations import format_duration, parse_duration
+from nfs_failover.config import load_config, parse_config
 from nfs_failover.errors import ConfigError
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-ANF_SOURCE = (
-    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-crr/providers"
-    "/Microsoft.NetApp/netAppAccounts/anf-az01/capacityPools/pool1/volumes/crr-site1"
-)
-ANF_DESTINATION = ANF_SOURCE.replace("az01", "az02").replace("crr-site1", "crr-dest1")
-
-# One valid volume; the table below breaks it one way at a time.
-VALID = """\
-volumes:
-  - name: crr
-    mode: read-write
-    replicas:
-      - {name: site1, export: "10.1.13.5:/crr-site1", zone: AZ01}
-      - {name: dest1, export: "10.2.13.5:/crr-dest1", zone: AZ02}
-    replication: {provider: local, source_path: /srv/az1/vol, destination_path: /srv/az2/vol}
-"""
-
-FULL = f"""\
-volumes:
-  - name: crr
-    mode: read-write
-    mount: {{ map_key: crr, options: "rw,nosuid,hard,tcp,timeo=60" }}
-    replicas:
-      - {{ name: site1, export: "10.1.13.5:/crr-site1", zone: AZ01 }}
-      - {{ name: dest1, export: "10.2.13.5:/crr-dest1", zone: AZ02 }}
-    replication:
-      provider: anf
-      source: {ANF_SOURCE}
-      destination: {ANF_DESTINATION}
-  - name: lab
-    mode: read-only
-    replicas:
-      - {{ name: az1, export: "198.18.1.5:/srv/az1/vol" }}
-      - {{ name: az2, export: "[fd00::5]:/srv/az2/vol" }}
-    replication: {{ provider: local, source_path: /srv/az1/vol, destination_path: /srv/az2/vol,
-                   schedule: 10s }}
-    policy: {{ failover_after: 10s, failback: automatic }}
-policy:
-  probe_interval: 1s
-  probe_timeout: 2s
-  failover_after: 60s
-  recover_after: 30s
-  max_lag: 20m
-  failback: manual
-  read_only_fallback: false
-  quorum: 1
-  transfer_wait: 5m
-autofs: {{ mount_root: /misc, master_dropin: /etc/auto.master.d/nfs-failover.autofs,
-          map_file: /etc/auto.nfs-failover, timeout: 10s, negative_timeout: 5s, root: / }}
-store: "sqlite:///var/lib/nfs-failover/state.db"
-api: {{ listen: "127.0.0.1:8741", token_file: /etc/nfs-failover/token }}
-hooks:
-  pre_failover: [ [/usr/local/bin/quiesce, --volume, "{{volume}}"] ]
-  post_failover: [ {{ argv: [/usr/local/bin/notify, "{{event}}", "{{to_replica}}"], timeout: 5s }} ]
-  pre_failback: []
-  post_failback: []
-"""
+from tests.config.conftest import ANF_SOURCE, FULL, VALID
 
 
 def _with(old: str, new: str, text: str = VALID) -> str:
@@ -571,222 +495,11 @@ def test_the_base_of_the_table_is_itself_valid() -> None:
     assert config.volumes[0].name == "crr"
 
 
-def test_a_missing_file_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError) as caught:
-        load_config("nope.yaml")
-    assert caught.value.problems == ["nope.yaml: cannot read the file: no such file or directory"]
-
-
-def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as caught:
-        load_config(tmp_path)
-    assert caught.value.problems == [f"{tmp_path}: cannot read the file: is a directory"]
-
-
-def test_a_file_that_is_not_utf8_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    Path("crr.yaml").write_bytes(b"volumes: [\xff]\n")
-    with pytest.raises(ConfigError) as caught:
-        load_config("crr.yaml")
-    assert caught.value.problems == ["crr.yaml: not UTF-8 text (bad byte at offset 10)"]
-
-
-def test_problem_lines_name_the_file_as_the_user_gave_it(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "my.yaml"
-    path.parent.mkdir()
-    path.write_text(VALID + "colour: blue\n")
-    with pytest.raises(ConfigError) as caught:
-        load_config(str(path))
-    assert caught.value.problems == [f"{path}: colour: unknown field"]
-
-
 def test_config_error_message_is_the_problem_lines() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(VALID + "colour: blue\nshade: red\n", "crr.yaml")
     assert str(caught.value) == "crr.yaml: colour: unknown field\ncrr.yaml: shade: unknown field"
 
-
-def test_a_full_example_loads_and_summarises_in_one_exact_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    Path("crr.yaml").write_text(FULL)
-    config = load_config("crr.yaml")
-    assert summary(config) == (
-        "crr.yaml: 2 volumes (1 read-write, 1 read-only), 4 replicas, providers: anf, local;"
-        " failover after 10s to 1m, max lag 20m"
-    )
-    assert summary(config, "other.yaml").startswith("other.yaml: 2 volumes")
-    assert config.source == "crr.yaml"
-
-
-def test_a_full_example_is_read_into_typed_values() -> None:
-    config = parse_config(FULL, "crr.yaml")
-    crr, lab = config.volumes
-    assert crr.mode is Mode.READ_WRITE and lab.mode is Mode.READ_ONLY
-    assert crr.source.export == Export("10.1.13.5", "/crr-site1")
-    assert str(lab.destination.export) == "[fd00::5]:/srv/az2/vol"
-    assert lab.destination.export.host == "fd00::5"
-    assert crr.map_key == "crr" and lab.map_key == "lab"
-    assert isinstance(crr.replication, AnfReplication)
-    assert crr.replication.source.account == "anf-az01"
-    assert isinstance(lab.replication, LocalReplication)
-    assert lab.replication.schedule == timedelta(seconds=10)
-    assert config.policy.failover_after == timedelta(seconds=60)
-    assert config.store == StoreUrl("sqlite", sqlite_path=Path("/var/lib/nfs-failover/state.db"))
-    assert config.api.listen == HostPort("127.0.0.1", 8741)
-    assert config.hooks.pre_failover[0].argv == ("/usr/local/bin/quiesce", "--volume", "{volume}")
-    assert config.hooks.timeout_for(config.hooks.pre_failover[0]) == timedelta(seconds=60)
-    assert config.hooks.timeout_for(config.hooks.post_failover[0]) == timedelta(seconds=5)
-
-
-def test_a_volume_override_changes_only_its_own_effective_policy() -> None:
-    config = parse_config(FULL, "crr.yaml")
-    lab = config.effective_policy("lab")
-    assert lab.failover_after == timedelta(seconds=10)
-    assert lab.failback is Failback.AUTOMATIC
-    assert lab.max_lag == config.policy.max_lag
-    assert config.effective_policy(config.volume("crr")) == config.policy
-
-
-def test_a_minimal_config_gets_the_documented_defaults() -> None:
-    config = parse_config(VALID, "crr.yaml")
-    assert config.policy == Policy()
-    assert config.policy.failback is Failback.MANUAL
-    assert config.autofs.map_file == Path("/etc/auto.nfs-failover")
-    assert config.volumes[0].mount.options == "hard,tcp"
-    assert str(config.store) == "sqlite:///var/lib/nfs-failover/state.db"
-
-
-@pytest.mark.parametrize("name", ["crr.yaml", "local-lab.yaml"])
-def test_the_shipped_examples_load(name: str) -> None:
-    config = load_config(EXAMPLES / name)
-    assert len(config.volumes) == 1
-
-
-def test_the_local_lab_example_uses_lab_addresses_only() -> None:
-    config = load_config(EXAMPLES / "local-lab.yaml")
-    volume = config.volumes[0]
-    assert [str(r.export) for r in volume.replicas] == [
-        "198.18.1.5:/srv/az1/vol",
-        "198.18.2.5:/srv/az2/vol",
-    ]
-    assert volume.replication.provider == "local"
-
-
-def test_a_dumped_config_validates_back_to_the_same_values() -> None:
-    config = parse_config(FULL, "crr.yaml")
-    dumped = config.model_dump(mode="json")
-    assert dumped["policy"]["max_lag"] == "20m"
-    assert dumped["volumes"][0]["replicas"][0]["export"] == "10.1.13.5:/crr-site1"
-    again = Config.model_validate(json.loads(json.dumps(dumped)))
-    assert again.model_dump() == config.model_dump()
-
-
-def test_models_are_frozen() -> None:
-    config = parse_config(VALID, "crr.yaml")
-    with pytest.raises(ValidationError):
-        config.policy.quorum = 2  # type: ignore[misc]
-
-
-def test_models_accept_python_values_as_well_as_text() -> None:
-    policy = Policy(probe_interval=timedelta(seconds=5), failover_after=timedelta(minutes=2))
-    assert policy.probe_interval == timedelta(seconds=5)
-    with pytest.raises(ValidationError):
-        Policy(failover_after=timedelta(seconds=-1))
-
-
-def test_the_json_schema_documents_every_field() -> None:
-    schema = Config.model_json_schema()
-    undocumented = [
-        f"{model}.{field}"
-        for model, body in schema["$defs"].items()
-        for field, spec in body.get("properties", {}).items()
-        if "description" not in spec
-    ]
-    undocumented += [f for f, spec in schema["properties"].items() if "description" not in spec]
-    assert undocumented == []
-    assert schema["$defs"]["Policy"]["properties"]["max_lag"]["default"] == "20m"
-    json.dumps(schema)
-
-
-# -- durations ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("10s", timedelta(seconds=10)),
-        ("5m", timedelta(minutes=5)),
-        ("1h", timedelta(hours=1)),
-        ("1d", timedelta(days=1)),
-        ("500ms", timedelta(milliseconds=500)),
-        ("1m30s", timedelta(seconds=90)),
-        ("1h0m5s", timedelta(hours=1, seconds=5)),
-        ("1.5h", timedelta(minutes=90)),
-        ("90", timedelta(seconds=90)),
-        (90, timedelta(seconds=90)),
-        (0.1, timedelta(milliseconds=100)),
-        ("0", timedelta(0)),
-    ],
-)
-def test_durations_read_as_people_write_them(text: str | int | float, expected: timedelta) -> None:
-    assert parse_duration(text) == expected
-
-
-@pytest.mark.parametrize(
-    "bad",
-    ["", "-5s", "-1", "10x", "s", "1m 30s", "30s1m", "1s1s", "1e3", True, False, -1, float("nan")],
-)
-def test_durations_refuse_anything_else(bad: Any) -> None:
-    with pytest.raises(ValueError, match=r"duration"):
-        parse_duration(bad)
-
-
-@pytest.mark.parametrize(
-    ("duration", "text"),
-    [
-        (timedelta(0), "0s"),
-        (timedelta(seconds=60), "1m"),
-        (timedelta(seconds=90), "1m30s"),
-        (timedelta(days=1, hours=2, minutes=3, seconds=4, milliseconds=500), "1d2h3m4s500ms"),
-        (timedelta(microseconds=1500), "1.5ms"),
-    ],
-)
-def test_durations_are_written_canonically(duration: timedelta, text: str) -> None:
-    assert format_duration(duration) == text
-
-
-def test_a_negative_duration_cannot_be_written() -> None:
-    with pytest.raises(ValueError, match="negative"):
-        format_duration(timedelta(seconds=-1))
-
-
-@given(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=100_000)))
-def test_writing_then_reading_a_duration_gives_it_back(duration: timedelta) -> None:
-    assert parse_duration(format_duration(duration)) == duration
-
-
-@given(st.integers(min_value=0, max_value=10**9))
-def test_a_plain_number_is_seconds(seconds: int) -> None:
-    assert parse_duration(seconds) == timedelta(seconds=seconds)
-    assert parse_duration(str(seconds)) == timedelta(seconds=seconds)
-
-
-@given(
-    st.lists(st.integers(min_value=0, max_value=999), min_size=5, max_size=5).map(
-        lambda n: f"{n[0]}d{n[1]}h{n[2]}m{n[3]}s{n[4]}ms"
-    )
-)
-def test_reading_then_writing_a_duration_is_stable(text: str) -> None:
-    canonical = format_duration(parse_duration(text))
-    assert format_duration(parse_duration(canonical)) == canonical
-
-
-# -- robustness ---------------------------------------------------------------------------
 
 _JUNK = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -795,6 +508,7 @@ _JUNK = st.recursive(
     ),
     max_leaves=8,
 )
+
 _PLACES = [
     ("volumes", 0, "name"),
     ("volumes", 0, "mode"),
@@ -831,60 +545,3 @@ def test_any_junk_value_gives_well_formed_problem_lines(
         parse_config(yaml.safe_dump(data), "crr.yaml")
     except ConfigError as exc:
         _assert_well_formed(exc.problems)
-
-
-def test_the_committed_config_reference_matches_the_models() -> None:
-    from nfs_failover.config_reference import render
-
-    committed = (Path(__file__).parent.parent / "docs" / "config.md").read_text()
-    assert committed == render(), "run: nfs-failover config-reference > docs/config.md"
-
-
-def test_a_number_too_long_for_python_is_one_line(tmp_path: Path) -> None:
-    path = tmp_path / "crr.yaml"
-    path.write_text(VALID + "extra: " + "9" * 5000 + "\n")
-    with pytest.raises(ConfigError) as caught:
-        load_config(path)
-    (line,) = caught.value.problems
-    assert line.startswith(f"{path}: invalid YAML: ")
-
-
-@pytest.mark.parametrize("kind", ["fifo", "device"])
-def test_a_config_that_is_not_a_regular_file_is_refused_without_reading_it(
-    tmp_path: Path, kind: str
-) -> None:
-    if kind == "fifo":
-        path = tmp_path / "crr.yaml"
-        os.mkfifo(path)  # nobody writes: a plain open would hang for ever
-    else:
-        path = Path("/dev/zero")  # endless: a plain read would take all the memory
-    with pytest.raises(ConfigError) as caught:
-        load_config(path)
-    assert caught.value.problems == [f"{path}: cannot read the file: not a regular file"]
-
-
-@pytest.mark.parametrize(
-    ("options", "problem"),
-    [
-        ("rw,hard,a:b:c", 'expected NAME or NAME=VALUE, got "a:b:c" in "rw,hard,a:b:c"'),
-        ("rw," + "x" * 17000, 'entry "crr" is longer than 16384 bytes'),
-        ("rw,use-weight-only",
-         'entry "crr": option "use-weight-only" is set by the ordering itself; leave it out'),
-    ],
-)  # fmt: skip
-def test_mount_options_the_agent_could_not_render_are_refused_at_load(
-    options: str, problem: str
-) -> None:
-    text = VALID.replace("    replicas:", f'    mount: {{options: "{options}"}}\n    replicas:')
-    with pytest.raises(ConfigError) as caught:
-        parse_config(text, "crr.yaml")
-    assert caught.value.problems == [f"crr.yaml: volumes[0].mount.options: {problem}"]
-
-
-def test_a_map_file_nfs_failover_did_not_write_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as caught:
-        parse_config(VALID + "autofs: {map_file: /etc/passwd}\n", "crr.yaml")
-    assert caught.value.problems == [
-        "crr.yaml: autofs.map_file: exists and was not written by nfs-failover; it would be"
-        " overwritten"
-    ]
