@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
-from nfs_failover.config import load_config, summary
+from nfs_failover.config import load_config, summary, validate_config
 from nfs_failover.errors import ConfigError
 from tests.config.conftest import EXAMPLES, FULL, VALID
 
@@ -95,3 +97,17 @@ def test_the_local_lab_example_uses_lab_addresses_only() -> None:
         "198.18.2.5:/srv/az2/vol",
     ]
     assert volume.replication.provider == "local"
+
+
+def test_a_mapping_built_in_python_takes_typed_values_and_names_a_bad_one() -> None:
+    data = yaml.safe_load(VALID)
+    data["policy"] = {"failover_after": timedelta(seconds=2.5), "probe_interval": "500ms"}
+    config = validate_config(data, source="built")
+    assert config.policy.failover_after == timedelta(seconds=2.5)
+    assert config.policy.probe_interval == timedelta(milliseconds=500)
+
+    data["policy"]["failover_after"] = timedelta(seconds=-1)
+    with pytest.raises(ConfigError) as caught:
+        validate_config(data, source="built")
+    (problem,) = caught.value.problems
+    assert problem.startswith("built: policy.failover_after: "), problem

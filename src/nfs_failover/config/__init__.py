@@ -18,7 +18,7 @@ canonically (``1m30s``) when a model is dumped in JSON mode.
 from __future__ import annotations
 
 from nfs_failover.config.fields import HOOK_PLACEHOLDERS
-from nfs_failover.config.loading import load_config, parse_config, summary
+from nfs_failover.config.loading import load_config, parse_config, summary, validate_config
 from nfs_failover.config.models import (
     PROVIDERS,
     AnfReplication,
@@ -69,4 +69,5 @@ __all__ = [
     "parse_config",
     "parse_duration",
     "summary",
+    "validate_config",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -57,6 +58,19 @@ def load_config(path: str | Path) -> Config:
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{source}: not UTF-8 text (bad byte at offset {exc.start})"]) from None
     return parse_config(text, source)
+
+
+def validate_config(data: dict[str, Any], source: str) -> Config:
+    """A config from a mapping built in Python, whose values may be typed already (a
+    ``timedelta`` for a duration, an ``Export``): the same checks and one-line problems as
+    a file's, without line marks. Raises ``ConfigError``."""
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = validation_problems(exc, data, lambda _loc: (0, 0))
+        raise ConfigError([line(source, p) for p in problems]) from None
+    config._source = source
+    return config
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:

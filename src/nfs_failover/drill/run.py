@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -32,7 +33,7 @@ import yaml
 
 from nfs_failover import ganesha
 from nfs_failover.agent import Agent
-from nfs_failover.config import Config, Mode, Volume, parse_config
+from nfs_failover.config import Config, Mode, Volume, validate_config
 from nfs_failover.controller.loop import Controller
 from nfs_failover.drill import figures, journal, verify
 from nfs_failover.drill.guests import GuestWorkload, Op
@@ -207,26 +208,27 @@ class Drill:
                 ganesha.reload(zone.pidfile)
 
     def config(self) -> Config:
-        """The lab's config with the drill's mode, timings, and a store of its own."""
+        """The lab's config with the drill's mode, timings, and a store of its own: the
+        drill's values go in as the types they are (seconds as timedeltas), not as text."""
         data: dict[str, Any] = yaml.safe_load(self.lab.config_path.read_text())
         o = self.options
         volume = data["volumes"][0]
         volume["mode"] = o.mode.value
         volume["mount"]["options"] = o.options
-        volume["replication"]["schedule"] = f"{o.schedule:g}s"
-        volume["replication"]["state_dir"] = str(self.workdir / "replication")
-        data["policy"].update({
-            "probe_interval": f"{o.probe_interval * 1000:.0f}ms",
-            "probe_timeout": f"{o.probe_timeout * 1000:.0f}ms",
-            "failover_after": f"{o.grace * 1000:.0f}ms",
-            "recover_after": "1s",
-            "max_lag": f"{max(60.0, 3 * o.schedule):.0f}s",
-            "failback": "manual",
-        })  # fmt: skip
-        data["autofs"]["root"] = str(self.workdir / "client")
-        data["autofs"]["pidfile"] = str(self.workdir / "client" / "automount.pid")
+        volume["replication"]["schedule"] = timedelta(seconds=o.schedule)
+        volume["replication"]["state_dir"] = self.workdir / "replication"
+        data["policy"].update(
+            probe_interval=timedelta(seconds=o.probe_interval),
+            probe_timeout=timedelta(seconds=o.probe_timeout),
+            failover_after=timedelta(seconds=o.grace),
+            recover_after=timedelta(seconds=1),
+            max_lag=timedelta(seconds=max(60.0, 3 * o.schedule)),
+            failback="manual",
+        )
+        data["autofs"]["root"] = self.workdir / "client"
+        data["autofs"]["pidfile"] = self.workdir / "client" / "automount.pid"
         data["store"] = f"sqlite://{self.workdir / 'state.db'}"
-        return parse_config(yaml.safe_dump(data), source=f"{self.lab.config_path} (drill)")
+        return validate_config(data, source=f"{self.lab.config_path} (drill)")
 
     async def _run(self) -> DrillReport:
         config = self.config()
