@@ -16,10 +16,15 @@ network in clear text would be a token given away.
 An action is shielded from its request: a client that goes away, or the API stopping,
 does not cancel a failover halfway; the controller finishes it and journals the result.
 
-Every route runs on the event loop (``async def``), never in FastAPI's thread pool, so
-the handle is only ever called from the loop that owns the controller. Errors are JSON
-objects ``{"error": "one line"}``. FastAPI's ``/docs``, ``/redoc`` and ``/openapi.json``
-are disabled: this module's docstrings are the API's reference.
+Actions and ``/health`` run on the event loop (``async def``), so a manual command is only
+ever started from the loop that owns the controller; the reads that go to the store
+(status, volumes, history, metrics) run in FastAPI's thread pool, so a store that waits
+never holds up the event loop. Errors are JSON objects ``{"error": "one line"}``.
+
+Replies are the controller's snapshots (``controller.snapshot``), declared as each
+route's response model: a reply that breaks its model is a 500, never sent. FastAPI's
+``/docs``, ``/redoc`` and ``/openapi.json`` are disabled: this module's docstrings are the
+API's reference.
 """
 
 from __future__ import annotations
@@ -34,13 +39,11 @@ import os
 import socket
 import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal
 
 import uvicorn
 from fastapi import Body, FastAPI, Query, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -56,7 +59,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from nfs_failover.config import HostPort
-from nfs_failover.controller.handle import ControllerHandle, JsonObject
+from nfs_failover.controller.decide import VolumeState
+from nfs_failover.controller.handle import ControllerHandle
+from nfs_failover.controller.snapshot import (
+    AbortResult,
+    ActionResult,
+    JournalEntry,
+    PauseResult,
+    VolumeMetrics,
+    VolumeStatus,
+    WorkflowResult,
+)
 from nfs_failover.errors import ConfigError, NfsFailoverError
 
 __all__ = [
@@ -107,9 +120,7 @@ IDLE_SECONDS = 5  # a keep-alive connection between requests
 MAX_EVENT_ID = 2**63 - 1  # sqlite's largest row id
 _OPEN_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Actions started over the API, held until done: the event loop keeps weak references only.
-_ACTIONS: set[asyncio.Future[JsonObject]] = set()
-
-_T = TypeVar("_T")
+_ACTIONS: set[asyncio.Future[ActionResult]] = set()
 
 
 class ActionBody(BaseModel):
@@ -118,6 +129,18 @@ class ActionBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     force: bool = False
+
+
+class ErrorReply(BaseModel):
+    """Every error: 401 without the token, 404, 409 refused, 413, 422 invalid, 500."""
+
+    error: str
+
+
+class HealthReply(BaseModel):
+    """``GET /health``: 200 ``alive``, or 503 ``stuck`` when the loop stopped cycling."""
+
+    status: Literal["alive", "stuck"]
 
 
 # -- the app -----------------------------------------------------------------------------
@@ -213,26 +236,26 @@ def _validation_problems(errors: Sequence[Any]) -> str:
 def _add_read_routes(app: FastAPI, handle: ControllerHandle) -> None:
     # Plain functions, not coroutines: FastAPI runs them in its thread pool, so the store
     # reads behind them never wait on the event loop.
-    @app.get("/status")
-    def status() -> JSONResponse:
-        return _json(handle.status())
+    @app.get("/status", response_model=list[VolumeStatus])
+    def status() -> Sequence[VolumeStatus]:
+        return handle.status()
 
-    @app.get("/volumes/{name}")
-    def volume(name: str) -> JSONResponse:
+    @app.get("/volumes/{name}", response_model=VolumeStatus, responses=_errors(404, 422))
+    def volume(name: str) -> VolumeStatus | JSONResponse:
         found = _find_volume(handle, name)
-        return _no_volume(name) if found is None else _json(found)
+        return _no_volume(name) if found is None else found
 
     # An unknown volume is not refused here: the journal keeps the history of volumes
     # since removed from the config, and a name without entries simply has none.
-    @app.get("/history")
+    @app.get("/history", response_model=list[JournalEntry], responses=_errors(422))
     def history(
         volume: str | None = None,
         after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_LIMIT)] = DEFAULT_HISTORY_LIMIT,
-    ) -> JSONResponse:
-        return _json(handle.history(volume, after, limit))
+    ) -> Sequence[JournalEntry]:
+        return handle.history(volume, after, limit)
 
-    @app.get("/health")
+    @app.get("/health", response_model=HealthReply, responses={503: {"model": HealthReply}})
     async def health() -> JSONResponse:
         if handle.alive():
             return JSONResponse({"status": "alive"})
@@ -245,42 +268,46 @@ def _add_metrics_route(app: FastAPI, handle: ControllerHandle) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HandleCollector(handle))
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response)
     def metrics() -> Response:
         return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def _add_action_routes(app: FastAPI, handle: ControllerHandle) -> None:
-    @app.post("/volumes/{name}/failover")
+    errors = _errors(401, 404, 409, 413, 422)
+
+    @app.post("/volumes/{name}/failover", response_model=WorkflowResult, responses=errors)
     async def failover(
         name: str, body: Annotated[ActionBody | None, Body()] = None
-    ) -> JSONResponse:
+    ) -> ActionResult | JSONResponse:
         return await _act(handle, "failover", name, force=body is not None and body.force)
 
-    @app.post("/volumes/{name}/failback")
-    async def failback(name: str) -> JSONResponse:
+    @app.post("/volumes/{name}/failback", response_model=WorkflowResult, responses=errors)
+    async def failback(name: str) -> ActionResult | JSONResponse:
         return await _act(handle, "failback", name)
 
-    @app.post("/volumes/{name}/switchover")
-    async def switchover(name: str) -> JSONResponse:
+    @app.post("/volumes/{name}/switchover", response_model=WorkflowResult, responses=errors)
+    async def switchover(name: str) -> ActionResult | JSONResponse:
         return await _act(handle, "switchover", name)
 
-    @app.post("/volumes/{name}/abort")
-    async def abort(name: str, body: Annotated[ActionBody | None, Body()] = None) -> JSONResponse:
+    @app.post("/volumes/{name}/abort", response_model=AbortResult, responses=errors)
+    async def abort(
+        name: str, body: Annotated[ActionBody | None, Body()] = None
+    ) -> ActionResult | JSONResponse:
         return await _act(handle, "abort", name, force=body is not None and body.force)
 
-    @app.post("/pause")
-    async def pause(volume: str | None = None) -> JSONResponse:
+    @app.post("/pause", response_model=PauseResult, responses=errors)
+    async def pause(volume: str | None = None) -> ActionResult | JSONResponse:
         return await _act(handle, "pause", volume)
 
-    @app.post("/resume")
-    async def resume(volume: str | None = None) -> JSONResponse:
+    @app.post("/resume", response_model=PauseResult, responses=errors)
+    async def resume(volume: str | None = None) -> ActionResult | JSONResponse:
         return await _act(handle, "resume", volume)
 
 
 async def _act(
     handle: ControllerHandle, action: str, volume: str | None, *, force: bool = False
-) -> JSONResponse:
+) -> ActionResult | JSONResponse:
     if volume is not None and _find_volume(handle, volume) is None:
         return _no_volume(volume)
     target = "every volume" if volume is None else f"volume {volume!r}"
@@ -291,7 +318,7 @@ async def _act(
     _ACTIONS.add(running)
     running.add_done_callback(_ACTIONS.discard)
     try:
-        result = await asyncio.shield(running)
+        return await asyncio.shield(running)
     except asyncio.CancelledError:
         log.warning("API: the request for %s of %s went away; the action goes on", action, target)
         running.add_done_callback(functools.partial(_log_outcome, f"{action} of {target}"))
@@ -299,10 +326,9 @@ async def _act(
     except NfsFailoverError as exc:
         log.info("API: %s of %s refused: %s", action, target, exc)
         return _error(409, str(exc))
-    return _json(result)
 
 
-def _log_outcome(what: str, action: asyncio.Future[JsonObject]) -> None:
+def _log_outcome(what: str, action: asyncio.Future[ActionResult]) -> None:
     """How an action whose request went away ended: nobody else will hear of it."""
     if action.cancelled():
         log.warning("API: %s was cancelled", what)
@@ -314,16 +340,17 @@ def _log_outcome(what: str, action: asyncio.Future[JsonObject]) -> None:
         log.info("API: %s done", what)
 
 
-def _find_volume(handle: ControllerHandle, name: str) -> JsonObject | None:
-    return next((entry for entry in handle.status() if entry.get("name") == name), None)
+def _find_volume(handle: ControllerHandle, name: str) -> VolumeStatus | None:
+    return next((entry for entry in handle.status() if entry.name == name), None)
 
 
 def _no_volume(name: str) -> JSONResponse:
     return _error(404, f"no volume {name!r}")
 
 
-def _json(content: object) -> JSONResponse:
-    return JSONResponse(jsonable_encoder(content))
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers of a route, for its OpenAPI description."""
+    return {code: {"model": ErrorReply} for code in codes}
 
 
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -331,53 +358,6 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
 
 
 # -- metrics -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VolumeMetrics:
-    """One entry of ``ControllerHandle.metrics_state()``, checked and typed."""
-
-    volume: str
-    state: str
-    states: tuple[str, ...]
-    replication_lag_seconds: float | None
-    failovers_total: int
-    probe_latency_seconds: tuple[tuple[str, float], ...]  # (replica, seconds)
-
-    @classmethod
-    def read(cls, entry: JsonObject) -> VolumeMetrics:
-        """Raise ``TypeError`` naming the field if the handle broke its contract (a bug)."""
-        lag = entry.get("replication_lag_seconds")
-        samples = _field(entry, "probe_latency_seconds", list)
-        return cls(
-            volume=_field(entry, "volume", str),
-            state=_field(entry, "state", str),
-            states=tuple(_item(state, "states", str) for state in _field(entry, "states", list)),
-            replication_lag_seconds=None if lag is None else float(_number(lag, "lag")),
-            failovers_total=int(_number(entry.get("failovers_total"), "failovers_total")),
-            probe_latency_seconds=tuple(_latency(sample) for sample in samples),
-        )
-
-
-def _field(entry: Mapping[str, object], key: str, kind: type[_T]) -> _T:
-    return _item(entry.get(key), key, kind)
-
-
-def _item(value: object, key: str, kind: type[_T]) -> _T:
-    if not isinstance(value, kind):
-        raise TypeError(f"metrics_state(): {key} is {type(value).__name__}, not {kind.__name__}")
-    return value
-
-
-def _number(value: object, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"metrics_state(): {key} is {type(value).__name__}, not a number")
-    return value
-
-
-def _latency(sample: object) -> tuple[str, float]:
-    fields = _item(sample, "probe_latency_seconds[]", dict)
-    return _field(fields, "replica", str), float(_number(fields.get("seconds"), "seconds"))
 
 
 class HandleCollector:
@@ -398,7 +378,7 @@ class HandleCollector:
         return ()  # nothing to check for duplicates at registration; no scrape at startup
 
     def collect(self) -> Iterator[Metric]:
-        entries = [VolumeMetrics.read(entry) for entry in self._handle.metrics_state()]
+        entries = self._handle.metrics_state()
         yield _state_family(entries)
         yield _lag_family(entries)
         yield _failovers_family(entries)
@@ -418,8 +398,8 @@ def _state_family(entries: Iterable[VolumeMetrics]) -> Metric:
         labels=["volume", "state"],
     )
     for entry in entries:
-        for state in dict.fromkeys((*entry.states, entry.state)):
-            family.add_metric([entry.volume, state], 1.0 if state == entry.state else 0.0)
+        for state in VolumeState:
+            family.add_metric([entry.volume, state.value], 1.0 if state is entry.state else 0.0)
     return family
 
 
@@ -454,8 +434,8 @@ def _latency_family(entries: Iterable[VolumeMetrics]) -> Metric:
     )
     for entry in entries:
         by_replica: dict[str, list[float]] = {}
-        for replica, seconds in entry.probe_latency_seconds:
-            by_replica.setdefault(replica, []).append(seconds)
+        for sample in entry.probe_latency_seconds:
+            by_replica.setdefault(sample.replica, []).append(sample.seconds)
         for replica, samples in by_replica.items():
             buckets = [
                 (str(bound), float(sum(s <= bound for s in samples)))
