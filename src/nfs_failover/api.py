@@ -22,9 +22,9 @@ ever started from the loop that owns the controller; the reads that go to the st
 never holds up the event loop. Errors are JSON objects ``{"error": "one line"}``.
 
 Replies are the controller's snapshots (``controller.snapshot``), declared as each
-route's response model: a reply that breaks its model is a 500, never sent. FastAPI's
-``/docs``, ``/redoc`` and ``/openapi.json`` are disabled: this module's docstrings are the
-API's reference.
+route's response model: a reply that breaks its model is a 500, never sent, and
+``GET /openapi.json`` describes every reply field by field. FastAPI's ``/docs`` and
+``/redoc`` pages are disabled: they load their scripts from a CDN into the browser.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from nfs_failover import __version__
 from nfs_failover.config import HostPort
 from nfs_failover.controller.decide import VolumeState
 from nfs_failover.controller.handle import ControllerHandle
@@ -149,14 +150,15 @@ class HealthReply(BaseModel):
 def build_app(handle: ControllerHandle, token: str) -> FastAPI:
     """The API over ``handle``; actions need ``Authorization: Bearer <token>``.
 
-    Routes: ``GET /status``, ``/volumes/{name}``, ``/history``, ``/health``, ``/metrics``;
+    Routes: ``GET /status``, ``/volumes/{name}``, ``/history``, ``/health``, ``/metrics``,
+    ``/openapi.json``;
     ``POST /volumes/{name}/failover`` (body ``{"force": bool}``, optional),
     ``/volumes/{name}/failback``, ``/volumes/{name}/switchover``, ``/pause`` and
     ``/resume`` (``?volume=NAME``, optional: without it, every volume).
     """
     if not token:
         raise ValueError("the API token must not be empty")
-    app = FastAPI(title="nfs-failover", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="nfs-failover", version=__version__, docs_url=None, redoc_url=None)
     app.add_middleware(TokenGate, token=token)
     app.add_middleware(BodyLimit)  # outermost: before the token is even looked at
     _answer_errors_as_json(app)
