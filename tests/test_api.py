@@ -765,8 +765,8 @@ def test_serve_answers_over_real_http_and_stops_when_told(app: FastAPI) -> None:
 def test_serve_stops_within_its_bounded_wait_while_an_action_hangs(
     app: FastAPI, controller: RecordingController, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(api, "SHUTDOWN_GRACE_SECONDS", 1)
-    monkeypatch.setattr(api, "SHUTDOWN_WAIT_SECONDS", 2.0)
+    monkeypatch.setattr(api.server, "SHUTDOWN_GRACE_SECONDS", 1)
+    monkeypatch.setattr(api.server, "SHUTDOWN_WAIT_SECONDS", 2.0)
     listen = HostPort("127.0.0.1", free_port())
 
     async def hang(action: str, volume: str | None, *, force: bool = False) -> ActionResult:
@@ -873,7 +873,7 @@ def test_a_streamed_body_over_the_limit_is_refused(
 def test_a_client_that_never_finishes_its_request_head_is_disconnected(
     app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(api, "HEADER_SECONDS", 0.5)
+    monkeypatch.setattr(api.server, "HEADER_SECONDS", 0.5)
     listen = HostPort("127.0.0.1", free_port())
 
     async def slow_client() -> tuple[bytes, float]:
