@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from nfs_failover.config import Config, load_config
 from nfs_failover.controller.loop import Controller
@@ -16,8 +18,10 @@ from nfs_failover.controller.snapshot import (
     AbortResult,
     JournalEntry,
     PauseResult,
+    PreservedCopy,
     VolumeState,
     VolumeStatus,
+    WorkflowResult,
 )
 from nfs_failover.desired import failed_over
 from nfs_failover.replication import Provider
@@ -180,3 +184,45 @@ def test_metrics_state_follows_status(controller: Controller, store: SqliteStore
     )
     assert metrics.replication_lag_seconds is None
     assert metrics.probe_latency_seconds == ()
+
+
+# -- the docs say what the models are -------------------------------------------------------
+
+DOCS = Path(__file__).parents[2] / "docs"
+
+
+def table_rows(text: str, header: str) -> list[list[str]]:
+    """The cells of the Markdown table whose header row starts with ``header``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {header} |"))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def keys_of(model: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def test_the_api_docs_list_every_key_of_every_reply() -> None:
+    rows = table_rows((DOCS / "production.md").read_text(), "reply")
+    documented = {reply: re.findall(r"`([a-z_]+)`(?: \(|,|$)", keys) for reply, keys in rows}
+
+    assert list(documented.values()) == [
+        keys_of(VolumeStatus),
+        keys_of(PreservedCopy),
+        keys_of(JournalEntry),
+        keys_of(WorkflowResult),
+        keys_of(AbortResult),
+        keys_of(PauseResult),
+    ]
+
+
+def test_the_controller_docs_list_the_volume_states() -> None:
+    rows = table_rows((DOCS / "controller.md").read_text(), "state | meaning | left by")
+
+    assert len(rows) == len(VolumeState)
+    assert {row[0] for row in rows} == {state.value for state in VolumeState}
