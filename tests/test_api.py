@@ -18,82 +18,22 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import TypeAdapter, ValidationError
 
 from nfs_failover import api, control
 from nfs_failover.api import MAX_HISTORY_LIMIT, build_app, read_token, serve
 from nfs_failover.config import HostPort
-from nfs_failover.controller.handle import ControllerHandle, JsonObject
-from nfs_failover.errors import ConfigError, NfsFailoverError
+from nfs_failover.controller.snapshot import ActionResult, VolumeState, action_result
+from nfs_failover.errors import ConfigError
+from tests.fake_controller import RecordingController, as_handle, changed, reply_to
 
 TOKEN = "s3cret-token-0123456789abcdef"
-STATES = ["healthy", "degraded", "failing_over", "failed_over", "paused"]
 UNAUTHORIZED = {"error": "a bearer token is required"}
 
 T = TypeVar("T")
-
-
-class RecordingController:
-    """A ControllerHandle with two volumes that records every call it gets."""
-
-    def __init__(self) -> None:
-        self.volumes: list[JsonObject] = [
-            {"name": "crr", "mode": "read-write", "state": "healthy", "active": "az1"},
-            {"name": "tools", "mode": "read-only", "state": "failed_over", "active": "az2"},
-        ]
-        self.journal: list[JsonObject] = [
-            {"id": i, "volume": "crr" if i % 2 else "tools", "event": f"e{i}"} for i in range(1, 7)
-        ]
-        self.metrics: list[JsonObject] = [
-            {
-                "volume": "crr",
-                "state": "healthy",
-                "states": STATES,
-                "replication_lag_seconds": 42.5,
-                "failovers_total": 0,
-                "probe_latency_seconds": [
-                    {"replica": "az1", "seconds": 0.002},
-                    {"replica": "az1", "seconds": 0.02},
-                    {"replica": "az1", "seconds": 0.3},
-                    {"replica": "az2", "seconds": 0.004},
-                ],
-            },
-            {
-                "volume": "tools",
-                "state": "failed_over",
-                "states": STATES,
-                "replication_lag_seconds": None,
-                "failovers_total": 3,
-                "probe_latency_seconds": [],
-            },
-        ]
-        self.is_alive = True
-        self.refusal: str | None = None
-        self.requests: list[tuple[str, str | None, bool]] = []
-        self.history_asked: list[tuple[str | None, int, int]] = []
-        self.scrapes = 0
-
-    def status(self) -> list[JsonObject]:
-        return [dict(volume) for volume in self.volumes]
-
-    def history(self, volume: str | None, after: int, limit: int) -> list[JsonObject]:
-        self.history_asked.append((volume, after, limit))
-        entries = [e for e in self.journal if volume is None or e["volume"] == volume]
-        return [e for e in entries if int(str(e["id"])) > after][:limit]
-
-    def alive(self) -> bool:
-        return self.is_alive
-
-    def metrics_state(self) -> list[JsonObject]:
-        self.scrapes += 1
-        return self.metrics
-
-    async def request(self, action: str, volume: str | None, *, force: bool = False) -> JsonObject:
-        self.requests.append((action, volume, force))
-        if self.refusal is not None:
-            raise NfsFailoverError(self.refusal)
-        return {"action": action, "volume": volume, "result": "done", "forced": force}
 
 
 @pytest.fixture
@@ -103,8 +43,7 @@ def controller() -> RecordingController:
 
 @pytest.fixture
 def app(controller: RecordingController) -> FastAPI:
-    handle: ControllerHandle = controller  # checks the fake against the Protocol
-    return build_app(handle, TOKEN)
+    return build_app(as_handle(controller), TOKEN)
 
 
 def call(app: FastAPI, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -129,7 +68,7 @@ def test_status_lists_every_volume_as_the_handle_reports_it(app: FastAPI) -> Non
 
     assert response.status_code == 200
     assert [volume["name"] for volume in response.json()] == ["crr", "tools"]
-    assert response.json()[1]["state"] == "failed_over"
+    assert response.json()[1]["state"] == "failed-over-read-only"
 
 
 def test_a_volume_is_served_by_its_name(app: FastAPI) -> None:
@@ -139,9 +78,27 @@ def test_a_volume_is_served_by_its_name(app: FastAPI) -> None:
     assert response.json() == {
         "name": "tools",
         "mode": "read-only",
-        "state": "failed_over",
+        "state": "failed-over-read-only",
         "active": "az2",
+        "offered": ["az2"],
+        "fenced": [],
+        "replication": "mirrored",
+        "lag_s": None,
+        "health": {"az1": "down for 1m (no answer)", "az2": "up"},
+        "last_action": "failover-read-only: done",
+        "since": 1_700_000_100.0,
+        "decision": "failed over: clients read from az2; source az1 down for 1m (no answer)",
+        "preserved": [],
+        "paused": True,
     }
+
+
+def test_a_volume_lists_what_its_last_failback_preserved(app: FastAPI) -> None:
+    response = call(app, "GET", "/volumes/crr")
+
+    assert response.json()["preserved"] == [
+        {"from": "az1", "folder": "/var/lib/p/1/old-source", "files": ["a"], "deleted": []}
+    ]
 
 
 def test_an_unknown_volume_is_a_404_naming_it(app: FastAPI) -> None:
@@ -157,7 +114,18 @@ def test_history_passes_volume_after_and_limit_to_the_handle(
     response = call(app, "GET", "/history", params={"volume": "crr", "after": 1, "limit": 1})
 
     assert response.status_code == 200
-    assert response.json() == [{"id": 3, "volume": "crr", "event": "e3"}]
+    assert response.json() == [
+        {
+            "volume": "crr",
+            "kind": "decision",
+            "detail": {"action": "none", "reason": "e3"},
+            "workflow": None,
+            "step": "",
+            "phase": "",
+            "at": 1_700_000_003.0,
+            "id": 3,
+        }
+    ]
     assert controller.history_asked == [("crr", 1, 1)]
 
 
@@ -214,14 +182,138 @@ def test_health_is_503_when_the_decision_loop_is_stuck(
 
 
 def test_reads_need_no_token(app: FastAPI) -> None:
-    for url in ("/status", "/volumes/crr", "/history", "/health", "/metrics"):
+    for url in ("/status", "/volumes/crr", "/history", "/health", "/metrics", "/openapi.json"):
         assert call(app, "GET", url).status_code == 200, url
 
 
-def test_the_docs_and_openapi_routes_are_disabled(app: FastAPI) -> None:
-    for url in ("/docs", "/redoc", "/openapi.json"):
+def test_the_docs_pages_are_disabled(app: FastAPI) -> None:
+    for url in ("/docs", "/redoc", "/docs/oauth2-redirect"):
         response = call(app, "GET", url)
         assert (response.status_code, response.json()) == (404, {"error": "not found"}), url
+
+
+# -- the contract: response models and the fake -------------------------------------------
+
+ROUTE_CALLS = [
+    ("GET", "/status"),
+    ("GET", "/volumes/crr"),
+    ("GET", "/history"),
+    ("POST", "/volumes/crr/failover"),
+    ("POST", "/volumes/crr/failback"),
+    ("POST", "/volumes/crr/switchover"),
+    ("POST", "/volumes/crr/abort"),
+    ("POST", "/pause"),
+    ("POST", "/resume?volume=crr"),
+]
+
+
+def response_model(app: FastAPI, method: str, path: str) -> Any:
+    """The response model the app declares for ``method path``."""
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or method not in (route.methods or ()):
+            continue
+        if route.path_regex.match(path.partition("?")[0]):
+            assert route.response_model is not None, path
+            return route.response_model
+    raise AssertionError(f"no route for {method} {path}")
+
+
+@pytest.mark.parametrize(("method", "url"), ROUTE_CALLS)
+def test_the_fakes_replies_validate_against_the_real_response_models(
+    app: FastAPI, method: str, url: str
+) -> None:
+    response = post(app, url) if method == "POST" else call(app, method, url)
+
+    assert response.status_code == 200, response.text
+    model = TypeAdapter(response_model(app, method, url))
+    assert model.dump_python(model.validate_json(response.content), mode="json") == (
+        response.json()
+    )
+
+
+def test_the_states_the_fake_uses_are_volume_states(
+    app: FastAPI, controller: RecordingController
+) -> None:
+    served = [volume["state"] for volume in call(app, "GET", "/status").json()]
+    known = {state.value for state in VolumeState}
+
+    assert set(served) <= known
+    assert all(isinstance(v.state, VolumeState) for v in controller.status())
+    assert all(isinstance(m.state, VolumeState) for m in controller.metrics_state())
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        {"state": "healthy"},
+        {"state": "degraded"},
+        {"state": "failed_over"},
+        {"result": "done"},
+    ],
+)
+def test_a_fake_reply_the_controller_would_not_send_is_refused(
+    controller: RecordingController, wrong: dict[str, object]
+) -> None:
+    with pytest.raises(ValidationError):
+        changed(controller.volumes[0], **wrong)
+    with pytest.raises(ValidationError):
+        action_result.validate_python({**reply_to("failover", "crr").model_dump(), **wrong})
+
+
+def test_a_handle_reply_of_the_wrong_kind_is_an_internal_error_not_sent(
+    app: FastAPI, controller: RecordingController
+) -> None:
+    async def pause_instead(
+        action: str, volume: str | None, *, force: bool = False
+    ) -> ActionResult:
+        return reply_to("pause", volume)
+
+    controller.request = pause_instead  # type: ignore[method-assign]
+
+    async def send() -> httpx.Response:
+        # The app answers 500, then re-raises for the server to log (as uvicorn does).
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            return await client.post("/volumes/crr/failover", headers=headers)
+
+    response = asyncio.run(send())
+
+    assert (response.status_code, response.json()) == (
+        500,
+        {"error": "internal error; the controller's log has the details"},
+    )
+
+
+def test_openapi_describes_every_reply_from_the_snapshot_models(app: FastAPI) -> None:
+    response = call(app, "GET", "/openapi.json")
+
+    assert response.status_code == 200
+    schema = response.json()
+    models = schema["components"]["schemas"]
+    assert {
+        "VolumeStatus",
+        "PreservedCopy",
+        "JournalEntry",
+        "WorkflowResult",
+        "AbortResult",
+        "PauseResult",
+        "HealthReply",
+        "ErrorReply",
+    } <= set(models)
+    assert models["VolumeState"]["enum"] == [state.value for state in VolumeState]
+    # The schema names exactly the keys sent, in their order.
+    volume = call(app, "GET", "/volumes/crr").json()
+    assert list(models["VolumeStatus"]["properties"]) == list(volume)
+    assert list(models["PreservedCopy"]["properties"]) == list(volume["preserved"][0])
+    failover = schema["paths"]["/volumes/{name}/failover"]["post"]["responses"]
+    assert failover["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/WorkflowResult"
+    }
+    assert failover["401"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorReply"
+    }
+    assert "HTTPValidationError" not in models  # 422s are {"error": ...} too
 
 
 # -- actions and the token ---------------------------------------------------------------
@@ -288,8 +380,8 @@ def test_a_failover_with_the_token_runs_on_the_handle_and_returns_its_result(
     assert response.json() == {
         "action": "failover",
         "volume": "crr",
-        "result": "done",
-        "forced": False,
+        "workflow": 1,
+        "status": "done",
     }
     assert controller.requests == [("failover", "crr", False)]
     assert TOKEN not in response.text
@@ -313,7 +405,6 @@ def test_a_failover_passes_force_from_its_body_to_the_handle(
     response = post(app, "/volumes/crr/failover", json=body)
 
     assert response.status_code == 200
-    assert response.json()["forced"] is force
     assert controller.requests == [("failover", "crr", force)]
 
 
@@ -373,7 +464,7 @@ def test_pause_and_resume_apply_to_every_volume_or_to_the_one_named(
     response = post(app, f"/{action}", params=params)
 
     assert response.status_code == 200
-    assert response.json()["volume"] == volume
+    assert response.json() == {"action": action, "volume": volume or "*", "done": True}
     assert controller.requests == [(action, volume, False)]
 
 
@@ -409,10 +500,10 @@ def test_an_action_whose_request_goes_away_still_runs_to_its_end(
     release = asyncio.Event()
     finished: list[str] = []
 
-    async def slow_request(action: str, volume: str | None, *, force: bool = False) -> JsonObject:
+    async def slow_request(action: str, volume: str | None, *, force: bool = False) -> ActionResult:
         await release.wait()
         finished.append(action)
-        return {}
+        return reply_to(action, volume)
 
     controller.request = slow_request  # type: ignore[method-assign]
 
@@ -459,8 +550,8 @@ def scrape(app: FastAPI) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 def test_metrics_carry_the_state_of_each_volume_as_one_and_zeros(app: FastAPI) -> None:
     samples = scrape(app)
 
-    for volume, current in [("crr", "healthy"), ("tools", "failed_over")]:
-        for state in STATES:
+    for volume, current in [("crr", "normal"), ("tools", "failed-over-read-only")]:
+        for state in VolumeState:
             labels = (("state", state), ("volume", volume))
             expected = 1.0 if state == current else 0.0
             assert samples[("nfs_failover_volume_state", labels)] == expected, (volume, state)
@@ -513,14 +604,16 @@ def test_metrics_are_read_from_the_handle_at_each_scrape(
 ) -> None:
     assert controller.scrapes == 0  # building the app does not read them
     scrape(app)
-    controller.metrics[0]["state"] = "degraded"
-    controller.metrics[0]["failovers_total"] = 1
+    controller.metrics[0] = changed(
+        controller.metrics[0], state=VolumeState.FAILING_OVER, failovers_total=1
+    )
 
     samples = scrape(app)
 
     assert controller.scrapes == 2
-    assert samples[("nfs_failover_volume_state", (("state", "degraded"), ("volume", "crr")))] == 1
-    assert samples[("nfs_failover_volume_state", (("state", "healthy"), ("volume", "crr")))] == 0
+    crr = ("volume", "crr")
+    assert samples[("nfs_failover_volume_state", (("state", "failing-over"), crr))] == 1
+    assert samples[("nfs_failover_volume_state", (("state", "normal"), crr))] == 0
     assert samples[("nfs_failover_failovers_total", (("volume", "crr"),))] == 1
 
 
@@ -672,13 +765,13 @@ def test_serve_answers_over_real_http_and_stops_when_told(app: FastAPI) -> None:
 def test_serve_stops_within_its_bounded_wait_while_an_action_hangs(
     app: FastAPI, controller: RecordingController, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(api, "SHUTDOWN_GRACE_SECONDS", 1)
-    monkeypatch.setattr(api, "SHUTDOWN_WAIT_SECONDS", 2.0)
+    monkeypatch.setattr(api.server, "SHUTDOWN_GRACE_SECONDS", 1)
+    monkeypatch.setattr(api.server, "SHUTDOWN_WAIT_SECONDS", 2.0)
     listen = HostPort("127.0.0.1", free_port())
 
-    async def hang(action: str, volume: str | None, *, force: bool = False) -> JsonObject:
+    async def hang(action: str, volume: str | None, *, force: bool = False) -> ActionResult:
         await asyncio.Event().wait()
-        return {}
+        return reply_to(action, volume)
 
     controller.request = hang  # type: ignore[method-assign]
 
@@ -780,7 +873,7 @@ def test_a_streamed_body_over_the_limit_is_refused(
 def test_a_client_that_never_finishes_its_request_head_is_disconnected(
     app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(api, "HEADER_SECONDS", 0.5)
+    monkeypatch.setattr(api.server, "HEADER_SECONDS", 0.5)
     listen = HostPort("127.0.0.1", free_port())
 
     async def slow_client() -> tuple[bytes, float]:

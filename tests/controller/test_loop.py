@@ -13,8 +13,14 @@ import pytest
 
 from nfs_failover.agent import Agent, Cycle
 from nfs_failover.config import Config, Failback, Mode, Volume
-from nfs_failover.controller.decide import Action, Decision
+from nfs_failover.controller.decide import Action, Decision, VolumeState
 from nfs_failover.controller.loop import Controller
+from nfs_failover.controller.snapshot import (
+    AbortResult,
+    ActionResult,
+    VolumeStatus,
+    WorkflowResult,
+)
 from nfs_failover.controller.workflows import WORKFLOWS
 from nfs_failover.errors import NfsFailoverError
 from nfs_failover.lab import Lab
@@ -104,8 +110,8 @@ def test_a_real_outage_fails_over_and_the_source_stays_fenced_across_a_restart(
     restarted = run_controller(config, store, None, "run:2")
     assert store.get_desired("crr") == desired
     status = restarted.status()[0]
-    assert (status["state"], status["fenced"]) == ("failed-over", ["site1"])
-    assert "until `failback crr` (failback: manual)" in str(status["decision"])
+    assert (status.state, status.fenced) == (VolumeState.FAILED_OVER, ("site1",))
+    assert "until `failback crr` (failback: manual)" in str(status.decision)
 
 
 def test_a_lag_above_max_lag_refuses_and_status_says_why(
@@ -119,7 +125,7 @@ def test_a_lag_above_max_lag_refuses_and_status_says_why(
     store = SqliteStore(tmp_path / "state.db")
     controller = run_controller(config, store, replication_lab, "outage:3.5")
     assert store.get_desired("crr") is None
-    decision = str(controller.status()[0]["decision"])
+    decision = str(controller.status()[0].decision)
     assert "no failover: lag" in decision and "exceeds max_lag 1ms" in decision
 
 
@@ -128,7 +134,7 @@ def test_pause_stops_automatic_failover_and_manual_failback_works(
 ) -> None:
     config, store = setup
 
-    async def paused_then_failback() -> tuple[list[dict[str, Decision]], dict[str, object]]:
+    async def paused_then_failback() -> tuple[list[dict[str, Decision]], ActionResult]:
         controller = Controller(config, store, name="ctl-test", step_timeout=T)
         try:
             await controller.request("pause", None)
@@ -147,7 +153,7 @@ def test_pause_stops_automatic_failover_and_manual_failback_works(
     seen, result = asyncio.run(paused_then_failback())
     assert all(d["crr"].action is Action.NONE for d in seen)
     assert seen[-1]["crr"].reason.startswith("paused")
-    assert result["status"] == "done"
+    assert isinstance(result, WorkflowResult) and result.status == "done"
     desired = store.get_desired("crr")
     assert desired is not None and (desired.offered, desired.fenced) == (("site1",), ())
 
@@ -195,7 +201,7 @@ def test_a_switchover_moves_clients_with_nothing_left_behind(
     config, store = setup
     source, destination = folders(volume)
 
-    async def switch() -> dict[str, object]:
+    async def switch() -> ActionResult:
         controller = Controller(config, store, name="ctl-test", step_timeout=T)
         try:
             (source / "written-just-before").write_text("must arrive")
@@ -203,7 +209,8 @@ def test_a_switchover_moves_clients_with_nothing_left_behind(
         finally:
             await controller.close()
 
-    assert asyncio.run(switch())["status"] == "done"
+    switched = asyncio.run(switch())
+    assert isinstance(switched, WorkflowResult) and switched.status == "done"
     assert (destination / "written-just-before").read_text() == "must arrive"
     desired = store.get_desired("crr")
     assert desired is not None and (desired.offered, desired.fenced) == (("dest1",), ("site1",))
@@ -215,7 +222,7 @@ def test_abort_ends_a_stuck_workflow_and_says_where_it_left_the_volume(
     config, store = setup
     stuck = store.start_workflow("crr", "failover", {"force": False})  # before its break
 
-    async def abort() -> dict[str, object]:
+    async def abort() -> ActionResult:
         controller = Controller(config, store, name="ctl-test", step_timeout=T)
         try:
             with pytest.raises(NfsFailoverError, match="a workflow is already running"):
@@ -225,8 +232,14 @@ def test_abort_ends_a_stuck_workflow_and_says_where_it_left_the_volume(
             await controller.close()
 
     result = asyncio.run(abort())
-    assert result == {"action": "abort", "volume": "crr", "workflow": stuck.id,
-                      "kind": "failover", "at": "check-replication", "state": "normal"}  # fmt: skip
+    assert result.model_dump(mode="json") == {
+        "action": "abort",
+        "volume": "crr",
+        "workflow": stuck.id,
+        "kind": "failover",
+        "at": "check-replication",
+        "state": "normal",
+    }
     assert store.running_workflow("crr") is None
     last = store.last_workflow("crr")
     assert last is not None and last.status == "aborted"
@@ -240,7 +253,7 @@ def test_abort_past_a_break_needs_force(setup: tuple[Config, SqliteStore]) -> No
     names = [name for name, _ in WORKFLOWS["failover"]]
     store.advance_workflow(stuck.id, names.index("confirm-writable"), {})
 
-    async def abort(force: bool) -> dict[str, object]:
+    async def abort(force: bool) -> ActionResult:
         controller = Controller(config, store, name="ctl-test", step_timeout=T)
         try:
             return await controller.request("abort", "crr", force=force)
@@ -250,7 +263,8 @@ def test_abort_past_a_break_needs_force(setup: tuple[Config, SqliteStore]) -> No
     with pytest.raises(NfsFailoverError, match=r"failover is past break \(at confirm-writable\)"):
         asyncio.run(abort(False))
     assert store.running_workflow("crr") is not None  # unchanged
-    assert asyncio.run(abort(True))["at"] == "confirm-writable"
+    forced = asyncio.run(abort(True))
+    assert isinstance(forced, AbortResult) and forced.at == "confirm-writable"
     assert store.running_workflow("crr") is None
 
 
@@ -261,7 +275,7 @@ def test_a_corrupt_desired_state_row_is_named_in_the_decision_and_status(
     store._db.execute("INSERT INTO desired VALUES ('crr', 1, '{\"volume\": \"crr\"}', 0)")
     store._db.commit()
 
-    async def look() -> tuple[dict[str, Decision], list[dict[str, object]]]:
+    async def look() -> tuple[dict[str, Decision], list[VolumeStatus]]:
         controller = Controller(config, store, name="ctl-test", step_timeout=T)
         try:
             return await controller.plan(), controller.status()
@@ -274,7 +288,7 @@ def test_a_corrupt_desired_state_row_is_named_in_the_decision_and_status(
         "no action: desired state of volume crr: unreadable row (missing 'offered'):"
         ' \'{"volume": "crr"}\''
     )
-    assert status[0]["name"] == "crr"
+    assert status[0].name == "crr"
 
 
 def test_a_slow_agent_cycle_never_delays_the_controllers_decisions(

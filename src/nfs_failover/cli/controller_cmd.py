@@ -14,9 +14,10 @@ import logging
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, TypeVar
 
 import typer
+from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -25,7 +26,9 @@ from nfs_failover.agent import Agent
 from nfs_failover.api import build_app, read_token, serve
 from nfs_failover.cli.agent_cmd import LabClientOpt
 from nfs_failover.config import Config, load_config
+from nfs_failover.control import ControlError
 from nfs_failover.controller.loop import Controller
+from nfs_failover.controller.snapshot import JournalEntry, VolumeStatus, action_result
 from nfs_failover.lab import default_state_dir
 from nfs_failover.lab.guest_machine import for_lab_client
 from nfs_failover.lab.lab import CONFIG_NAME
@@ -39,6 +42,8 @@ ConfigOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 VolumeArg = Annotated[str, typer.Argument(help="The volume's name.")]
+_Reply = TypeVar("_Reply")
+_STATUS = TypeAdapter(list[VolumeStatus])
 
 
 def _config(path: Path | None) -> Config:
@@ -106,19 +111,26 @@ def plan(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Each volume: mode, state, active and fenced replicas, replication, last action."""
     loaded = _config(config)
-    volumes: list[dict[str, Any]] = _api(loaded, "GET", "/status")
+    volumes = _api(loaded, "GET", "/status", reply=_STATUS)
     if as_json:
-        typer.echo(json.dumps(volumes, indent=2))
+        typer.echo(json.dumps(_STATUS.dump_python(volumes, mode="json"), indent=2))
         return
     table = Table()
-    for column in ("volume", "mode", "state", "active", "fenced", "replication", "lag",
-                   "last action", "decision"):  # fmt: skip
+    columns = ("volume", "mode", "state", "active", "fenced", "replication", "lag")
+    for column in (*columns, "last action", "decision"):
         table.add_column(column)
     for v in volumes:
-        lag = f"{v['lag_s']:.0f}s" if v.get("lag_s") is not None else "-"
-        table.add_row(str(v["name"]), str(v["mode"]), str(v["state"]), str(v["active"]),
-                      ", ".join(v["fenced"]) or "-", str(v["replication"]), lag,
-                      str(v["last_action"] or "-"), str(v["decision"] or "-"))  # fmt: skip
+        table.add_row(
+            v.name,
+            v.mode,
+            v.state,
+            v.active,
+            ", ".join(v.fenced) or "-",
+            v.replication,
+            "-" if v.lag_s is None else f"{v.lag_s:.0f}s",
+            v.last_action or "-",
+            v.decision or "-",
+        )
     console.print(table)
 
 
@@ -135,10 +147,11 @@ def history(
         events = store.recent_events(volume, limit=limit)
     finally:
         store.close()
+    entries = [JournalEntry.of(e) for e in events]
     if as_json:
-        typer.echo(json.dumps([e.__dict__ for e in events], indent=2, default=str))
+        typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
         return
-    for e in events:
+    for e in entries:
         when = datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
         step = f" {e.step} {e.phase}" if e.step else ""
         detail = e.detail.get("reason") or e.detail.get("refused") or ""
@@ -151,8 +164,8 @@ def _action(action: str, volume: str | None, force: bool, config: Path | None) -
         path = control.path_for("volumes", volume, action)
     else:
         path = control.path_for(action, query={"volume": volume} if volume else None)
-    result = _api(loaded, "POST", path, {"force": force}, timeout=3600)
-    typer.echo(json.dumps(result, indent=2))
+    result = _api(loaded, "POST", path, {"force": force}, reply=action_result, timeout=3600)
+    typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
 
 
 def failover(
@@ -205,10 +218,27 @@ COMMANDS = (run, status, plan, history, failover, failback, switchover, abort, p
 
 
 def _api(
-    config: Config, method: str, path: str, body: object = None, *, timeout: float = 10.0
-) -> Any:
+    config: Config,
+    method: str,
+    path: str,
+    body: object = None,
+    *,
+    reply: TypeAdapter[_Reply],
+    timeout: float = 10.0,
+) -> _Reply:
     """Call the running controller over its Unix socket (``control``); the token goes only
-    with actions, and only to a listener proven to be root's or this user's."""
+    with actions, and only to a listener proven to be root's or this user's. The answer
+    is checked against ``reply``, the controller's own snapshot model of it."""
     token = read_token(config.api.token_file) if method == "POST" else None
-    return control.request(config.api.socket, method, path, token=token, body=body,
-                           timeout=timeout)  # fmt: skip
+    socket_path = config.api.socket
+    answer = control.request(socket_path, method, path, token=token, body=body, timeout=timeout)
+    try:
+        return reply.validate_python(answer)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the reply"
+        raise ControlError(
+            f"the controller at {socket_path} answered {method} {path} with a reply this"
+            f" version does not know ({exc.error_count()} problems; first, {where}:"
+            f" {first['msg'][:1].lower()}{first['msg'][1:]})"
+        ) from None

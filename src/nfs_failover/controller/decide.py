@@ -17,7 +17,9 @@ from nfs_failover.replication import MirrorState, ReplicationStatus
 
 
 class VolumeState(StrEnum):
-    """Where a volume is in its cycle (docs/design.md, the state machine)."""
+    """Where a volume is in its cycle (docs/controller.md, Volume states): read from its
+    desired state and its running workflow (``loop.volume_state``), never stored. What
+    happens inside a workflow (the break, preserving, the reverse resync) is its steps."""
 
     NORMAL = "normal"
     FAILED_OVER_RO = "failed-over-read-only"  # clients steered, replication untouched

@@ -16,19 +16,30 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from collections.abc import Iterator, Mapping, Sequence
+
+from pydantic import ValidationError
 
 from nfs_failover.agent import Agent
 from nfs_failover.config import Config, Mode, Volume
 from nfs_failover.controller import workflows
 from nfs_failover.controller.decide import Action, Decision, Observed, VolumeState, decide
-from nfs_failover.controller.handle import JsonObject
+from nfs_failover.controller.snapshot import (
+    AbortResult,
+    ActionResult,
+    JournalEntry,
+    LatencySample,
+    PauseResult,
+    PreservedCopy,
+    VolumeMetrics,
+    VolumeStatus,
+    WorkflowResult,
+)
 from nfs_failover.desired import VolumeDesired
 from nfs_failover.errors import NfsFailoverError
 from nfs_failover.health import EndpointHealth, HealthSettings, HealthTracker
 from nfs_failover.probe import Prober
-from nfs_failover.replication import Provider, ReplicationStatus, open_provider
+from nfs_failover.replication import MirrorState, Provider, ReplicationStatus, open_provider
 from nfs_failover.replication.local import LocalProvider
 from nfs_failover.store import Event, Report, SqliteStore, StoreError, Workflow
 
@@ -55,10 +66,15 @@ def volume_state(volume: Volume, desired: VolumeDesired | None, running: str | N
     return VolumeState.FAILED_OVER if desired.fenced else VolumeState.FAILED_OVER_RO
 
 
-def _preserved(data: Mapping[str, object]) -> list[JsonObject]:
+def _preserved(data: Mapping[str, object]) -> Iterator[PreservedCopy]:
     """What a failback saved before overwriting it: folder, files, and files deleted."""
-    return [dict(value) for key, value in data.items()
-            if key.startswith("preserved_") and isinstance(value, dict)]  # fmt: skip
+    for key, value in data.items():
+        if not key.startswith("preserved_") or not isinstance(value, dict):
+            continue
+        try:
+            yield PreservedCopy.model_validate(value)
+        except ValidationError as exc:  # a row the journal kept is still shown, less this
+            log.warning("%s of a workflow cannot be read: %s", key, exc)
 
 
 class Controller:
@@ -303,14 +319,16 @@ class Controller:
         last = self.store.last_event(["*", volume], ["pause", "resume"])
         return last is not None and last.kind == "pause"
 
-    async def request(self, action: str, volume: str | None, *, force: bool = False) -> JsonObject:
+    async def request(
+        self, action: str, volume: str | None, *, force: bool = False
+    ) -> ActionResult:
         if action == "abort":
             return await self._abort(volume, force=force)
         if action in ("pause", "resume"):
             await asyncio.to_thread(
                 self.store.append, Event(volume or "*", action, {"by": "operator"})
             )
-            return {"action": action, "volume": volume or "*", "done": True}
+            return PauseResult(action=action, volume=volume or "*", done=True)
         target = next((v for v in self.config.volumes if v.name == volume), None)
         read_only = target is not None and target.mode is Mode.READ_ONLY
         kind = (MANUAL_READ_ONLY if read_only else MANUAL).get(action)
@@ -327,9 +345,9 @@ class Controller:
             refusal = await asyncio.to_thread(self._last_refusal, target.name)
             reason = refusal or "stopped; it resumes on the next cycle"
             raise NfsFailoverError(f"{kind} {target.name}: {reason}")
-        return {"action": action, "volume": target.name, "workflow": last.id, "status": last.status}
+        return WorkflowResult(action=action, volume=target.name, workflow=last.id, status="done")
 
-    async def _abort(self, volume: str | None, *, force: bool) -> JsonObject:
+    async def _abort(self, volume: str | None, *, force: bool) -> AbortResult:
         """End the running workflow where it stands (journaled): the way out of one that
         cannot finish. Refused past its point of no return (a break, a reverse resync)
         unless forced; the answer says what state the volume is left in."""
@@ -355,14 +373,30 @@ class Controller:
         await asyncio.to_thread(self.store.finish_workflow, running.id, "aborted")
         desired = await asyncio.to_thread(self.store.get_desired, target.name)
         state = volume_state(target, desired, None)
-        await asyncio.to_thread(self.store.append, Event(target.name, "abort", {
-            "by": "operator", "workflow": running.id, "kind": running.kind, "at": at,
-            "forced": force, "state": state.value,
-        }))  # fmt: skip
-        log.warning("%s: %s aborted at %s by the operator; the volume is %s",
-                    target.name, running.kind, at, state.value)  # fmt: skip
-        return {"action": "abort", "volume": target.name, "workflow": running.id,
-                "kind": running.kind, "at": at, "state": state.value}  # fmt: skip
+        detail: dict[str, object] = {
+            "by": "operator",
+            "workflow": running.id,
+            "kind": running.kind,
+            "at": at,
+            "forced": force,
+            "state": state.value,
+        }
+        await asyncio.to_thread(self.store.append, Event(target.name, "abort", detail))
+        log.warning(
+            "%s: %s aborted at %s by the operator; the volume is %s",
+            target.name,
+            running.kind,
+            at,
+            state.value,
+        )
+        return AbortResult(
+            action="abort",
+            volume=target.name,
+            workflow=running.id,
+            kind=running.kind,
+            at=at,
+            state=state,
+        )
 
     def _last_refusal(self, volume: str) -> str | None:
         kinds = list(workflows.WORKFLOWS)
@@ -375,10 +409,10 @@ class Controller:
         """The latest decision for ``volume``, as the last cycle made it."""
         return self._decisions.get(volume)
 
-    def status(self) -> list[JsonObject]:
+    def status(self) -> list[VolumeStatus]:
         return [self._volume_status(v) for v in self.config.volumes]
 
-    def _volume_status(self, volume: Volume) -> JsonObject:
+    def _volume_status(self, volume: Volume) -> VolumeStatus:
         try:
             desired = self.store.get_desired(volume.name)
         except StoreError:
@@ -387,40 +421,46 @@ class Controller:
         last = self.store.last_workflow(volume.name)
         status = self._replication.get(volume.name)
         decision = self._decisions.get(volume.name)
-        return {
-            "name": volume.name,
-            "mode": volume.mode.value,
-            "state": volume_state(volume, desired, running.kind if running else None).value,
-            "active": desired.active if desired else volume.replicas[0].name,
-            "offered": list(desired.offered) if desired else None,
-            "fenced": list(desired.fenced) if desired else [],
-            "replication": status.mirror_state.value if status else "unknown",
-            "lag_s": status.lag.total_seconds() if status and status.lag else None,
-            "health": {r.name: self._health[(volume.name, r.name)].reason
-                       for r in volume.replicas if (volume.name, r.name) in self._health},
-            "last_action": f"{last.kind}: {last.status}" if last else None,
-            "since": last.updated if last else None,
-            "decision": str(decision) if decision else None,
-            "preserved": _preserved(last.data) if last else [],
-            "paused": self.paused(volume.name),
-        }  # fmt: skip
+        health = {
+            r.name: self._health[(volume.name, r.name)].reason
+            for r in volume.replicas
+            if (volume.name, r.name) in self._health
+        }
+        return VolumeStatus(
+            name=volume.name,
+            mode=volume.mode,
+            state=volume_state(volume, desired, running.kind if running else None),
+            active=desired.active if desired else volume.replicas[0].name,
+            offered=desired.offered if desired else None,
+            fenced=desired.fenced if desired else (),
+            replication=status.mirror_state if status else MirrorState.UNKNOWN,
+            lag_s=status.lag.total_seconds() if status and status.lag else None,
+            health=health,
+            last_action=f"{last.kind}: {last.status}" if last else None,
+            since=last.updated if last else None,
+            decision=str(decision) if decision else None,
+            preserved=tuple(_preserved(last.data)) if last else (),
+            paused=self.paused(volume.name),
+        )
 
-    def history(self, volume: str | None, after: int, limit: int) -> list[JsonObject]:
-        return [asdict(e) for e in self.store.events(volume, after=after, limit=limit)]
+    def history(self, volume: str | None, after: int, limit: int) -> list[JournalEntry]:
+        return [JournalEntry.of(e) for e in self.store.events(volume, after=after, limit=limit)]
 
     def alive(self) -> bool:
         return time.monotonic() - self._last_cycle < max(3 * self.interval, 10.0)
 
-    def metrics_state(self) -> list[JsonObject]:
-        states = [s.value for s in VolumeState]
-        out: list[JsonObject] = []
-        for item in self.status():
-            name = str(item["name"])
-            failovers = self.store.count_events(name, "fence-source", "after")
-            out.append({
-                "volume": name, "state": item["state"], "states": states,
-                "replication_lag_seconds": item["lag_s"], "failovers_total": failovers,
-                "probe_latency_seconds": [{"replica": r, "seconds": s}
-                                          for (v, r), s in self._latencies.items() if v == name],
-            })  # fmt: skip
-        return out
+    def metrics_state(self) -> list[VolumeMetrics]:
+        return [
+            VolumeMetrics(
+                volume=item.name,
+                state=item.state,
+                replication_lag_seconds=item.lag_s,
+                failovers_total=self.store.count_events(item.name, "fence-source", "after"),
+                probe_latency_seconds=tuple(
+                    LatencySample(replica=replica, seconds=seconds)
+                    for (volume, replica), seconds in self._latencies.items()
+                    if volume == item.name
+                ),
+            )
+            for item in self.status()
+        ]

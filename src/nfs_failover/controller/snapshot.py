@@ -1,0 +1,165 @@
+"""What a running controller shows of itself: frozen, typed snapshots built once per call.
+
+The controller builds them; the API serves them as its response models (so its OpenAPI
+schema documents them), the metrics collector reads them, and the CLI validates the API's
+JSON back into them. Field names are the JSON keys, so a model is the wire contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
+
+from nfs_failover.config import Mode
+from nfs_failover.controller.decide import VolumeState
+from nfs_failover.replication import MirrorState
+
+if TYPE_CHECKING:
+    from nfs_failover.store import Event
+
+__all__ = [
+    "AbortResult",
+    "ActionResult",
+    "JournalEntry",
+    "LatencySample",
+    "PauseResult",
+    "PreservedCopy",
+    "Snapshot",
+    "VolumeMetrics",
+    "VolumeState",
+    "VolumeStatus",
+    "WorkflowResult",
+    "action_result",
+]
+
+
+class Snapshot(BaseModel):
+    """A frozen model whose fields are exactly its JSON keys: an unknown key is an error."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        validate_by_alias=True,
+        validate_by_name=True,
+        serialize_by_alias=True,
+    )
+
+
+class PreservedCopy(Snapshot):
+    """What a failback saved before a reverse resync overwrote it."""
+
+    source: str = Field(alias="from")
+    """The replica the files were copied from."""
+    folder: str
+    """Where the copies are, beside the store."""
+    files: tuple[str, ...]
+    """Paths copied, relative to the volume's root."""
+    deleted: tuple[str, ...]
+    """Paths that existed only on the other side: deleted here, so nothing to copy."""
+
+
+class VolumeStatus(Snapshot):
+    """One volume as the controller sees it now: ``GET /status``, ``GET /volumes/{name}``."""
+
+    name: str
+    mode: Mode
+    state: VolumeState
+    active: str
+    """The replica clients are steered to."""
+    offered: tuple[str, ...] | None
+    """The replicas client maps list, in order; null before any desired state was written."""
+    fenced: tuple[str, ...]
+    """Replicas no client map lists until failback ends."""
+    replication: MirrorState
+    lag_s: float | None
+    """Age of the newest data the destination has, in seconds; null while unknown."""
+    health: dict[str, str]
+    """Each replica's health, as one sentence, once it has been judged."""
+    last_action: str | None
+    """The last workflow and how it stands: ``"failover: done"``."""
+    since: float | None
+    """When the last workflow last moved (Unix time)."""
+    decision: str | None
+    """The current decision's sentence: ``"no failover: lag 31m exceeds max_lag 20m"``."""
+    preserved: tuple[PreservedCopy, ...]
+    """What the last workflow saved before overwriting it."""
+    paused: bool
+
+
+class LatencySample(Snapshot):
+    """One recent probe of one replica."""
+
+    replica: str
+    seconds: float
+
+
+class VolumeMetrics(Snapshot):
+    """What the metrics say of one volume at a scrape."""
+
+    volume: str
+    state: VolumeState
+    replication_lag_seconds: float | None
+    failovers_total: int
+    """Completed ``fence-source`` steps in the journal."""
+    probe_latency_seconds: tuple[LatencySample, ...]
+    """The recent window of probe latencies, per replica."""
+
+
+class JournalEntry(Snapshot):
+    """One journal entry: ``GET /history``, ``nfs-failover history``."""
+
+    volume: str
+    """The volume, or ``*`` for an entry about every volume (pause, resume)."""
+    kind: str
+    """A workflow (``failover``, ...), or ``decision``, ``pause``, ``resume``, ``abort``."""
+    detail: dict[str, JsonValue]
+    workflow: int | None
+    step: str
+    phase: str
+    """``before`` or ``after`` for a workflow step, else empty."""
+    at: float
+    id: int
+
+    @classmethod
+    def of(cls, event: Event) -> JournalEntry:
+        return cls.model_validate(asdict(event))
+
+
+class PauseResult(Snapshot):
+    """The answer to ``pause`` and ``resume``."""
+
+    action: Literal["pause", "resume"]
+    volume: str
+    """The volume, or ``*`` for every volume."""
+    done: bool
+
+
+class WorkflowResult(Snapshot):
+    """The answer to ``failover``, ``failback`` and ``switchover``, once the workflow is done
+    (one that is refused or stops is an error with its reason instead)."""
+
+    action: Literal["failover", "failback", "switchover"]
+    volume: str
+    workflow: int
+    """The workflow's id in the journal."""
+    status: Literal["done"]
+
+
+class AbortResult(Snapshot):
+    """The answer to ``abort``: where the workflow was ended and the state it leaves."""
+
+    action: Literal["abort"]
+    volume: str
+    workflow: int
+    kind: str
+    """The workflow aborted: ``failover``, ``failback``, ..."""
+    at: str
+    """The step it was at, or ``its end``."""
+    state: VolumeState
+
+
+ActionResult = Annotated[PauseResult | WorkflowResult | AbortResult, Field(discriminator="action")]
+action_result: TypeAdapter[ActionResult] = TypeAdapter(ActionResult)
