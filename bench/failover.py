@@ -35,10 +35,22 @@ from nfs_failover.drill.run import Drill
 from nfs_failover.lab import Lab
 
 GOAL_OVERHEAD = 5.0  # seconds above the grace period, as the applications see it
-FIGURES = ("detection_s", "rto_s", "rto_overhead_s", "break_s", "write_unavailable_s",
-           "failback_s", "failback_unavailable_s")  # fmt: skip
-TOTALS = ("writes_acknowledged", "writes_lost", "writes_preserved", "split_brain_instants",
-          "false_failovers")  # fmt: skip
+FIGURES = (
+    "detection_s",
+    "rto_s",
+    "rto_overhead_s",
+    "break_s",
+    "write_unavailable_s",
+    "failback_s",
+    "failback_unavailable_s",
+)
+TOTALS = (
+    "writes_acknowledged",
+    "writes_lost",
+    "writes_preserved",
+    "split_brain_instants",
+    "false_failovers",
+)
 SETTINGS = (  # name, mode, watchdog
     ("read-write, default clients (hang after 3 s)", Mode.READ_WRITE, 3.0),
     ("read-write, tuned clients (hang after 1 s)", Mode.READ_WRITE, 1.0),
@@ -83,10 +95,16 @@ def parts(report: DrillReport) -> dict[str, float]:
     slowest = max(report.clients, key=lambda c: c.rto_s or 0.0, default=None)
     if outage is None or slowest is None or slowest.rto_s is None:
         return {}
-    unmounts = [float(str(a["at"])) for a in slowest.actions
-                if a["what"] == "unmounted" and float(str(a["at"])) > outage]  # fmt: skip
-    remounts = [float(str(m["at"])) for m in slowest.mounts
-                if m["replica"] == "dest1" and float(str(m["at"])) > outage]  # fmt: skip
+    unmounts = [
+        float(str(a["at"]))
+        for a in slowest.actions
+        if a["what"] == "unmounted" and float(str(a["at"])) > outage
+    ]
+    remounts = [
+        float(str(m["at"]))
+        for m in slowest.mounts
+        if m["replica"] == "dest1" and float(str(m["at"])) > outage
+    ]
     found = {
         "detection": marks.get("detected"),
         "steered": marks.get("steer-to-destination", marks.get("fence-source")),
@@ -120,8 +138,12 @@ def summarize(name: str, reports: list[DrillReport], grace: float) -> bool:
     stale = sum(c.stale_reads + c.corrupt_reads for r in reports for c in r.clients)
     print(f"  {'stale or corrupt reads':24} {stale:7d}   (total)")
     overheads = [r.summary.rto_overhead_s for r in reports if r.summary.rto_overhead_s is not None]
-    met = bool(overheads) and statistics.median(overheads) <= GOAL_OVERHEAD and all(
-        r.passed for r in reports) and stale == 0  # fmt: skip
+    met = (
+        bool(overheads)
+        and statistics.median(overheads) <= GOAL_OVERHEAD
+        and all(r.passed for r in reports)
+        and stale == 0
+    )
     print(
         f"  goal: RTO <= grace + {GOAL_OVERHEAD:g} s ({grace + GOAL_OVERHEAD:g} s), nothing "
         f"lost, no stale read: {'met' if met else 'NOT met'}"
@@ -146,13 +168,20 @@ def main() -> None:
             met = []
             for name, mode, hang_after in SETTINGS:
                 options = DrillOptions(
-                    mode=mode, grace=args.grace, keep=True, hang_after=hang_after,
+                    mode=mode,
+                    grace=args.grace,
+                    keep=True,
+                    hang_after=hang_after,
                     nfs_version=args.nfs_version,
-                )  # fmt: skip
+                )
                 met.append(summarize(name, series(lab, runs, options), args.grace))
             print(f"flaps: {flaps} outages of {0.4 * args.grace:g} s (grace {args.grace:g} s)")
-            report = drill(lab, DrillOptions(grace=args.grace, flaps=flaps, keep=True,
-                                             nfs_version=args.nfs_version))  # fmt: skip
+            report = drill(
+                lab,
+                DrillOptions(
+                    grace=args.grace, flaps=flaps, keep=True, nfs_version=args.nfs_version
+                ),
+            )
             false = report.summary.false_failovers
             print(f"  false failovers: {false} (goal 0: {'met' if false == 0 else 'NOT met'})")
             print("all goals met" if all(met) and false == 0 else "some goals NOT met")

@@ -17,8 +17,14 @@ from nfs_failover.control import ControlError
 
 NOBODY = 65534
 # Nobody, who may still read the checkout wherever it lives (see test_lab_errors.py).
-AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-             "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]  # fmt: skip
+AS_NOBODY = [
+    "setpriv",
+    f"--reuid={NOBODY}",
+    f"--regid={NOBODY}",
+    "--clear-groups",
+    "--inh-caps=+dac_read_search",
+    "--ambient-caps=+dac_read_search",
+]
 LISTEN_AND_TELL = """
 import socket, sys
 server = socket.socket(fileno=int(sys.argv[1]))
@@ -56,8 +62,10 @@ def test_the_token_is_not_sent_to_a_socket_another_user_listens_on(folder: Path)
     os.chmod(path, 0o666)
     with subprocess.Popen(
         [*AS_NOBODY, sys.executable, "-c", LISTEN_AND_TELL, str(bound.fileno())],
-        pass_fds=[bound.fileno()], stdout=subprocess.PIPE, text=True,
-    ) as listener:  # fmt: skip
+        pass_fds=[bound.fileno()],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as listener:
         assert listener.stdout is not None
         assert listener.stdout.readline().strip() == "listening"
         with pytest.raises(ControlError, match=f"held by uid {NOBODY}, not by root or you"):
@@ -88,8 +96,9 @@ def answering(folder: Path) -> Iterator[tuple[Path, list[bytes]]]:
         with conn:
             seen.append(conn.recv(65536))
             body = b"<html>bad gateway</html>"
-            conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: %d\r\n\r\n%s"
-                         % (len(body), body))  # fmt: skip
+            conn.sendall(
+                b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

@@ -18,22 +18,36 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The `nfs-failover` of a fresh venv holding the built wheel and its dependencies."""
     work = tmp_path_factory.mktemp("packaging")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(work / "dist"),
-         str(ROOT)],
-        check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "-w",
+            str(work / "dist"),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     (wheel,) = (work / "dist").glob("nfs_failover-*.whl")
     venv.create(work / "venv", with_pip=True)
     subprocess.run(
         [str(work / "venv/bin/python"), "-m", "pip", "install", "-q", str(wheel)],
-        check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return work / "venv/bin/nfs-failover"
 
 
 def run(cli: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(cli), *args], capture_output=True, text=True, timeout=120,
-                          check=False, cwd="/")  # fmt: skip
+    return subprocess.run(
+        [str(cli), *args], capture_output=True, text=True, timeout=120, check=False, cwd="/"
+    )
 
 
 def test_the_installed_cli_prints_its_help(installed: Path) -> None:

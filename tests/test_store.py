@@ -61,10 +61,12 @@ def test_an_unusable_store_is_a_store_error_naming_the_file(tmp_path: Path) -> N
 
 def test_the_journal_is_append_only_and_read_in_order(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "state.db")
-    first = store.append(Event("crr", "failover", {"reason": "source down"}, step="break",
-                               phase="before"))  # fmt: skip
-    second = store.append(Event("crr", "failover", {"result": "broken"}, step="break",
-                                phase="after"))  # fmt: skip
+    first = store.append(
+        Event("crr", "failover", {"reason": "source down"}, step="break", phase="before")
+    )
+    second = store.append(
+        Event("crr", "failover", {"result": "broken"}, step="break", phase="after")
+    )
     store.append(Event("other", "probe", {}))
     assert first < second
     crr = store.events("crr")
@@ -114,8 +116,9 @@ def test_the_newest_events_and_the_last_of_a_kind_are_found_past_any_limit(
     store.append(Event("*", "pause", {"by": "operator"}))
     for i in range(300):
         store.append(Event("crr", "decision", {"reason": f"cycle {i}"}))
-    store.append(Event("crr", "failover", {"refused": "no failover: lag 31m"}, step="check",
-                       phase="after"))  # fmt: skip
+    store.append(
+        Event("crr", "failover", {"refused": "no failover: lag 31m"}, step="check", phase="after")
+    )
     store.append(Event("crr", "resume", {}))
     tail = store.recent_events("crr", limit=3)
     assert [e.kind for e in tail] == ["decision", "failover", "resume"]

@@ -103,8 +103,14 @@ def request(
             raise ControlError(
                 f"{socket_path} is held by uid {uid}, not by root or you; the token is not sent"
             )
-        return _exchange(_Connection(sock, timeout), method=method, path=path, token=token,
-                         body=body, socket_path=socket_path)  # fmt: skip
+        return _exchange(
+            _Connection(sock, timeout),
+            method=method,
+            path=path,
+            token=token,
+            body=body,
+            socket_path=socket_path,
+        )
     finally:
         sock.close()
 

@@ -157,14 +157,18 @@ class SqliteStore:
             sql = "INSERT OR IGNORE INTO desired VALUES (?, ?, ?, ?)"
             args: tuple[object, ...] = (desired.volume, desired.generation, state, time.time())
         else:
-            sql = ("UPDATE desired SET generation = ?, state = ?, updated = ? "
-                   "WHERE volume = ? AND generation = ?")  # fmt: skip
+            sql = (
+                "UPDATE desired SET generation = ?, state = ?, updated = ? "
+                "WHERE volume = ? AND generation = ?"
+            )
             args = (desired.generation, state, time.time(), desired.volume, expected_generation)
         return self._query(sql, args).rowcount == 1
 
     def put_report(self, report: Report) -> None:
-        self._query("INSERT OR REPLACE INTO reports VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    tuple(asdict(report).values()))  # fmt: skip
+        self._query(
+            "INSERT OR REPLACE INTO reports VALUES (?, ?, ?, ?, ?, ?, ?)",
+            tuple(asdict(report).values()),
+        )
 
     def reports(self, volume: str | None = None) -> list[Report]:
         rows = self._query(
@@ -179,9 +183,16 @@ class SqliteStore:
         cursor = self._query(
             "INSERT INTO events (at, volume, workflow, kind, step, phase, detail) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (event.at or time.time(), event.volume, event.workflow, event.kind, event.step,
-             event.phase, json.dumps(event.detail, default=str)),
-        )  # fmt: skip
+            (
+                event.at or time.time(),
+                event.volume,
+                event.workflow,
+                event.kind,
+                event.step,
+                event.phase,
+                json.dumps(event.detail, default=str),
+            ),
+        )
         return int(cursor.lastrowid or 0)
 
     def events(

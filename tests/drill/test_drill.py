@@ -73,12 +73,14 @@ def test_a_read_write_drill_fails_over_and_back_and_loses_nothing(drill_lab: Lab
         replicas = [m["replica"] for m in client.mounts if m["replica"]]
         assert replicas == ["site1", "dest1", "site1"], client.mounts
         forced = [str(a["detail"]) for a in client.actions if a["what"] == "unmounted"]
-        assert forced[0].startswith("unmounted (forced, lazily) /misc/crr: mounted from site1,"
-                                    " which is fenced"), client.actions  # fmt: skip
+        assert forced[0].startswith(
+            "unmounted (forced, lazily) /misc/crr: mounted from site1, which is fenced"
+        ), client.actions
     # One failover and one failback in the journal.
     store = SqliteStore(drill.workdir / "state.db")
-    kinds = [e.kind for e in store.events("crr") if e.step == "check-replication"
-             and e.phase == "before"]  # fmt: skip
+    kinds = [
+        e.kind for e in store.events("crr") if e.step == "check-replication" and e.phase == "before"
+    ]
     assert kinds == ["failover"]
     last = store.last_workflow("crr")
     assert last is not None and last.kind == "failback" and last.status == "done"
@@ -119,11 +121,27 @@ def test_the_cli_prints_the_stable_json_and_writes_the_report(tmp_path: Path) ->
     (state / MARKER).write_text(json.dumps({"tag": DRILL_TAG, "slot": DRILL_SLOT}))
     report_dir = tmp_path / "report"
     done = subprocess.run(
-        [sys.executable, "-m", "nfs_failover", "drill", "--json", "--grace", "2s",
-         "--schedule", "2s", "--clients", "1", "--report", str(report_dir)],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "nfs_failover",
+            "drill",
+            "--json",
+            "--grace",
+            "2s",
+            "--schedule",
+            "2s",
+            "--clients",
+            "1",
+            "--report",
+            str(report_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
         env={**os.environ, STATE_DIR_ENV: str(state)},
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     assert tuple(summary) == SUMMARY_KEYS
@@ -139,19 +157,28 @@ def test_the_cli_prints_the_stable_json_and_writes_the_report(tmp_path: Path) ->
 
 @pytest.mark.parametrize(
     ("args", "named"),
-    [(["--grace", "banana"], "--grace"), (["--mode", "both"], "--mode"),
-     (["--flaps", "-1"], "--flaps"), (["--schedule", "0s"], "--schedule"),
-     (["--nfs-version", "2"], "--nfs-version"), (["--clients", "0"], "--clients"),
-     (["--mount-options", "rw,vers=3"], "--mount-options"),
-     (["--mount-options", "rw;rm -rf /"], "--mount-options"),
-     (["--hang-after", "never"], "--hang-after"), (["--compare", "autofs"], "--compare"),
-     (["--operator-delay", "0s"], "--operator-delay")],
-)  # fmt: skip
+    [
+        (["--grace", "banana"], "--grace"),
+        (["--mode", "both"], "--mode"),
+        (["--flaps", "-1"], "--flaps"),
+        (["--schedule", "0s"], "--schedule"),
+        (["--nfs-version", "2"], "--nfs-version"),
+        (["--clients", "0"], "--clients"),
+        (["--mount-options", "rw,vers=3"], "--mount-options"),
+        (["--mount-options", "rw;rm -rf /"], "--mount-options"),
+        (["--hang-after", "never"], "--hang-after"),
+        (["--compare", "autofs"], "--compare"),
+        (["--operator-delay", "0s"], "--operator-delay"),
+    ],
+)
 def test_bad_options_are_refused_naming_the_option(args: list[str], named: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "nfs_failover", "drill", *args],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     assert named in done.stderr
 
@@ -170,9 +197,12 @@ def test_a_drill_whose_client_host_cannot_be_had_says_why_in_one_line_with_a_rep
     report_dir = tmp_path / "report"
     done = subprocess.run(
         [sys.executable, "-m", "nfs_failover", "drill", "--report", str(report_dir)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
         env={**os.environ, STATE_DIR_ENV: str(state), "NFS_FAILOVER_KERNEL_DIR": str(tmp_path)},
-    )  # fmt: skip
+    )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     (line,) = [x for x in done.stderr.splitlines() if x.startswith("nfs-failover:")]

@@ -15,11 +15,29 @@ NAMES = {SITE1: "site1", DEST1: "dest1"}
 AT = figures.Instants(t0=0.0, outage=100.0, restore=130.0, failback=140.0)
 
 
-def op(kind: str, begin: float, server: str, seq: int | None = None, *, ok: bool = True,
-       end: float | None = None, **seen: object) -> Op:  # fmt: skip
+def op(
+    kind: str,
+    begin: float,
+    server: str,
+    seq: int | None = None,
+    *,
+    ok: bool = True,
+    end: float | None = None,
+    **seen: object,
+) -> Op:
     app = {"write": "writer", "version": "writer", "row": "sqlite"}.get(kind, "reader")
-    return Op("client1", app, kind, seq, begin, begin + 0.1 if end is None else end, ok,
-              server, None if ok else "EIO", dict(seen))  # fmt: skip
+    return Op(
+        "client1",
+        app,
+        kind,
+        seq,
+        begin,
+        begin + 0.1 if end is None else end,
+        ok,
+        server,
+        None if ok else "EIO",
+        dict(seen),
+    )
 
 
 def volume(tmp_path: Path, preserved: dict[str, list[Path]] | None = None) -> figures.Volume:
@@ -45,8 +63,14 @@ def database(folder: Path, *seqs: int) -> Path:
 
 
 def figures_of(ops: list[Op], view: figures.Volume, **records: object) -> figures.ClientFigures:
-    return figures.client_figures("client1", Records(ops=ops, **records), AT, view,  # type: ignore[arg-type]
-                                  prefix=P, read_only=False)  # fmt: skip
+    return figures.client_figures(
+        "client1",
+        Records(ops=ops, **records),  # type: ignore[arg-type]
+        AT,
+        view,
+        prefix=P,
+        read_only=False,
+    )
 
 
 def test_the_rto_runs_from_the_outage_to_the_first_acknowledged_write_on_zone_2(
@@ -54,11 +78,18 @@ def test_the_rto_runs_from_the_outage_to_the_first_acknowledged_write_on_zone_2(
 ) -> None:
     view = volume(tmp_path)
     written(view.final, 1, 2, 3)
-    ops = [op("write", 99.0, SITE1, 1), op("write", 101.0, SITE1, 2, ok=False, end=None),
-           op("write", 108.0, DEST1, 2, end=108.4), op("write", 109.0, DEST1, 3)]  # fmt: skip
+    ops = [
+        op("write", 99.0, SITE1, 1),
+        op("write", 101.0, SITE1, 2, ok=False, end=None),
+        op("write", 108.0, DEST1, 2, end=108.4),
+        op("write", 109.0, DEST1, 3),
+    ]
     hang = Hang("client1", "writer", since=101.0, killed=104.0)
-    mounts = [MountChange("client1", 50.0, SITE1), MountChange("client1", 106.0, None),
-              MountChange("client1", 107.5, DEST1)]  # fmt: skip
+    mounts = [
+        MountChange("client1", 50.0, SITE1),
+        MountChange("client1", 106.0, None),
+        MountChange("client1", 107.5, DEST1),
+    ]
 
     got = figures_of(ops, view, hangs=[hang], mounts=mounts)
 
@@ -121,13 +152,15 @@ def test_a_read_on_zone_2_need_not_see_zone_1s_last_writes_but_one_back_on_zone_
     anywhere (but what the failback preserved) must be seen."""
     view = volume(tmp_path)
     ops = [
-        op("write", 1.0, SITE1, 1), op("write", 2.0, SITE1, 2),
+        op("write", 1.0, SITE1, 1),
+        op("write", 2.0, SITE1, 2),
         op("read", 110.0, DEST1, seqs=[[1, 1]]),  # 2 never reached zone 2: the RPO window
-        op("write", 111.0, DEST1, 3), op("version", 111.2, DEST1, 3),
+        op("write", 111.0, DEST1, 3),
+        op("version", 111.2, DEST1, 3),
         op("read", 112.0, DEST1, seqs=[[1, 1]], version=2),  # misses 3, written right here
         op("read", 150.0, SITE1, seqs=[[1, 1], [3, 3]], version=3),  # misses 2
         op("read", 151.0, SITE1, seqs=[[1, 3]], version=3),
-    ]  # fmt: skip
+    ]
 
     got = figures_of(ops, view)
 

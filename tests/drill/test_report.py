@@ -366,8 +366,11 @@ def test_svg_marks_each_clients_actions_and_mount_changes() -> None:
 
 def test_action_names_that_would_overlap_stay_in_their_tooltip() -> None:
     root = ET.fromstring(timeline_svg(clients_drill()))
-    client1 = [g for g in root.iter(f"{SVG}g")
-               if g.get("class") == "action" and g.get("data-client") == "client1"]  # fmt: skip
+    client1 = [
+        g
+        for g in root.iter(f"{SVG}g")
+        if g.get("class") == "action" and g.get("data-client") == "client1"
+    ]
     labels = [g.findtext(f"{SVG}text") for g in client1]
     assert labels == [None, "unmounted", "steered"]  # the first is 0.1 s before the second
 
@@ -415,11 +418,15 @@ def test_svg_with_clients_stays_small_for_many_samples() -> None:
 
 def test_the_legend_wraps_to_the_charts_width() -> None:
     report = clients_drill(count=0)
-    report.samples = [Sample(1.0, f"replica-with-a-long-name-{i}", "write", True, "client1")
-                      for i in range(8)]  # fmt: skip
+    report.samples = [
+        Sample(1.0, f"replica-with-a-long-name-{i}", "write", True, "client1") for i in range(8)
+    ]
     root = ET.fromstring(timeline_svg(report))
-    rows = {g.get("transform", "").split()[-1] for g in root.iter(f"{SVG}g")
-            if g.get("class") == "legend"}  # fmt: skip
+    rows = {
+        g.get("transform", "").split()[-1]
+        for g in root.iter(f"{SVG}g")
+        if g.get("class") == "legend"
+    }
     assert len(rows) > 1
     height = float(root.get("height", "0"))
     assert max(float(row.rstrip(")")) for row in rows) < height

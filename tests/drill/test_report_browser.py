@@ -174,8 +174,12 @@ def test_the_page_renders_the_verdict_and_both_clients(rendered: Rendered) -> No
 def test_the_timeline_is_drawn_in_the_screenshot(rendered: Rendered) -> None:
     image = rendered.screenshot
     assert (image.width, image.height) == WINDOW
-    colours = {"site1": REPLICA_COLOURS[0], "dest1": REPLICA_COLOURS[1], "failed": FAILED,
-               "outage phase": PHASE_COLOURS["outage"]}  # fmt: skip
+    colours = {
+        "site1": REPLICA_COLOURS[0],
+        "dest1": REPLICA_COLOURS[1],
+        "failed": FAILED,
+        "outage phase": PHASE_COLOURS["outage"],
+    }
     wanted = {rgb(c) for c in colours.values()}
     counts: Counter[tuple[int, int, int]] = Counter()
     xs, ys = set(), set()

@@ -10,8 +10,12 @@ from tests.drill.test_report import client_figures
 
 
 def test_the_seed_setup_is_the_articles_master_line_and_map_line() -> None:
-    master, line = seed_map_lines("crr", "rw,nosuid,hard,tcp,timeo=60,vers=3,nolock",
-                                  "10.1.13.5:/crr-site1", "10.2.13.5:/crr-dest1")  # fmt: skip
+    master, line = seed_map_lines(
+        "crr",
+        "rw,nosuid,hard,tcp,timeo=60,vers=3,nolock",
+        "10.1.13.5:/crr-site1",
+        "10.2.13.5:/crr-dest1",
+    )
 
     assert master == "/misc /etc/auto.nfs-failover --timeout 10\n"
     assert line == (
@@ -21,11 +25,21 @@ def test_the_seed_setup_is_the_articles_master_line_and_map_line() -> None:
 
 
 def test_the_comparison_takes_the_slowest_client_and_totals_over_all() -> None:
-    seed = [client_figures(name="client1", first_write_s=None, writes_refused=40,
-                           writes_lost=3, rows_lost=1, hidden_files=7),
-            client_figures(name="client2", first_write_s=61.0, writes_refused=12)]  # fmt: skip
-    ours = [client_figures(name="client1", first_write_s=8.0),
-            client_figures(name="client2", first_write_s=9.5)]  # fmt: skip
+    seed = [
+        client_figures(
+            name="client1",
+            first_write_s=None,
+            writes_refused=40,
+            writes_lost=3,
+            rows_lost=1,
+            hidden_files=7,
+        ),
+        client_figures(name="client2", first_write_s=61.0, writes_refused=12),
+    ]
+    ours = [
+        client_figures(name="client1", first_write_s=8.0),
+        client_figures(name="client2", first_write_s=9.5),
+    ]
 
     rows = compare(seed, ours)
 

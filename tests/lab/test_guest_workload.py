@@ -29,9 +29,23 @@ def supervise(tmp_path: Path, *extra: str) -> tuple[Path, Path, subprocess.Popen
     volume.mkdir()
     out.mkdir()
     process = subprocess.Popen(
-        [sys.executable, "-I", "-S", gw.__file__, "supervise", "--mount", str(volume),
-         "--prefix", PREFIX, "--out", str(out), "--interval", "0.05", *extra],
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            gw.__file__,
+            "supervise",
+            "--mount",
+            str(volume),
+            "--prefix",
+            PREFIX,
+            "--out",
+            str(out),
+            "--interval",
+            "0.05",
+            *extra,
+        ],
+    )
     return volume, out, process
 
 

@@ -51,8 +51,13 @@ def test_both_zones_probe_up_with_every_stage_answering(lab: Lab) -> None:
         result = asyncio.run(probe_export(zone.export, timeout=2.0))
         assert result.up, result.summary()
         assert [s.stage for s in result.stages] == [
-            Stage.PORTMAP, Stage.GETPORT, Stage.MOUNTD, Stage.MNT, Stage.NFS, Stage.GETATTR,
-        ]  # fmt: skip
+            Stage.PORTMAP,
+            Stage.GETPORT,
+            Stage.MOUNTD,
+            Stage.MNT,
+            Stage.NFS,
+            Stage.GETATTR,
+        ]
 
 
 def test_write_check_tells_the_writable_source_from_the_read_only_destination(lab: Lab) -> None:
@@ -107,8 +112,14 @@ def test_up_twice_keeps_the_running_servers(lab: Lab) -> None:
 
 def test_lab_status_json_names_each_zone_and_the_config(lab: Lab) -> None:
     env = {**os.environ, "NFS_FAILOVER_LAB_DIR": str(lab.state_dir)}
-    out = subprocess.run([*CLI, "lab", "status", "--json"], env=env, capture_output=True,
-                         text=True, check=True, timeout=30).stdout  # fmt: skip
+    out = subprocess.run(
+        [*CLI, "lab", "status", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     status = json.loads(out)
     assert status["config"] == str(lab.config_path)
     assert [(z["name"], z["address"], z["export"], z["state"]) for z in status["zones"]] == [
@@ -120,34 +131,47 @@ def test_lab_status_json_names_each_zone_and_the_config(lab: Lab) -> None:
 
 
 def test_lab_config_is_valid_and_names_both_replicas(lab: Lab) -> None:
-    out = subprocess.run([*CLI, "check-config", str(lab.config_path)], capture_output=True,
-                         text=True, timeout=30, check=False)  # fmt: skip
+    out = subprocess.run(
+        [*CLI, "check-config", str(lab.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert "1 volume (1 read-write), 2 replicas" in out.stdout
 
 
 def test_probe_command_exits_1_when_a_zone_is_cut_off(lab: Lab) -> None:
     exports = [z.export for z in lab.zones]
-    ok = subprocess.run([*CLI, "probe", "--json", *exports], capture_output=True, text=True,
-                        timeout=30, check=False)  # fmt: skip
+    ok = subprocess.run(
+        [*CLI, "probe", "--json", *exports], capture_output=True, text=True, timeout=30, check=False
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     lab.outage("az2")
     try:
-        down = subprocess.run([*CLI, "probe", "--json", "--timeout", "500ms", *exports],
-                              capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+        down = subprocess.run(
+            [*CLI, "probe", "--json", "--timeout", "500ms", *exports],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     finally:
         lab.restore("az2")
     assert down.returncode == 1
     results = json.loads(down.stdout)
     assert [(r["up"], r["failed_stage"], r["reason"]) for r in results] == [
-        (True, None, None), (False, "portmap", "timeout"),
-    ]  # fmt: skip
+        (True, None, None),
+        (False, "portmap", "timeout"),
+    ]
 
 
 def _leftovers(lab: Lab) -> list[str]:
     found = []
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                           check=True).stdout  # fmt: skip
+    netns = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, check=True
+    ).stdout
     for zone in lab.zones:
         if zone.namespace in netns.split():
             found.append(f"namespace {zone.namespace}")
@@ -208,9 +232,12 @@ def test_lab_up_without_the_client_kernel_says_how_to_get_it_and_builds_nothing(
     state = tmp_path / "state"
     done = subprocess.run(
         [*CLI, "lab", "up", "--clients", "1", "--state-dir", str(state)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         env={**os.environ, "NFS_FAILOVER_KERNEL_DIR": str(tmp_path / "none")},
-    )  # fmt: skip
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"nfs-failover: no client-host kernel in {tmp_path / 'none'}: run scripts/setup (it "

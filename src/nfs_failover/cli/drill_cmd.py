@@ -43,15 +43,15 @@ def _seconds(value: str, option: str) -> float:
 
 def _version(value: str) -> str:
     if value not in NFS_VERSIONS:
-        raise typer.BadParameter(f"{value!r}: must be one of {', '.join(NFS_VERSIONS)}",
-                                 param_hint="--nfs-version")  # fmt: skip
+        raise typer.BadParameter(
+            f"{value!r}: must be one of {', '.join(NFS_VERSIONS)}", param_hint="--nfs-version"
+        )
     return value
 
 
 def _compare(value: str | None) -> str | None:
     if value not in (None, "seed"):
-        raise typer.BadParameter(f"{value!r}: the one comparison is 'seed'",
-                                 param_hint="--compare")  # fmt: skip
+        raise typer.BadParameter(f"{value!r}: the one comparison is 'seed'", param_hint="--compare")
     return value
 
 
@@ -59,11 +59,13 @@ def _mount_options(value: str) -> str:
     parts = [p.strip() for p in value.split(",")]
     bad = [p for p in parts if not re.fullmatch(r"[A-Za-z0-9_]+(=[A-Za-z0-9_.:/-]+)?", p)]
     if bad or not parts:
-        raise typer.BadParameter(f"{bad[0] if bad else value!r}: not a mount option",
-                                 param_hint="--mount-options")  # fmt: skip
+        raise typer.BadParameter(
+            f"{bad[0] if bad else value!r}: not a mount option", param_hint="--mount-options"
+        )
     if any(p.startswith("vers=") or p.startswith("nfsvers=") for p in parts):
-        raise typer.BadParameter("give the version with --nfs-version, not vers=",
-                                 param_hint="--mount-options")  # fmt: skip
+        raise typer.BadParameter(
+            "give the version with --nfs-version, not vers=", param_hint="--mount-options"
+        )
     return ",".join(parts)
 
 
@@ -163,7 +165,7 @@ def drill(
         compare=_compare(compare),
         operator_delay=_seconds(operator_delay, "--operator-delay"),
     )
-    system.require_root()  # fmt: skip
+    system.require_root()
     os.environ.setdefault(netguard.ENV, "1")  # the drill talks to the lab alone
     report.mkdir(parents=True, exist_ok=True)
     _log_to(report / "drill.log")
@@ -213,11 +215,15 @@ def _with_live_view(runner: Drill) -> DrillReport:
 
 
 CLIENT_FIGURES = (  # (header, attribute or attributes) of the clients table
-    ("rto s", "rto_s"), ("blocked s", "write_blocked_s"), ("hung", "hung_processes"),
+    ("rto s", "rto_s"),
+    ("blocked s", "write_blocked_s"),
+    ("hung", "hung_processes"),
     ("files ok/lost", ("writes_acknowledged", "writes_lost")),
-    ("rows ok/lost", ("rows_acknowledged", "rows_lost")), ("db", "database"),
-    ("stale", "stale_reads"), ("back s", "back_on_source_s"),
-)  # fmt: skip
+    ("rows ok/lost", ("rows_acknowledged", "rows_lost")),
+    ("db", "database"),
+    ("stale", "stale_reads"),
+    ("back s", "back_on_source_s"),
+)
 
 
 def _clients_table(result: DrillReport) -> Table:
@@ -251,8 +257,9 @@ def _print_summary(result: DrillReport) -> None:
     checks.add_column("", justify="center")
     checks.add_column("evidence")
     for check in result.checks:
-        checks.add_row(check.name, "[green]ok[/]" if check.passed else "[red]FAILED[/]",
-                       check.detail)  # fmt: skip
+        checks.add_row(
+            check.name, "[green]ok[/]" if check.passed else "[red]FAILED[/]", check.detail
+        )
     console.print(checks)
     if result.comparison:
         side = Table(title="the seed's own setup and nfs-failover")
@@ -260,6 +267,8 @@ def _print_summary(result: DrillReport) -> None:
         side.add_column("seed", justify="right")
         side.add_column("nfs-failover", justify="right")
         for label, row in result.comparison.items():
-            side.add_row(label, *("-" if row.get(k) is None else str(row.get(k))
-                                  for k in ("seed", "nfs-failover")))  # fmt: skip
+            side.add_row(
+                label,
+                *("-" if row.get(k) is None else str(row.get(k)) for k in ("seed", "nfs-failover")),
+            )
         console.print(side)

@@ -134,9 +134,12 @@ def _print_status(status: LabStatus) -> None:
     colours = {"up": "green", "cut-off": "red", "stopped": "yellow", "absent": "dim"}
     for zone in status.zones:
         table.add_row(
-            zone.name, zone.role, zone.export,
-            f"[{colours[zone.state]}]{zone.state}[/]", zone.access,
-        )  # fmt: skip
+            zone.name,
+            zone.role,
+            zone.export,
+            f"[{colours[zone.state]}]{zone.state}[/]",
+            zone.access,
+        )
     console.print(table)
     if status.clients:
         hosts = Table(title="client hosts")
@@ -144,7 +147,13 @@ def _print_status(status: LabStatus) -> None:
             hosts.add_column(column, no_wrap=True)
         for c in status.clients:
             boot = "-" if c.boot_seconds is None else f"{c.boot_seconds:.1f}s"
-            hosts.add_row(c.name, c.address, f"[{colours.get(c.state, 'yellow')}]{c.state}[/]",
-                          c.kernel or "-", boot, c.accel or "-")  # fmt: skip
+            hosts.add_row(
+                c.name,
+                c.address,
+                f"[{colours.get(c.state, 'yellow')}]{c.state}[/]",
+                c.kernel or "-",
+                boot,
+                c.accel or "-",
+            )
         console.print(hosts)
     console.print(f"config: {status.config or '(none: run `nfs-failover lab up`)'}")

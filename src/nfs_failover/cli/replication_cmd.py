@@ -162,8 +162,9 @@ def transfer(
     as_json: JsonOpt = False,
 ) -> None:
     """Transfer now, source to destination."""
-    _operate(volume, config, timeout, as_json,
-             lambda p, t: p.transfer_now(timeout=t, progress=_progress))  # fmt: skip
+    _operate(
+        volume, config, timeout, as_json, lambda p, t: p.transfer_now(timeout=t, progress=_progress)
+    )
 
 
 @app.command("break")
@@ -175,8 +176,13 @@ def break_(
     as_json: JsonOpt = False,
 ) -> None:
     """Break the replication: the destination becomes writable."""
-    _operate(volume, config, timeout, as_json,
-             lambda p, t: p.break_(force=force, timeout=t, progress=_progress))  # fmt: skip
+    _operate(
+        volume,
+        config,
+        timeout,
+        as_json,
+        lambda p, t: p.break_(force=force, timeout=t, progress=_progress),
+    )
 
 
 @app.command()
@@ -187,8 +193,7 @@ def resync(
     as_json: JsonOpt = False,
 ) -> None:
     """Source to destination again; destination changes since the break are overwritten."""
-    _operate(volume, config, timeout, as_json,
-             lambda p, t: p.resync(timeout=t, progress=_progress))  # fmt: skip
+    _operate(volume, config, timeout, as_json, lambda p, t: p.resync(timeout=t, progress=_progress))
 
 
 @app.command("reverse-resync")
@@ -199,8 +204,13 @@ def reverse_resync(
     as_json: JsonOpt = False,
 ) -> None:
     """Destination to source; the roles swap and the old source's changes are overwritten."""
-    _operate(volume, config, timeout, as_json,
-             lambda p, t: p.reverse_resync(timeout=t, progress=_progress))  # fmt: skip
+    _operate(
+        volume,
+        config,
+        timeout,
+        as_json,
+        lambda p, t: p.reverse_resync(timeout=t, progress=_progress),
+    )
 
 
 @app.command()
@@ -217,8 +227,10 @@ def divergence(
         typer.echo(json.dumps(_jsonable(asdict(found)), indent=2))
         return
     console.print(f"since {found.since}")
-    for side, paths in (("source only", found.source_only),
-                        ("destination only", found.destination_only)):  # fmt: skip
+    for side, paths in (
+        ("source only", found.source_only),
+        ("destination only", found.destination_only),
+    ):
         console.print(f"{side}: {len(paths)}")
         for path in paths:
             console.print(f"  {path}")

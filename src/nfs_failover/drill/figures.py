@@ -216,10 +216,15 @@ def _read(path: Path) -> bytes | None:
 
 def _stale_reads(acked: Sequence[Op], volume: Volume, prefix: str) -> tuple[int, int]:
     """(reads that missed what they were owed, the most owed files one listing missed)."""
-    preserved = {int(n[len(prefix) + 1 :]) for n in volume.preserved
-                 if n.startswith(prefix + "w") and n[len(prefix) + 1 :].isdigit()}  # fmt: skip
-    writes = sorted((op for op in acked if op.kind in ("write", "version") and op.seq is not None),
-                    key=lambda op: op.end or 0.0)  # fmt: skip
+    preserved = {
+        int(n[len(prefix) + 1 :])
+        for n in volume.preserved
+        if n.startswith(prefix + "w") and n[len(prefix) + 1 :].isdigit()
+    }
+    writes = sorted(
+        (op for op in acked if op.kind in ("write", "version") and op.seq is not None),
+        key=lambda op: op.end or 0.0,
+    )
     reads = sorted((op for op in acked if op.kind == "read"), key=lambda op: op.begin)
     owed_any: list[int] = []  # sorted seqs of files acknowledged anywhere
     owed_on: dict[str | None, list[int]] = {}

@@ -72,8 +72,15 @@ class Records:
 class GuestWorkload:
     """The applications of one client host for one drill."""
 
-    def __init__(self, client: ClientHost, key: PurePosixPath, run_id: str, *,
-                 read_only: bool, hang_after: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        client: ClientHost,
+        key: PurePosixPath,
+        run_id: str,
+        *,
+        read_only: bool,
+        hang_after: float,
+    ) -> None:
         self.client = client
         self.key = key
         self.prefix = f"drill-{run_id}-{client.name}-"
@@ -101,14 +108,27 @@ class GuestWorkload:
         self._started_at = time.time()
         script = Path(guest_workload.__file__).resolve()
         argv = [
-            str(Path(sys.executable).resolve()), "-I", "-S", str(script), "supervise",
-            "--mount", str(self.key), "--prefix", self.prefix, "--out", str(self.folder),
-            "--mode", "ro" if self.read_only else "rw", "--hang-after", f"{self.hang_after:g}",
-        ]  # fmt: skip
+            str(Path(sys.executable).resolve()),
+            "-I",
+            "-S",
+            str(script),
+            "supervise",
+            "--mount",
+            str(self.key),
+            "--prefix",
+            self.prefix,
+            "--out",
+            str(self.folder),
+            "--mode",
+            "ro" if self.read_only else "rw",
+            "--hang-after",
+            f"{self.hang_after:g}",
+        ]
         result = await exec_in(self.client, argv, timeout=10.0, detach=self.folder / "log")
         if not result.ok:
-            raise GuestWorkloadError(f"{self.client.name}: the applications did not start: "
-                                     f"{result.why()}")  # fmt: skip
+            raise GuestWorkloadError(
+                f"{self.client.name}: the applications did not start: {result.why()}"
+            )
 
     async def measure_clock(self) -> float:
         """The guest's clock minus the host's, from the quickest of a few round trips."""
@@ -138,8 +158,9 @@ class GuestWorkload:
                 break
             await asyncio.sleep(0.1)
         else:
-            raise GuestWorkloadError(f"{self.client.name}: the applications did not stop within "
-                                     f"{STOP_TIMEOUT:g}s")  # fmt: skip
+            raise GuestWorkloadError(
+                f"{self.client.name}: the applications did not stop within {STOP_TIMEOUT:g}s"
+            )
         try:
             self._offset_end = await self.measure_clock()
             self._measured_end = time.time()
@@ -208,11 +229,10 @@ def parse(
         elif ev in ("killed", "exit"):
             begun = in_flight.pop(pid, None)
             if begun is not None:
-                out.ops.append(_op(client, {**begun, "ok": False, "err": str(ev)},
-                                   float(begun["t"]), None))  # type: ignore[arg-type]  # fmt: skip
+                failed = {**begun, "ok": False, "err": str(ev)}
+                out.ops.append(_op(client, failed, float(begun["t"]), None))  # type: ignore[arg-type]
         if ev == "hung" and line.get("since") is not None:
-            out.hangs.append(Hang(client, str(line.get("app")),
-                                  to_host(float(line["since"])), at))  # type: ignore[arg-type]  # fmt: skip
+            out.hangs.append(Hang(client, str(line.get("app")), to_host(float(line["since"])), at))  # type: ignore[arg-type]
         elif ev == "mount":
             server = line.get("server")
             out.mounts.append(MountChange(client, at, str(server) if server else None))

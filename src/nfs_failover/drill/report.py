@@ -251,28 +251,51 @@ def _database(c: ClientFigures) -> Cell:
 # The clients' table, one row per client: (header, what it means, the cell).
 CLIENT_COLUMNS: tuple[tuple[str, str, Callable[[ClientFigures], Cell]], ...] = (
     ("Client", "the client host", lambda c: Cell(c.name)),
-    ("RTO", "outage to its first acknowledged write (read-only: read) on zone 2",
-     lambda c: Cell(format_figure(c.rto_s, "s"))),
-    ("Writes blocked", "last acknowledged write before the outage to the first after",
-     lambda c: Cell(format_figure(c.write_blocked_s, "s"))),
-    ("Reads blocked", "last acknowledged read before the outage to the first after",
-     lambda c: Cell(format_figure(c.read_blocked_s, "s"))),
+    (
+        "RTO",
+        "outage to its first acknowledged write (read-only: read) on zone 2",
+        lambda c: Cell(format_figure(c.rto_s, "s")),
+    ),
+    (
+        "Writes blocked",
+        "last acknowledged write before the outage to the first after",
+        lambda c: Cell(format_figure(c.write_blocked_s, "s")),
+    ),
+    (
+        "Reads blocked",
+        "last acknowledged read before the outage to the first after",
+        lambda c: Cell(format_figure(c.read_blocked_s, "s")),
+    ),
     ("Hung", "operations with no answer past the watchdog's limit, killed", _hung),
-    ("Writes ack / lost / preserved",
-     "files whose fsync returned / missing from the final source / kept by the failback",
-     _writes),
+    (
+        "Writes ack / lost / preserved",
+        "files whose fsync returned / missing from the final source / kept by the failback",
+        _writes,
+    ),
     ("Rows ack / lost", "sqlite rows whose COMMIT returned / missing", _rows),
     ("Database", "pragma integrity_check on the final source", _database),
-    ("Stale reads", "reads that missed a file or version they were owed",
-     lambda c: _count(c.stale_reads)),
+    (
+        "Stale reads",
+        "reads that missed a file or version they were owed",
+        lambda c: _count(c.stale_reads),
+    ),
     ("Hidden files", "the most owed files one listing missed", lambda c: _count(c.hidden_files)),
-    ("Corrupt reads", "reads whose content was not what was written",
-     lambda c: _count(c.corrupt_reads)),
-    ("Refused writes", "EROFS answers from a read-only replica",
-     lambda c: Cell(str(c.writes_refused))),
-    ("Back on source", "failback begins to its first acknowledged operation on zone 1",
-     lambda c: Cell(format_figure(c.back_on_source_s, "s"))),
-)  # fmt: skip
+    (
+        "Corrupt reads",
+        "reads whose content was not what was written",
+        lambda c: _count(c.corrupt_reads),
+    ),
+    (
+        "Refused writes",
+        "EROFS answers from a read-only replica",
+        lambda c: Cell(str(c.writes_refused)),
+    ),
+    (
+        "Back on source",
+        "failback begins to its first acknowledged operation on zone 1",
+        lambda c: Cell(format_figure(c.back_on_source_s, "s")),
+    ),
+)
 
 
 def _events(
@@ -683,8 +706,12 @@ def _client_frames(lanes: Iterable[_ClientLane], scale: _Scale) -> list[str]:
             f"{escape(_fit(lane.client or UNNAMED_CLIENT, LEFT - 50))}</text>",
             f'<text x="8" y="{mid + 11}" fill="#64748b">{escape(sub)}</text>',
         ]
-        rows = (("agent", lane.top + 11), ("mount", lane.mount_top + 6),
-                ("write", ticks + 12), ("read", ticks + 2 * CLIENT_ROW_H - 4))  # fmt: skip
+        rows = (
+            ("agent", lane.top + 11),
+            ("mount", lane.mount_top + 6),
+            ("write", ticks + 12),
+            ("read", ticks + 2 * CLIENT_ROW_H - 4),
+        )
         out += [
             f'<text x="{LEFT - 4}" y="{y}" text-anchor="end" font-size="9" fill="#94a3b8">'
             f"{name}</text>"
@@ -795,12 +822,16 @@ def _client_legend(replicas: dict[str, _Replica], y: float, width: int) -> tuple
     items += [
         (f'<rect x="0" y="-9" width="3" height="11" fill="{FAILED}"/>', "failed"),
         (f'<path d="M0 -8h7l-3.5 7z" fill="{ACTION_COLOUR}"/>', "agent action"),
-        (f'<line x1="0" y1="-10" x2="0" y2="2" stroke="{ACTION_COLOUR}" stroke-width="1.5"/>'
-         f'<rect x="1" y="-7" width="7" height="{MOUNT_H}" fill="{REPLICA_COLOURS[0]}"/>',
-         "mount change"),
-        (f'<line x1="4" y1="-10" x2="4" y2="2" stroke="{MARK_COLOUR}" stroke-dasharray="4 3"/>',
-         "event"),
-    ]  # fmt: skip
+        (
+            f'<line x1="0" y1="-10" x2="0" y2="2" stroke="{ACTION_COLOUR}" stroke-width="1.5"/>'
+            f'<rect x="1" y="-7" width="7" height="{MOUNT_H}" fill="{REPLICA_COLOURS[0]}"/>',
+            "mount change",
+        ),
+        (
+            f'<line x1="4" y1="-10" x2="4" y2="2" stroke="{MARK_COLOUR}" stroke-dasharray="4 3"/>',
+            "event",
+        ),
+    ]
     out, x, row = [], float(LEFT), 0
     for swatch, label in items:
         w = 16 + len(label) * CHAR_W + 14

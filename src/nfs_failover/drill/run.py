@@ -158,8 +158,9 @@ class Drill:
             if seed is not None:
                 report.comparison = verify.compare(seed, report.clients)
                 o = self.options
-                report.notes.append(SEED_NOTE.format(delay=o.operator_delay,
-                                                     restore=o.restore_after))  # fmt: skip
+                report.notes.append(
+                    SEED_NOTE.format(delay=o.operator_delay, restore=o.restore_after)
+                )
             return report
         except NfsFailoverError as exc:  # the lab, its client hosts or the pair failed us
             self.failure = str(exc)
@@ -186,8 +187,9 @@ class Drill:
 
     def _note_clients(self) -> str:
         o = self.options
-        return NOTE_CLIENTS.format(n=o.clients, key="/misc/crr", options=o.options,
-                                   hang=o.hang_after)  # fmt: skip
+        return NOTE_CLIENTS.format(
+            n=o.clients, key="/misc/crr", options=o.options, hang=o.hang_after
+        )
 
     def _reset(self) -> None:
         """A clean pair: both zones reachable, site1 writable, no earlier drill's state."""
@@ -236,19 +238,32 @@ class Drill:
         store = SqliteStore(self.workdir / "state.db")
         provider = LocalProvider(volume)
         client_view = client_config(config)
-        agents = [Agent(client_view, store, name=g.name, machine=GuestMachine(g),
-                        on_action=self._acted(g.name)) for g in self.guests]  # fmt: skip
-        controller = Controller(config, store, name="drill-controller",
-                                providers={volume.name: provider}, agents=agents)  # fmt: skip
+        agents = [
+            Agent(
+                client_view,
+                store,
+                name=g.name,
+                machine=GuestMachine(g),
+                on_action=self._acted(g.name),
+            )
+            for g in self.guests
+        ]
+        controller = Controller(
+            config, store, name="drill-controller", providers={volume.name: provider}, agents=agents
+        )
         key = PurePosixPath(client_view.autofs.mount_root) / (volume.mount.map_key or volume.name)
         read_only = self.options.mode is Mode.READ_ONLY
-        self.workloads = [GuestWorkload(g, key, self.run_id, read_only=read_only,
-                                        hang_after=self.options.hang_after)
-                          for g in self.guests]  # fmt: skip
+        self.workloads = [
+            GuestWorkload(
+                g, key, self.run_id, read_only=read_only, hang_after=self.options.hang_after
+            )
+            for g in self.guests
+        ]
         # Fresh clients: a mount left by an earlier drill keeps its options (ro, another
         # NFS version) whatever the new maps say, until it is gone.
-        await asyncio.gather(*(asyncio.to_thread(GuestAutomount(g).unmount, key)
-                               for g in self.guests))  # fmt: skip
+        await asyncio.gather(
+            *(asyncio.to_thread(GuestAutomount(g).unmount, key) for g in self.guests)
+        )
         with self._phase("baseline", "baseline transfer"):
             if read_only:
                 self._seed_files(volume)
@@ -256,8 +271,12 @@ class Drill:
             await provider.transfer_now(timeout=self.options.phase_timeout)
             # The maps exist before the clients' daemons read them.
             await asyncio.gather(*(agent.cycle() for agent in agents))
-        await asyncio.gather(*(asyncio.to_thread(GuestAutomount(g).wait_mounted_root, key.parent)
-                               for g in self.guests))  # fmt: skip
+        await asyncio.gather(
+            *(
+                asyncio.to_thread(GuestAutomount(g).wait_mounted_root, key.parent)
+                for g in self.guests
+            )
+        )
         stop = asyncio.Event()
         loop_task = asyncio.create_task(controller.run(stop))
         self.monitor = SplitBrainMonitor(self.lab, agents, volume, self.t0)
@@ -286,8 +305,9 @@ class Drill:
             volume = config.volumes[0]
             provider = LocalProvider(volume)
             key = PurePosixPath("/misc") / (volume.mount.map_key or volume.name)
-            await asyncio.gather(*(asyncio.to_thread(GuestAutomount(g).unmount, key)
-                                   for g in self.guests))  # fmt: skip
+            await asyncio.gather(
+                *(asyncio.to_thread(GuestAutomount(g).unmount, key) for g in self.guests)
+            )
             try:
                 await provider.transfer_now(timeout=o.phase_timeout)
                 names = {str(r.export): r.name for r in volume.replicas}
@@ -320,8 +340,9 @@ class Drill:
                 # The applications' first start is no part of the story: it has its own
                 # deadline (Python starts slowly under software emulation).
                 startup = max(STARTUP_TIMEOUT, o.phase_timeout)
-                first = await self._until_ok(source, time.time() - 1, "zone 1", every_kind=True,
-                                             timeout=startup)  # fmt: skip
+                first = await self._until_ok(
+                    source, time.time() - 1, "zone 1", every_kind=True, timeout=startup
+                )
                 self.mark("client-start", "clients on zone 1", first)
                 self.say(f"every client works on {source}")
                 # The outage comes at a random moment of the probe cycle, as real ones do.
@@ -333,10 +354,11 @@ class Drill:
             at["outage"] = self.mark("outage", "zone 1 cut off")
             self.say(f"zone 1 cut off (ports 111, 635, 2049 dropped); grace {o.grace:g}s")
             at["first2"] = await self._until_ok(destination, at["outage"], "zone 2")
-            self.mark("first-op-zone2", f"every client's first {o.op} on zone 2",
-                      at["first2"])  # fmt: skip
-            self.say(f"every client {o.op}s on zone 2 "
-                     f"{at['first2'] - at['outage']:.2f}s after the outage")  # fmt: skip
+            self.mark("first-op-zone2", f"every client's first {o.op} on zone 2", at["first2"])
+            self.say(
+                f"every client {o.op}s on zone 2 "
+                f"{at['first2'] - at['outage']:.2f}s after the outage"
+            )
             await self._until_done(controller, name, FAILOVER_KINDS, at["outage"])
             events = self._journal(controller, name)
             span = journal.workflow_span(events, FAILOVER_KINDS, at["outage"])
@@ -372,8 +394,10 @@ class Drill:
         self.say(f"failback done in {at['failback_done'] - at['failback']:.2f}s")
         at["first1"] = await self._until_ok(source, at["failback"], "zone 1 again")
         self.mark("first-op-zone1", f"every client back on zone 1 ({o.op})", at["first1"])
-        self.say(f"every client back on zone 1, "
-                 f"{at['first1'] - at['failback']:.2f}s after the failback began")  # fmt: skip
+        self.say(
+            f"every client back on zone 1, "
+            f"{at['first1'] - at['failback']:.2f}s after the failback began"
+        )
         with self._phase("back", "clients back on zone 1"):
             await asyncio.sleep(o.steady)
 
@@ -428,8 +452,11 @@ class Drill:
         while time.monotonic() < deadline:
             firsts = []
             for workload in self.workloads:
-                ops = [op for op in workload.records().ops if self._useful(op)
-                       and op.server == export and op.begin > after]  # fmt: skip
+                ops = [
+                    op
+                    for op in workload.records().ops
+                    if self._useful(op) and op.server == export and op.begin > after
+                ]
                 kinds = {op.kind for op in ops}
                 if every_kind and len(kinds) < (1 if self.options.mode is Mode.READ_ONLY else 2):
                     ops = []
@@ -494,19 +521,26 @@ class Drill:
         detected, marks = journal.step_marks(events, at.get("outage"), at.get("failback"))
         for name, label, instant in marks:
             self.mark(name, label, instant)
-        instants = figures.Instants(self.t0, at.get("outage"), at.get("restore"),
-                                    at.get("failback"))  # fmt: skip
-        view = figures.Volume(names, source, destination,
-                              self.lab.zone(volume.replicas[0].name).folder, preserved)  # fmt: skip
+        instants = figures.Instants(
+            self.t0, at.get("outage"), at.get("restore"), at.get("failback")
+        )
+        view = figures.Volume(
+            names, source, destination, self.lab.zone(volume.replicas[0].name).folder, preserved
+        )
         records = {w.client.name: w.records() for w in self.workloads}
         clients = [
             await asyncio.to_thread(
-                figures.client_figures, w.client.name, records[w.client.name], instants, view,
-                prefix=w.prefix, read_only=o.mode is Mode.READ_ONLY,
+                figures.client_figures,
+                w.client.name,
+                records[w.client.name],
+                instants,
+                view,
+                prefix=w.prefix,
+                read_only=o.mode is Mode.READ_ONLY,
                 actions=self.actions[w.client.name],
             )
             for w in self.workloads
-        ]  # fmt: skip
+        ]
         ops = [op for r in records.values() for op in r.ops]
         restored, failback_at = at.get("restore", float("inf")), at.get("failback", 0.0)
         monitor = self.monitor
@@ -550,8 +584,10 @@ class Drill:
             if o.mode is Mode.READ_WRITE
             else "reader of files written before"
         )
-        zones = {f"{r.name} ({z.name})": str(r.export)
-                 for r, z in zip(volume.replicas, self.lab.zones, strict=True)}  # fmt: skip
+        zones = {
+            f"{r.name} ({z.name})": str(r.export)
+            for r, z in zip(volume.replicas, self.lab.zones, strict=True)
+        }
         return DrillReport(
             summary=verify.summary(evidence, passed=all(c.passed for c in checks)),
             checks=checks,

@@ -33,8 +33,10 @@ AFTER_RESTORE = 2 * SEED_TIMEOUT + 5.0  # seconds: room for automount to expire 
 
 def seed_map_lines(key: str, options: str, source: str, destination: str) -> tuple[str, str]:
     """The article's master line and map line, for the lab's two exports."""
-    return (f"/misc /etc/auto.nfs-failover --timeout {SEED_TIMEOUT}\n",
-            f"{key} -fstype=nfs,{options} {source} {destination}\n")  # fmt: skip
+    return (
+        f"/misc /etc/auto.nfs-failover --timeout {SEED_TIMEOUT}\n",
+        f"{key} -fstype=nfs,{options} {source} {destination}\n",
+    )
 
 
 class SeedRun:
@@ -47,8 +49,9 @@ class SeedRun:
         self.lab: Lab = drill.lab
 
     def write_maps(self, source: str, destination: str) -> None:
-        master, line = seed_map_lines(self.key.name, self.drill.options.options, source,
-                                      destination)  # fmt: skip
+        master, line = seed_map_lines(
+            self.key.name, self.drill.options.options, source, destination
+        )
         for guest in self.drill.guests:
             root = guest.files_root
             (root / "etc/auto.master.d").mkdir(parents=True, exist_ok=True)
@@ -61,12 +64,18 @@ class SeedRun:
         source, destination = names
         d, o = self.drill, self.drill.options
         await asyncio.to_thread(self.write_maps, source, destination)
-        await asyncio.gather(*(asyncio.to_thread(GuestAutomount(g).wait_mounted_root,
-                                                 self.key.parent) for g in d.guests))  # fmt: skip
+        await asyncio.gather(
+            *(
+                asyncio.to_thread(GuestAutomount(g).wait_mounted_root, self.key.parent)
+                for g in d.guests
+            )
+        )
         stop = asyncio.Event()
         schedule = asyncio.create_task(self.provider.serve(stop))
-        workloads = [GuestWorkload(g, self.key, d.run_id + "s", read_only=False,
-                                   hang_after=o.hang_after) for g in d.guests]  # fmt: skip
+        workloads = [
+            GuestWorkload(g, self.key, d.run_id + "s", read_only=False, hang_after=o.hang_after)
+            for g in d.guests
+        ]
         at: dict[str, float] = {}
         try:
             await asyncio.gather(*(w.start() for w in workloads))
@@ -96,10 +105,17 @@ class SeedRun:
         view = figures.Volume(names, source, destination, final, {})
         instants = figures.Instants(d.t0, at.get("outage"), at.get("restore"), None)
         return [
-            await asyncio.to_thread(figures.client_figures, w.client.name, w.records(), instants,
-                                    view, prefix=w.prefix, read_only=o.mode is Mode.READ_ONLY)
+            await asyncio.to_thread(
+                figures.client_figures,
+                w.client.name,
+                w.records(),
+                instants,
+                view,
+                prefix=w.prefix,
+                read_only=o.mode is Mode.READ_ONLY,
+            )
             for w in workloads
-        ]  # fmt: skip
+        ]
 
 
 async def _until_answered(workloads: list[GuestWorkload], timeout: float) -> None:

@@ -125,9 +125,24 @@ def kvm_works(kernel: Kernel, cache: Path) -> bool:
         if saved["boot_id"] == boot_id:
             return bool(saved["works"])
     qemu = system.which("qemu-system-x86_64") or "qemu-system-x86_64"
-    argv = [qemu, "-accel", "kvm", "-cpu", "host", "-m", "256", "-display", "none",
-            "-serial", "stdio", "-no-reboot", "-kernel", str(kernel.image),
-            "-append", "console=ttyS0 panic=-1"]  # fmt: skip
+    argv = [
+        qemu,
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host",
+        "-m",
+        "256",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-kernel",
+        str(kernel.image),
+        "-append",
+        "console=ttyS0 panic=-1",
+    ]
     works = _prints_within(argv, b"Linux version", KVM_PROBE_TIMEOUT)
     with contextlib.suppress(OSError):
         files.write_atomically(
@@ -138,9 +153,12 @@ def kvm_works(kernel: Kernel, cache: Path) -> bool:
 
 def _prints_within(argv: Sequence[str], needle: bytes, timeout: float) -> bool:
     process = subprocess.Popen(
-        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     assert process.stdout is not None
     os.set_blocking(process.stdout.fileno(), False)
     seen = b""
@@ -350,8 +368,17 @@ def start_automount(client: ClientHost, master: Path = MASTER, timeout: float = 
     the client's folder (the host reads it there), and wait until it is ready."""
     log = automount_log(client)
     offset = log.stat().st_size if log.exists() else 0
-    argv = ["stdbuf", "-oL", "-eL", "automount", "-f", "-d",
-            "-p", str(AUTOMOUNT_PIDFILE), str(master)]  # fmt: skip
+    argv = [
+        "stdbuf",
+        "-oL",
+        "-eL",
+        "automount",
+        "-f",
+        "-d",
+        "-p",
+        str(AUTOMOUNT_PIDFILE),
+        str(master),
+    ]
     pid = int(check(exec_sync(client, argv, timeout=10.0, detach=log)).text())
     deadline = time.monotonic() + timeout
     while True:
@@ -435,13 +462,25 @@ def boot(client: ClientHost, kernel: Kernel, *, kvm: bool) -> subprocess.Popen[b
     command = shlex.join([str(python), "-I", "-S", str(server), str(client.params)])
     mac = f"52:54:00:4e:46:{client.index:02x}"
     argv = [
-        str(vng_path()), "--run", str(kernel.image), "--force-9p", "--memory", GUEST_MEMORY,
-        "--cpus", "1", "--no-dhcp", "--verbose", "--name", client.name,
-        "--rwdir", str(client.folder),
+        str(vng_path()),
+        "--run",
+        str(kernel.image),
+        "--force-9p",
+        "--memory",
+        GUEST_MEMORY,
+        "--cpus",
+        "1",
+        "--no-dhcp",
+        "--verbose",
+        "--name",
+        client.name,
+        "--rwdir",
+        str(client.folder),
         f"--qemu-opts=-netdev tap,id=n0,ifname={client.tap},script=no,downscript=no "
-                       f"-device virtio-net-pci,netdev=n0,mac={mac}",
-        "--exec", command,
-    ]  # fmt: skip
+        f"-device virtio-net-pci,netdev=n0,mac={mac}",
+        "--exec",
+        command,
+    ]
     if not kvm:
         argv.insert(3, "--disable-kvm")
     env = {**os.environ, "PATH": f"{vng_path().parent}:{os.environ.get('PATH', '')}"}
@@ -452,9 +491,14 @@ def boot(client: ClientHost, kernel: Kernel, *, kvm: bool) -> subprocess.Popen[b
     )
     with open(client.console, "ab") as console:
         return subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-            env=env, cwd=client.folder, start_new_session=True,
-        )  # fmt: skip
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=client.folder,
+            start_new_session=True,
+        )
 
 
 def wait_ready(
@@ -521,9 +565,14 @@ def status(client: ClientHost) -> ClientStatus:
             accel = str(json.loads(client.started_file.read_text())["accel"])
         seconds = round(_boot_seconds(client), 2)
     return ClientStatus(
-        name=client.name, address=client.address, state=state, kernel=kernel,
-        boot_seconds=seconds, accel=accel, pid=min(pids) if pids else None,
-    )  # fmt: skip
+        name=client.name,
+        address=client.address,
+        state=state,
+        kernel=kernel,
+        boot_seconds=seconds,
+        accel=accel,
+        pid=min(pids) if pids else None,
+    )
 
 
 def stop(tap: str, grace: float = 5.0) -> None:

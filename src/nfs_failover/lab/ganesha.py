@@ -62,12 +62,24 @@ def start(namespace: str, conf: Path, log: Path, pidfile: Path) -> None:
     """Start rpcbind and Ganesha in the zone's namespace with a private /run."""
     system.run(
         [
-            "ip", "netns", "exec", namespace,
-            "unshare", "-m", "--propagation", "private",
-            "sh", "-c", _ZONE_INIT, "zone-init", str(conf), str(log), str(pidfile),
+            "ip",
+            "netns",
+            "exec",
+            namespace,
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            _ZONE_INIT,
+            "zone-init",
+            str(conf),
+            str(log),
+            str(pidfile),
         ],
         timeout=15,
-    )  # fmt: skip
+    )
 
 
 def running_pid(pidfile: Path, namespace_pids: set[int]) -> int | None:

@@ -56,8 +56,9 @@ class GuestMachine:
         and starts far quicker there than a Python child."""
         del mount  # the guest abandons a stuck check itself
         try:
-            ran = clients.exec_sync(self.client, ["stat", "-f", "-c", "%b", "--", path],
-                                    timeout=timeout)  # fmt: skip
+            ran = clients.exec_sync(
+                self.client, ["stat", "-f", "-c", "%b", "--", path], timeout=timeout
+            )
         except LabError as exc:
             return Ran(1, "", f"{self.name} did not answer: {exc}", 0)
         if ran.timed_out:

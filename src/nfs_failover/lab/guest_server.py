@@ -91,9 +91,13 @@ class Server:
         try:
             with open(log, "ab") as out:
                 process = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    cwd="/", start_new_session=True,
-                )  # fmt: skip
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd="/",
+                    start_new_session=True,
+                )
         except OSError as exc:
             return {"error": f"cannot run {argv[0]}: {exc.strerror or exc}"}
         self.children.append(process)

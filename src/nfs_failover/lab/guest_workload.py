@@ -144,8 +144,16 @@ def writer(mount: str, prefix: str, start: int, interval: float) -> None:
             try:
                 at = _write_file(os.path.join(mount, name), data, replace=kind == "version")
             except OSError as exc:
-                emit({"ev": "end", "op": kind, "seq": seq, "ok": False, "err": _error(exc),
-                      "t": time.time()})  # fmt: skip
+                emit(
+                    {
+                        "ev": "end",
+                        "op": kind,
+                        "seq": seq,
+                        "ok": False,
+                        "err": _error(exc),
+                        "t": time.time(),
+                    }
+                )
                 time.sleep(interval)
                 continue
             emit({"ev": "end", "op": kind, "seq": seq, "ok": True, **at, "t": time.time()})
@@ -165,8 +173,15 @@ def reader(mount: str, prefix: str, interval: float) -> None:
     while True:
         emit({"ev": "begin", "op": "read", "t": time.time()})
         try:
-            emit({"ev": "end", "op": "read", "ok": True, **_read_once(mount, prefix),
-                  "t": time.time()})  # fmt: skip
+            emit(
+                {
+                    "ev": "end",
+                    "op": "read",
+                    "ok": True,
+                    **_read_once(mount, prefix),
+                    "t": time.time(),
+                }
+            )
         except OSError as exc:
             emit({"ev": "end", "op": "read", "ok": False, "err": _error(exc), "t": time.time()})
         time.sleep(interval)
@@ -179,8 +194,11 @@ def _read_once(mount: str, prefix: str) -> dict[str, object]:
         names = os.listdir(fd)
     finally:
         os.close(fd)
-    seqs = sorted(int(n[len(prefix) + 1 :]) for n in names
-                  if n.startswith(prefix + "w") and n[len(prefix) + 1 :].isdigit())  # fmt: skip
+    seqs = sorted(
+        int(n[len(prefix) + 1 :])
+        for n in names
+        if n.startswith(prefix + "w") and n[len(prefix) + 1 :].isdigit()
+    )
     seen: dict[str, object] = {**at, "seqs": _ranges(seqs)}
     version = _read(os.path.join(mount, version_name(prefix)))
     if version is not None:
@@ -251,8 +269,12 @@ class App:
         sees of a failover, so a restart takes a spare started beforehand: niced while it
         waits, so as not to slow the running ones, and back to full priority at its go."""
         nice = ["nice", "-n", "15"] if spare else []
-        return subprocess.Popen([*nice, *self.argv()], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+        return subprocess.Popen(
+            [*nice, *self.argv()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
 
     def start(self) -> subprocess.Popen[bytes]:
         process = self.spare if self.spare is not None else self.spawn(spare=False)
@@ -275,8 +297,7 @@ class App:
             code = process.wait()
             with self.lock:
                 self.begun = None
-            self.sup.records.write({"ev": "exit", "app": self.name, "pid": process.pid,
-                                    "rc": code})  # fmt: skip
+            self.sup.records.write({"ev": "exit", "app": self.name, "pid": process.pid, "rc": code})
             self.sup.stopping.wait(EXIT_PAUSE)
 
     def relay(self, pid: int, line: bytes) -> None:
@@ -304,8 +325,9 @@ class App:
             self.begun = None
         if process is None or process.poll() is not None:
             return
-        self.sup.records.write({"ev": "hung", "app": self.name, "pid": process.pid,
-                                "since": since, "why": why})  # fmt: skip
+        self.sup.records.write(
+            {"ev": "hung", "app": self.name, "pid": process.pid, "since": since, "why": why}
+        )
         process.kill()  # a hard mount's wait is killable; the exit is seen by serve()
         self.sup.records.write({"ev": "killed", "app": self.name, "pid": process.pid})
 
@@ -320,8 +342,9 @@ class Sqlite(App):
 
     def start(self) -> subprocess.Popen[bytes]:
         # sqlite3 starts in milliseconds: no spare.
-        process = subprocess.Popen(self.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE)  # fmt: skip
+        process = subprocess.Popen(
+            self.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         self.sup.records.write({"ev": "started", "app": self.name, "pid": process.pid})
         return process
 
@@ -336,8 +359,15 @@ class Sqlite(App):
             error = process.stderr.read().decode(errors="replace").strip()
             with self.lock:
                 self.begun = None
-            self.sup.records.write({"ev": "exit", "app": self.name, "pid": process.pid,
-                                    "rc": code, "err": error[-300:]})  # fmt: skip
+            self.sup.records.write(
+                {
+                    "ev": "exit",
+                    "app": self.name,
+                    "pid": process.pid,
+                    "rc": code,
+                    "err": error[-300:],
+                }
+            )
             self.sup.stopping.wait(EXIT_PAUSE)
 
     def feed(self, process: subprocess.Popen[bytes]) -> None:
@@ -350,8 +380,16 @@ class Sqlite(App):
                 sql = "CREATE TABLE IF NOT EXISTS rows(seq INTEGER PRIMARY KEY, value TEXT); " + sql
             with self.lock:
                 self.begun = time.time()
-            self.sup.records.write({"ev": "begin", "app": self.name, "op": "row", "seq": seq,
-                                    "pid": process.pid, "t": self.begun})  # fmt: skip
+            self.sup.records.write(
+                {
+                    "ev": "begin",
+                    "app": self.name,
+                    "op": "row",
+                    "seq": seq,
+                    "pid": process.pid,
+                    "t": self.begun,
+                }
+            )
             try:
                 process.stdin.write(f"{sql}SELECT 'ack', {seq};\n".encode())
                 process.stdin.flush()
@@ -365,8 +403,17 @@ class Sqlite(App):
                 self.begun = None
                 if ok:
                     self.next_seq = seq + 1
-            self.sup.records.write({"ev": "end", "app": self.name, "op": "row", "seq": seq,
-                                    "ok": ok, "pid": process.pid, **at})  # fmt: skip
+            self.sup.records.write(
+                {
+                    "ev": "end",
+                    "app": self.name,
+                    "op": "row",
+                    "seq": seq,
+                    "ok": ok,
+                    "pid": process.pid,
+                    **at,
+                }
+            )
             if not ok:
                 return
             first = False
@@ -395,8 +442,14 @@ class Supervisor:
         self.apps = [Sqlite(n, self) if n == "sqlite" else App(n, self) for n in names]
 
     def run(self) -> None:
-        self.records.write({"ev": "supervisor", "pid": os.getpid(), "mount": self.args.mount,
-                            "hang_after": self.args.hang_after})  # fmt: skip
+        self.records.write(
+            {
+                "ev": "supervisor",
+                "pid": os.getpid(),
+                "mount": self.args.mount,
+                "hang_after": self.args.hang_after,
+            }
+        )
         threads = [threading.Thread(target=app.serve, daemon=True) for app in self.apps]
         threads.append(threading.Thread(target=self.watch_mount, daemon=True))
         for thread in threads:
@@ -436,8 +489,13 @@ class Supervisor:
         while not self.stopping.is_set():
             now = mounted_at(self.args.mount)
             if now != last:
-                self.records.write({"ev": "mount", "mnt": now[0] if now else None,
-                                    "server": now[1] if now else None})  # fmt: skip
+                self.records.write(
+                    {
+                        "ev": "mount",
+                        "mnt": now[0] if now else None,
+                        "server": now[1] if now else None,
+                    }
+                )
                 last = now
             self.stopping.wait(0.2)
 

@@ -235,8 +235,10 @@ class Lab:
             system.run(["ip", "link", "set", client.tap, "master", self.bridge])
             system.run(["ip", "link", "set", client.tap, "up"])
             hosts.write_guest_files(client, routes=["198.18.0.0/15"])
-            say(f"{client.name}: booting kernel {kernel.release} "
-                f"({'KVM' if kvm else 'software emulation'}) on {client.address}")  # fmt: skip
+            say(
+                f"{client.name}: booting kernel {kernel.release} "
+                f"({'KVM' if kvm else 'software emulation'}) on {client.address}"
+            )
             booted.append((client, hosts.boot(client, kernel, kvm=kvm)))
         try:
             hosts.wait_ready(booted, hosts.BOOT_TIMEOUT, say)
@@ -254,8 +256,20 @@ class Lab:
         system.run(["ip", "addr", "replace", f"{self.client_gateway}/24", "dev", self.bridge])
         system.run(["ip", "link", "set", self.bridge, "up"])
         for zone in self.zones:
-            system.run(["ip", "netns", "exec", zone.namespace, "ip", "route", "replace",
-                        self.client_network, "via", zone.gateway])  # fmt: skip
+            system.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    zone.namespace,
+                    "ip",
+                    "route",
+                    "replace",
+                    self.client_network,
+                    "via",
+                    zone.gateway,
+                ]
+            )
         # The host forwards between the client network and the zones, and nothing else: a
         # guest's packet to any other address (in 198.18.0.0/15 or not) is dropped here
         # instead of leaving by the host's default route.
