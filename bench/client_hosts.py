@@ -28,7 +28,7 @@ from nfs_failover.lab import Lab
 from nfs_failover.lab.automount import GuestAutomount
 from nfs_failover.lab.clients import qemu_pids
 from nfs_failover.lab.guest_machine import GuestMachine, client_config
-from nfs_failover.steering.mounts import HealOutcome
+from nfs_failover.steering.healing import HealOutcome
 from nfs_failover.store import SqliteStore
 
 KEY = PurePosixPath("/misc/crr")

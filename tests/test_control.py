@@ -16,7 +16,7 @@ from nfs_failover import control
 from nfs_failover.control import ControlError
 
 NOBODY = 65534
-# Nobody, who may still read the checkout wherever it lives (see test_lab_errors.py).
+# Nobody, who may still read the checkout wherever it lives (see lab/test_lab_errors.py).
 AS_NOBODY = [
     "setpriv",
     f"--reuid={NOBODY}",

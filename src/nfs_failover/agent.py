@@ -24,10 +24,13 @@ from nfs_failover.config import Config
 from nfs_failover.desired import VolumeDesired
 from nfs_failover.errors import NfsFailoverError
 from nfs_failover.probe import Prober, ProbeResult
-from nfs_failover.steering import autofs_files, mounts
+from nfs_failover.steering import autofs_files, healing, verdicts
 from nfs_failover.steering.autofs_files import Applied
+from nfs_failover.steering.children import RUNNER
+from nfs_failover.steering.healing import HealAction, HealOutcome, HealPolicy
 from nfs_failover.steering.machine import Machine
-from nfs_failover.steering.mounts import MOUNTINFO, HealAction, HealOutcome, HealPolicy, ThisHost
+from nfs_failover.steering.mountinfo import MOUNTINFO
+from nfs_failover.steering.this_host import ThisHost
 from nfs_failover.store import Report, SqliteStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -144,20 +147,24 @@ class Agent:
         timeout = self.timeout.total_seconds()
         try:
             states = await asyncio.to_thread(
-                mounts.survey, self.config, desired, timeout=timeout, machine=self.machine,
+                verdicts.survey,
+                self.config,
+                desired,
+                timeout=timeout,
+                machine=self.machine,
                 up=self._up,
-            )  # fmt: skip
+            )
             actions = []
             for state in states:
                 began = time.time()  # the unmount comes first; the report of holders after
                 action = await asyncio.to_thread(
-                    mounts.heal, state, policy=self.heal_policy, machine=self.machine
+                    healing.heal, state, policy=self.heal_policy, machine=self.machine
                 )
                 if action.outcome is not HealOutcome.NOTHING:
                     log.warning("%s: %s: %s", state.key, action.outcome, action.reason)
                     self._on_action(str(action.outcome), action.reason, began)
                 actions.append(action)
-            mounts.reap_abandoned()
+            RUNNER.reap()
         except NfsFailoverError as exc:
             problems.append(f"mounts: {exc}")
             return ()

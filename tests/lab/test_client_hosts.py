@@ -28,7 +28,8 @@ from nfs_failover.lab.automount import RELOADED, GuestAutomount, mounts_tried
 from nfs_failover.lab.clients import ClientHost, ExecResult, exec_sync
 from nfs_failover.lab.guest_machine import GuestMachine, client_config
 from nfs_failover.lab.lab import STATE_DIR_ENV
-from nfs_failover.steering.mounts import HealOutcome, Verdict
+from nfs_failover.steering.healing import HealOutcome
+from nfs_failover.steering.verdicts import Verdict
 from nfs_failover.store import SqliteStore
 
 pytestmark = pytest.mark.lab

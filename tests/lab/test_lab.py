@@ -19,7 +19,7 @@ from nfs_failover.probe import Reason, Stage, probe_export
 from nfs_failover.rpc.mount import MountClient
 from nfs_failover.rpc.nfs3 import Nfs3Client, StableHow
 from nfs_failover.rpc.portmap import PortmapClient
-from tests.conftest import fresh_lab, require_lab
+from tests.helpers import fresh_lab, require_lab
 
 pytestmark = pytest.mark.lab
 

@@ -7,6 +7,7 @@ check what the client puts on the wire.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 from collections.abc import Callable, Coroutine
@@ -107,15 +108,20 @@ def answer_together(
 
 @dataclass
 class TcpServer:
-    """``async with TcpServer(handler) as srv``: serves on 127.0.0.1:srv.port."""
+    """``async with TcpServer(handler) as srv``: serves on 127.0.0.1:srv.port.
+
+    ``wait_for_calls`` and ``wait_for_closed`` let a test wait until the server has seen
+    a call, or closed a connection, instead of sleeping."""
 
     handler: Handler
     close_on_connect: bool = False
     calls: list[Call] = field(default_factory=list)
     connections: int = 0
+    closed: int = 0  # connections the server has closed
     port: int = 0
     _server: asyncio.Server | None = None
     _writers: list[asyncio.StreamWriter] = field(default_factory=list)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def __aenter__(self) -> TcpServer:
         self._server = await asyncio.start_server(self._serve, LOOPBACK, 0)
@@ -129,6 +135,23 @@ class TcpServer:
             writer.close()
         await self._server.wait_closed()
 
+    async def wait_for_calls(self, count: int = 1, timeout: float = 5.0) -> None:
+        """Until ``count`` calls have arrived; TimeoutError after ``timeout`` seconds."""
+        await self._until(lambda: len(self.calls) >= count, timeout)
+
+    async def wait_for_closed(self, count: int = 1, timeout: float = 5.0) -> None:
+        """Until the server has closed ``count`` connections; TimeoutError after
+        ``timeout`` seconds."""
+        await self._until(lambda: self.closed >= count, timeout)
+
+    async def _until(self, condition: Callable[[], bool], timeout: float) -> None:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(condition)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.append(writer)
@@ -138,6 +161,7 @@ class TcpServer:
                 assert mark & 0x80000000, "the client sends single-fragment records"
                 call = parse_call(await reader.readexactly(mark & 0x7FFFFFFF))
                 self.calls.append(call)
+                await self._notify()
                 answer = self.handler(call)
                 if answer is not None and await self._send(answer, writer):
                     break
@@ -145,6 +169,10 @@ class TcpServer:
             pass
         finally:
             writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            self.closed += 1
+            await self._notify()
 
     async def _send(self, answer: Answer, writer: asyncio.StreamWriter) -> bool:
         chunks = list(answer.data) if answer.dribble else [answer.data]

@@ -7,6 +7,7 @@ import contextlib
 import socket
 import struct
 import time
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -58,6 +59,22 @@ async def _call_once(
         client = await RpcClient.connect(LOOPBACK, srv.port, NFS, 3, timeout=2.0, **kw)  # type: ignore[arg-type]
         async with client:
             return await client.call(procedure, args, timeout=timeout)
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Until ``condition()`` holds, looked at every few milliseconds; TimeoutError after
+    ``timeout`` seconds. For what no event announces: a socket's state, a reader paused."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+def _syn_sent_to(port: int) -> bool:
+    """Whether a socket of this machine waits in SYN-SENT for 127.0.0.1:``port``."""
+    remote = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return any(row[2] == remote and row[3] == "02" for row in rows)
 
 
 def _fails_with(handler: Handler, error: type[RpcError], timeout: float = 2.0) -> RpcError:
@@ -163,7 +180,7 @@ def test_a_server_that_closes_on_connect_is_a_connection_error() -> None:
             TcpServer(answer_ok(), close_on_connect=True) as srv,
             await RpcClient.connect(LOOPBACK, srv.port, NFS, 3, timeout=2) as client,
         ):
-            await asyncio.sleep(0.05)
+            await srv.wait_for_closed()
             await client.call(0, timeout=2)
 
     with pytest.raises(RpcConnectionError):
@@ -277,7 +294,7 @@ def test_cancelling_a_call_closes_its_socket() -> None:
         async with TcpServer(lambda call: None) as srv:
             client = await RpcClient.connect(LOOPBACK, srv.port, NFS, 3, timeout=2)
             task = asyncio.create_task(client.call(0, timeout=5))
-            await asyncio.sleep(0.05)
+            await srv.wait_for_calls()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -291,7 +308,7 @@ def test_closing_during_a_call_closes_the_socket_when_the_call_ends() -> None:
         async with TcpServer(lambda call: None) as srv:
             client = await RpcClient.connect(LOOPBACK, srv.port, NFS, 3, timeout=2)
             task = asyncio.create_task(client.call(0, timeout=0.2))
-            await asyncio.sleep(0.05)
+            await srv.wait_for_calls()
             await client.close()
             assert not client.closed
             with pytest.raises(RpcTimeout):
@@ -366,7 +383,7 @@ def test_a_connect_whose_handshake_is_late_still_succeeds() -> None:
     async def scenario(listener: socket.socket, port: int) -> bool:
         fillers = _fill_accept_queue(port)
         connecting = asyncio.create_task(RpcClient.connect(LOOPBACK, port, NFS, 3, timeout=5))
-        await asyncio.sleep(0.1)
+        await _until(lambda: _syn_sent_to(port))  # and dropped: the queue is full
         assert not connecting.done()
         accepted_socket, _ = listener.accept()
         for s in (*fillers, accepted_socket):
@@ -430,7 +447,7 @@ def test_a_server_flooding_between_calls_is_not_read_beyond_the_bound() -> None:
         async with TcpServer(answer_then_flood) as srv:
             client = await RpcClient.connect(LOOPBACK, srv.port, NFS, 3, timeout=2, max_record=4096)
             await client.call(0, timeout=2)
-            await asyncio.sleep(0.2)
+            await _until(lambda: not client._reading)  # it stopped reading the flood
             buffered = len(client._buf)
             assert 4096 < buffered <= 4096 + 2 * 65536
             with pytest.raises(XdrError):

@@ -17,7 +17,7 @@ from nfs_failover.agent import Agent, Cycle
 from nfs_failover.config import Config, load_config
 from nfs_failover.lab.guest_machine import for_lab_client
 from nfs_failover.steering import autofs_files
-from nfs_failover.steering.mounts import HealOutcome, HealPolicy
+from nfs_failover.steering.healing import HealOutcome, HealPolicy
 from nfs_failover.store import StoreError, open_store
 
 err = Console(stderr=True)

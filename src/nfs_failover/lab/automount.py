@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 from nfs_failover.errors import LabError
 from nfs_failover.lab import clients
 from nfs_failover.lab.clients import ClientHost
-from nfs_failover.steering.mounts import UMOUNT
+from nfs_failover.steering.healing import UMOUNT
 
 _CALLING_MOUNT = re.compile(r"calling mount -t nfs\S* (?:-\S+ )*(?:-o \S+ )?(\S+:\S+) ")
 # What a SIGHUP (the agent's reload) makes the daemon log. Not "re-reading map for ...":

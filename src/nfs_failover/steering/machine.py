@@ -1,7 +1,7 @@
 """The client machine an agent steers: where its autofs files go, how its automount is told
 to reload, and how its mounts are read, checked and unmounted.
 
-On a real client that is the machine the agent runs on (``mounts.ThisHost``). In the lab
+On a real client that is the machine the agent runs on (``this_host.ThisHost``). In the lab
 it may be a client host (a VM) that the agent steers from the host through the lab's
 command channel (``lab.guest_machine``). The contract:
 

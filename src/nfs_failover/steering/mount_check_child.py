@@ -1,8 +1,10 @@
-"""The child processes of ``mounts``: a statvfs of one path, or a scan for a mount's users.
+"""The child processes of the mount checks and of healing: a statvfs of one path, or a
+scan for a mount's users.
 
-``mounts`` runs this file as a script (``python -I -S mount_check_child.py ...``), so it
-imports nothing but the standard library and starts in milliseconds. Either may block
-for ever in the kernel on a dead server; the parent gives up on it at its deadline.
+``checks`` and ``healing`` run this file as a script (``children.CHILD_ARGV``: ``python
+-I -S mount_check_child.py ...``), so it imports nothing but the standard library and
+starts in milliseconds. Either may block for ever in the kernel on a dead server; the
+parent gives up on it at its deadline.
 
     mount_check_child.py PATH                      -> "ok SECONDS" or "error ERRNO NAME"
     mount_check_child.py --holders MOUNT_POINT [PROC [MOUNT_ID]]

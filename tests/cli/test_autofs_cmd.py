@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from nfs_failover.cli import autofs_cmd
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "steering" / "data"
 
 
 def lint(*args: str | Path) -> tuple[int, str]:
