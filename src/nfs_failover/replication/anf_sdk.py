@@ -33,8 +33,8 @@ from azure.core.exceptions import (
 from azure.core.polling import LROPoller
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 
+from nfs_failover import pacing
 from nfs_failover.errors import ProviderError, ProviderTimeout
-from nfs_failover.pacing import Pacer
 from nfs_failover.replication.base import Progress
 
 _log = logging.getLogger("nfs_failover.replication.anf")
@@ -104,7 +104,7 @@ async def call(
     take past it: the request is then not sent again) and ``ProviderError`` for every
     other failure.
     """
-    pacer = Pacer(deadline.left(), first=0.1)
+    pacer = pacing.Pacer(pacing.Deadline(deadline.left()), first=0.1)
     while True:
         if deadline.left() <= 0:
             raise ProviderTimeout(f"{what}: no answer from ANF within {deadline.timeout:g}s")

@@ -27,7 +27,7 @@ from netapp_ontap.host_connection import HostConnection
 
 from nfs_failover.config import OntapReplication, Volume
 from nfs_failover.errors import PreconditionError, ProviderError, ProviderTimeout
-from nfs_failover.pacing import Pacer
+from nfs_failover.pacing import Deadline, Pacer
 from nfs_failover.replication.base import (
     Divergence,
     MirrorState,
@@ -579,7 +579,7 @@ class OntapProvider(Provider):
         sent once: ONTAP may have acted on one whose reply was lost, and sending it again
         could start a second job.
         """
-        pacer = Pacer(deadline - time.monotonic())
+        pacer = Pacer(Deadline(deadline - time.monotonic()))
         while True:
             try:
                 return await self._send(request, deadline)
