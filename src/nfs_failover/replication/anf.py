@@ -9,7 +9,6 @@ translation live in ``anf_sdk``.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -27,11 +26,12 @@ from azure.mgmt.netapp import models as anf
 
 from nfs_failover.config import AnfReplication, AnfVolumeId, Volume
 from nfs_failover.errors import PreconditionError, ProviderError, ProviderTimeout
+from nfs_failover.pacing import Deadline, Pacer
 from nfs_failover.replication.anf_sdk import (
     CallOptions,
-    Deadline,
     call,
     fetch_token,
+    lro_polling,
     watch_operation,
 )
 from nfs_failover.replication.base import (
@@ -216,7 +216,7 @@ class AnfProvider(Provider):
             lambda client, options: client.volumes.begin_break_replication(
                 *_parts(target.volume),
                 body=body,
-                polling=deadline.polling(self._lro_interval, _endpoint(client)),
+                polling=lro_polling(deadline, self._lro_interval, _endpoint(client)),
                 **options,
             ),
         )
@@ -304,7 +304,7 @@ class AnfProvider(Provider):
             lambda client, options: client.volumes.begin_authorize_replication(
                 *_parts(source.volume),
                 body=body,
-                polling=deadline.polling(self._lro_interval, _endpoint(client)),
+                polling=lro_polling(deadline, self._lro_interval, _endpoint(client)),
                 **options,
             ),
         )
@@ -338,7 +338,7 @@ class AnfProvider(Provider):
             lambda client, options: client.volumes.begin_reestablish_replication(
                 *_parts(target.volume),
                 body=body,
-                polling=deadline.polling(self._lro_interval, _endpoint(client)),
+                polling=lro_polling(deadline, self._lro_interval, _endpoint(client)),
                 **options,
             ),
         )
@@ -378,7 +378,7 @@ class AnfProvider(Provider):
             target.volume,
             lambda client, options: client.volumes.begin_resync_replication(
                 *_parts(target.volume),
-                polling=deadline.polling(self._lro_interval, _endpoint(client)),
+                polling=lro_polling(deadline, self._lro_interval, _endpoint(client)),
                 **options,
             ),
         )
@@ -436,10 +436,10 @@ class AnfProvider(Provider):
             return observed
         if progress is not None:
             progress(f"waiting for the transfer to {observed.status.destination} to end", None)
+        pacer = Pacer.every(self._interval, deadline)
         while _break_step(observed.status, force) == "wait":
-            if deadline.left() <= self._interval:
+            if not await pacer.pause_whole():
                 raise self._transfer_outlasted(observed.status, deadline)
-            await asyncio.sleep(self._interval)  # between status polls, bounded above
             try:
                 observed = await self._observe(deadline)
             except ProviderTimeout:
@@ -449,7 +449,7 @@ class AnfProvider(Provider):
     @staticmethod
     def _transfer_outlasted(status: ReplicationStatus, deadline: Deadline) -> ProviderTimeout:
         # What was really waited (the last status poll may come before the deadline).
-        waited = deadline.timeout - deadline.left()
+        waited = deadline.elapsed()
         return ProviderTimeout(
             f"cannot break: a transfer to {status.destination} was still running after"
             f" {waited:.1f}s of the {deadline.timeout:g}s deadline; nothing was changed"
