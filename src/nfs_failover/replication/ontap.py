@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -235,7 +234,7 @@ class OntapProvider(Provider):
     # -- the contract ------------------------------------------------------------------
 
     async def status(self, *, timeout: float) -> ReplicationStatus:
-        return self._status(await self._read(_deadline(timeout)))
+        return self._status(await self._read(Deadline(timeout)))
 
     async def transfer_now(
         self, *, timeout: float, progress: Progress | None = None
@@ -245,7 +244,7 @@ class OntapProvider(Provider):
         A transfer already running is waited for first, then a new one is started, so the
         destination holds everything written before this call.
         """
-        deadline = _deadline(timeout)
+        deadline = Deadline(timeout)
         record = await self._read(deadline)
         if record.mirror_state is not MirrorState.MIRRORED:
             raise PreconditionError(
@@ -268,7 +267,7 @@ class OntapProvider(Provider):
         Without force, a running transfer is waited for within the deadline; if it is
         still running then, ``ProviderTimeout`` is raised and nothing is changed.
         """
-        deadline = _deadline(timeout)
+        deadline = Deadline(timeout)
         record = await self._read(deadline)
         if record.relationship_status is RelationshipStatus.TRANSFERRING and not force:
             self._refuse_break(record)
@@ -308,8 +307,8 @@ class OntapProvider(Provider):
         of the last transfer. Both replicas are walked over NFS with the project's own
         client, and files changed since that point are attributed to their side
         (``nfs_divergence``)."""
-        started = time.monotonic()
-        status = await self.status(timeout=timeout)
+        deadline = Deadline(timeout)
+        status = self._status(await self._read(deadline))
         if status.lag is None:
             raise PreconditionError(
                 f"ONTAP reports no lag_time for {status.destination}, so no common point to "
@@ -320,7 +319,7 @@ class OntapProvider(Provider):
             exports[status.source],
             exports[status.destination],
             datetime.now(UTC) - status.lag,
-            timeout=max(timeout - (time.monotonic() - started), 0.0),
+            timeout=deadline.left(),
         )
 
     async def close(self) -> None:
@@ -332,7 +331,7 @@ class OntapProvider(Provider):
         self, *, reverse: bool, timeout: float, progress: Progress | None
     ) -> OperationResult:
         operation = "reverse resync" if reverse else "resync"
-        deadline = _deadline(timeout)
+        deadline = Deadline(timeout)
         record = await self._read(deadline)
         if record.mirror_state is MirrorState.MIRRORED and self._done(record, reverse=reverse):
             return self._result(operation, record, False)
@@ -352,8 +351,9 @@ class OntapProvider(Provider):
             changes["source"] = {"path": record.destination_path}
             changes["destination"] = {"path": record.source_path}
         status = self._status(record)
-        kept, lost = (status.destination, status.source) if reverse else (
-            status.source, status.destination)  # fmt: skip
+        kept, lost = (
+            (status.destination, status.source) if reverse else (status.source, status.destination)
+        )
         _say(progress, f"{operation}: {lost} is overwritten from {kept}")
         watch = _TransferWatch(record, operation)
 
@@ -387,7 +387,7 @@ class OntapProvider(Provider):
         record: OntapRecord,
         changes: Mapping[str, object],
         goal: _Goal,
-        deadline: float,
+        deadline: Deadline,
         progress: Progress | None,
         force: bool = False,
     ) -> OntapRecord:
@@ -396,7 +396,7 @@ class OntapProvider(Provider):
         return await self._confirm(await self._run(request, deadline), goal, deadline, progress)
 
     async def _confirm(
-        self, job: str | None, goal: _Goal, deadline: float, progress: Progress | None
+        self, job: str | None, goal: _Goal, deadline: Deadline, progress: Progress | None
     ) -> OntapRecord:
         """Follow the job ONTAP started, then the relationship until ``goal`` is reached.
 
@@ -407,7 +407,7 @@ class OntapProvider(Provider):
         reporting a failure (a failed job, a failed transfer) fails the operation; at the
         deadline the error says what is known and that the change may still complete.
         """
-        note = await self._follow_job(job, _share(deadline, _JOB_SHARE), progress)
+        note = await self._follow_job(job, deadline.share(_JOB_SHARE), progress)
         try:
             final = await self._wait(
                 deadline, progress, goal.text, goal.done, goal.check, confirming=True
@@ -426,7 +426,7 @@ class OntapProvider(Provider):
         return final
 
     async def _follow_job(
-        self, job: str | None, deadline: float, progress: Progress | None
+        self, job: str | None, deadline: Deadline, progress: Progress | None
     ) -> str | None:
         """Follow a job to its end within ``deadline`` (a share of the operation's).
 
@@ -438,6 +438,7 @@ class OntapProvider(Provider):
         if job is None:
             return None
         request, said = self._client.job(job), ""
+        pacer = Pacer.every(self._poll_interval, deadline)
         while True:
             try:
                 data = await self._run(request, deadline)
@@ -456,12 +457,12 @@ class OntapProvider(Provider):
                     provider_message=message,
                 )
             said = _say(progress, f"waiting for ONTAP job {job} ({state}: {message})", said)
-            if not await self._pause(deadline):
+            if not await pacer.pause() or deadline.passed():
                 return f"ONTAP job {job} was still {state} ({message or 'no message'})"
 
     async def _wait(
         self,
-        deadline: float,
+        deadline: Deadline,
         progress: Progress | None,
         goal: str,
         done: Callable[[OntapRecord], bool],
@@ -478,8 +479,9 @@ class OntapProvider(Provider):
         last ones get little time) says nothing about the state.
         """
         reading, failure, said = "", "", ""
+        pacer = Pacer.every(self._poll_interval, deadline)
         while True:
-            read_by = _share(deadline, _READ_SHARE) if confirming else deadline
+            read_by = deadline.share(_READ_SHARE) if confirming else deadline
             try:
                 record = await self._read(read_by)
             except ProviderError as exc:
@@ -493,20 +495,13 @@ class OntapProvider(Provider):
                     return record
                 reading = f"the relationship reads {record.describe()}"
                 said = _say(progress, f"waiting for {goal} ({record.describe()})", said)
-            if not await self._pause(deadline):
+            if not await pacer.pause() or deadline.passed():
                 last = reading or failure or "the relationship was not read"
                 raise _NotReached(self.volume.name, goal, last)
 
-    async def _pause(self, deadline: float) -> bool:
-        """Wait one poll interval (or what is left); False when no time is left to poll."""
-        left = deadline - time.monotonic()
-        if left > 0:
-            await asyncio.sleep(min(self._poll_interval, left))
-        return time.monotonic() < deadline
-
     # -- reading -----------------------------------------------------------------------
 
-    async def _read(self, deadline: float) -> OntapRecord:
+    async def _read(self, deadline: Deadline) -> OntapRecord:
         """The relationship now: by UUID, else (or when the UUID is gone) by path."""
         if self._uuid is not None:
             found = await self._query({"uuid": self._uuid}, deadline)
@@ -534,7 +529,7 @@ class OntapProvider(Provider):
         path = self._settings.relationship
         return [("destination.path", path), ("source.path", path)] if ":" in path else []
 
-    async def _query(self, query: dict[str, str], deadline: float) -> OntapRecord | None:
+    async def _query(self, query: dict[str, str], deadline: Deadline) -> OntapRecord | None:
         records = await self._run(self._client.relationships(query), deadline)
         if len(records) > 1:
             raise ProviderError(
@@ -570,7 +565,7 @@ class OntapProvider(Provider):
             return _paths_by_export(self.volume, uuid, source, destination)
         return (destination, source) if source == configured else (source, destination)
 
-    async def _run(self, request: Request[T], deadline: float) -> T:
+    async def _run(self, request: Request[T], deadline: Deadline) -> T:
         """One ONTAP request, asked again while that is safe and time is left.
 
         A GET that met a transient failure (HTTP 500/502/503/504, a failed connection) is
@@ -579,14 +574,14 @@ class OntapProvider(Provider):
         sent once: ONTAP may have acted on one whose reply was lost, and sending it again
         could start a second job.
         """
-        pacer = Pacer(Deadline(deadline - time.monotonic()))
+        pacer = Pacer(deadline)
         while True:
             try:
                 return await self._send(request, deadline)
             except OntapError as exc:
                 if not (request.idempotent and exc.transient):
                     raise
-                if not await self._retry_pause(request, exc, pacer) or pacer.left() <= 0:
+                if not await self._retry_pause(request, exc, pacer) or deadline.passed():
                     raise _exhausted(exc, pacer.attempts) from exc
 
     async def _retry_pause(self, request: Request[T], exc: OntapError, pacer: Pacer) -> bool:
@@ -594,7 +589,7 @@ class OntapProvider(Provider):
         jitter, so that many clients do not come back in step). False at the deadline."""
         wait = exc.retry_after
         if wait is not None:
-            if wait >= pacer.left():
+            if not pacer.fits(wait):
                 raise OntapTimeout(
                     f"ONTAP at {self._client.origin} answered {request} with HTTP {exc.status}"
                     f" and Retry-After {wait:g}s, past the deadline ({pacer.left():.1f}s"
@@ -602,12 +597,12 @@ class OntapProvider(Provider):
                     request=str(request),
                     status=exc.status,
                 ) from exc
-            await asyncio.sleep(wait)
+            await pacer.sleep(wait)
         return await pacer.pause()
 
-    async def _send(self, request: Request[T], deadline: float) -> T:
+    async def _send(self, request: Request[T], deadline: Deadline) -> T:
         """Send once in a worker thread, abandoned (not waited for) at the deadline."""
-        left = deadline - time.monotonic()
+        left = deadline.left()
         if left <= 0:
             raise OntapTimeout(
                 f"volume {self.volume.name}: deadline passed before {request}",
@@ -725,12 +720,6 @@ def _paths_by_export(volume: Volume, uuid: str, source: str, destination: str) -
     )
 
 
-def _share(deadline: float, part: float) -> float:
-    """A deadline ``part`` of the way from now to ``deadline``."""
-    now = time.monotonic()
-    return now + max(deadline - now, 0.0) * part
-
-
 def _why(exc: ProviderError) -> str:
     """A failed read in a few words: ``HTTP 403``, ``no answer to GET /api/...``."""
     if isinstance(exc, OntapTimeout):
@@ -757,10 +746,6 @@ def _idle(record: OntapRecord) -> bool:
 
 def _broken(record: OntapRecord) -> bool:
     return record.mirror_state is MirrorState.BROKEN
-
-
-def _deadline(timeout: float) -> float:
-    return time.monotonic() + timeout
 
 
 def _job_error(data: Mapping[str, object]) -> tuple[str, str | None]:
