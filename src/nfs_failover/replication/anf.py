@@ -112,7 +112,7 @@ class AnfProvider(Provider):
       destination again; the destination's changes are overwritten).
     - ``reverse_resync``: ``begin_resync_replication`` on the current source (destination
       to source; ANF overwrites newer data on the source, and the roles swap).
-    - ``authorize``, ``reestablish``, ``list_replications``: thin wrappers for workflows.
+    - ``list_replications``: ANF's own entries for a volume, for display.
 
     Lag is ``now - created`` of the newest ``snapmirror.*`` snapshot on the destination
     (``lag_source="snapshot"``), or None when there is none. That the destination's copy of
@@ -265,7 +265,7 @@ class AnfProvider(Provider):
         if self._own_credential is not None:
             self._own_credential.close()
 
-    # -- thin operations for workflows -----------------------------------------------
+    # -- beyond the contract -----------------------------------------------------------
 
     async def list_replications(
         self, *, timeout: float, on: AnfVolumeId | None = None
@@ -281,69 +281,6 @@ class AnfProvider(Provider):
             ),
         )
         return tuple(_replication_info(entry) for entry in entries)
-
-    async def authorize(
-        self, *, timeout: float, progress: Progress | None = None, reverse: bool = False
-    ) -> OperationResult:
-        """``authorizeReplication`` on the source, naming the destination: starts the
-        initial transfer of a new (uninitialized) relationship. ``reverse`` authorizes the
-        configured destination as the source. Already initialized in that direction:
-        changes nothing."""
-        roles = self._configured.swapped() if reverse else self._configured
-        deadline = Deadline(timeout)
-        observed = await self._observe(deadline)
-        if observed.status.mirror_state is not MirrorState.UNINITIALIZED:
-            return await self._already_set_up("authorize", roles, observed, deadline)
-        source = roles.source
-        what = f"authorizing replication from {source.replica} to {roles.destination.replica}"
-        body = anf.AuthorizeRequest(remote_volume_resource_id=str(roles.destination.volume))
-        poller = await self._call(
-            what,
-            deadline,
-            source.volume,
-            lambda client, options: client.volumes.begin_authorize_replication(
-                *_parts(source.volume),
-                body=body,
-                polling=lro_polling(deadline, self._lro_interval, _endpoint(client)),
-                **options,
-            ),
-        )
-        await watch_operation(what, poller, deadline, progress)
-        return await self._changed("authorize", deadline)
-
-    async def reestablish(
-        self, *, timeout: float, progress: Progress | None = None, reverse: bool = False
-    ) -> OperationResult:
-        """``reestablishReplication`` on the destination, naming the source: brings back a
-        deleted relationship from a common snapshot. ``reverse`` re-establishes it from
-        the configured destination to the configured source. A relationship that exists
-        in that direction already changes nothing."""
-        roles = self._configured.swapped() if reverse else self._configured
-        deadline = Deadline(timeout)
-        try:
-            observed: _Observed | None = await self._observe(deadline)
-        except ProviderError as exc:
-            if exc.code != "not_replicated":
-                raise
-            observed = None
-        if observed is not None:
-            return await self._already_set_up("reestablish", roles, observed, deadline)
-        target = roles.destination
-        what = f"re-establishing replication from {roles.source.replica} to {target.replica}"
-        body = anf.ReestablishReplicationRequest(source_volume_id=str(roles.source.volume))
-        poller = await self._call(
-            what,
-            deadline,
-            target.volume,
-            lambda client, options: client.volumes.begin_reestablish_replication(
-                *_parts(target.volume),
-                body=body,
-                polling=lro_polling(deadline, self._lro_interval, _endpoint(client)),
-                **options,
-            ),
-        )
-        await watch_operation(what, poller, deadline, progress)
-        return await self._changed("reestablish", deadline)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -391,17 +328,6 @@ class AnfProvider(Provider):
             return True  # a resync asks for mirrored in the current direction
         last = self._reversed_onto
         return last is not None and last.same_volume(roles.destination.volume)
-
-    async def _already_set_up(
-        self, operation: str, wanted: _Roles, observed: _Observed, deadline: Deadline
-    ) -> OperationResult:
-        if not wanted.destination.volume.same_volume(observed.roles.destination.volume):
-            status = observed.status
-            raise PreconditionError(
-                f"cannot {operation}: a replication from {status.source} to"
-                f" {status.destination} exists already"
-            )
-        return await self._unchanged(operation, observed, deadline)
 
     async def _unchanged(
         self, operation: str, observed: _Observed, deadline: Deadline
