@@ -4,7 +4,8 @@ Maps the common operations onto ``azure-mgmt-netapp`` (the installed SDK's api-v
 break and resync act on the volume that is the destination now, a reverse resync on the
 source. Which volume is which is read from ANF (``endpointType``) on every operation, so
 the roles follow ANF after a reverse resync. Threads, deadlines, retries and error
-translation live in ``anf_sdk``.
+translation live in ``calls``; reading ANF's records into the project's types in
+``records``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 from typing import Literal, TypeVar
 
 from azure.core.credentials import TokenCredential
@@ -27,12 +27,19 @@ from azure.mgmt.netapp import models as anf
 from nfs_failover.config import AnfReplication, AnfVolumeId, Volume
 from nfs_failover.errors import PreconditionError, ProviderError, ProviderTimeout
 from nfs_failover.pacing import Deadline, Pacer
-from nfs_failover.replication.anf_sdk import (
+from nfs_failover.replication.anf.calls import (
     CallOptions,
     call,
     fetch_token,
     lro_polling,
     watch_operation,
+)
+from nfs_failover.replication.anf.records import (
+    AnfReplicationInfo,
+    endpoint_type,
+    newest_snapmirror,
+    replication_info,
+    replication_status,
 )
 from nfs_failover.replication.base import (
     Divergence,
@@ -42,18 +49,15 @@ from nfs_failover.replication.base import (
     Provider,
     RelationshipStatus,
     ReplicationStatus,
-    normalise_mirror_state,
-    normalise_relationship_status,
 )
 from nfs_failover.replication.nfs_divergence import divergence_over_nfs
 
-__all__ = ["AnfProvider", "AnfReplicationInfo"]
+__all__ = ["AnfProvider"]
 
 _log = logging.getLogger("nfs_failover.replication.anf")
 
 T = TypeVar("T")
 
-_SNAPMIRROR_PREFIX = "snapmirror."
 _DEFAULT_POLLING_INTERVAL = 5.0  # seconds between status reads and LRO polls, when unset
 _MIN_POLLING_INTERVAL = 0.01
 _OPPOSITE = {"src": "dst", "dst": "src"}
@@ -80,19 +84,6 @@ class _Roles:
 class _Observed:
     roles: _Roles
     status: ReplicationStatus
-
-
-@dataclass(frozen=True)
-class AnfReplicationInfo:
-    """One entry of ANF's ``listReplications`` for a volume, in ANF's own words."""
-
-    replication_id: str | None
-    endpoint_type: str | None  # "src" or "dst": the side the listed volume is on
-    remote_volume: str | None
-    remote_region: str | None
-    schedule: str | None
-    mirror_state: MirrorState
-    created: datetime | None
 
 
 class AnfProvider(Provider):
@@ -280,7 +271,7 @@ class AnfProvider(Provider):
                 client.volumes.list_replications(*_parts(volume), **options)
             ),
         )
-        return tuple(_replication_info(entry) for entry in entries)
+        return tuple(replication_info(entry) for entry in entries)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -395,7 +386,13 @@ class AnfProvider(Provider):
             ),
             read=True,
         )
-        return _Observed(roles, _to_status(raw, roles))
+        status = replication_status(
+            raw,
+            source=roles.source.replica,
+            destination=destination.replica,
+            destination_volume=str(destination.volume),
+        )
+        return _Observed(roles, status)
 
     async def _with_lag(self, observed: _Observed, deadline: Deadline) -> ReplicationStatus:
         """The status with its lag; a lag that cannot be read (a role without
@@ -420,7 +417,7 @@ class AnfProvider(Provider):
             ),
             read=True,
         )
-        newest = _newest_snapmirror(snapshots)
+        newest = newest_snapmirror(snapshots)
         if newest is None:
             return observed.status
         lag = max(datetime.now(UTC) - newest, timedelta(0))
@@ -450,10 +447,7 @@ class AnfProvider(Provider):
             lambda client, options: client.volumes.get(*_parts(side.volume), **options),
             read=True,
         )
-        protection = volume.properties.data_protection if volume.properties else None
-        replication = protection.replication if protection else None
-        kind = _text(replication.endpoint_type) if replication else None
-        return kind.lower() if kind else None
+        return endpoint_type(volume)
 
     async def _call(
         self,
@@ -492,7 +486,7 @@ class AnfProvider(Provider):
         return client
 
 
-# -- pure helpers ------------------------------------------------------------------------
+# -- helpers -----------------------------------------------------------------------------
 
 _BreakStep = Literal["done", "send", "wait"]
 
@@ -520,71 +514,6 @@ def _break_step(status: ReplicationStatus, force: bool) -> _BreakStep:
         f" {_said(status, 'relationshipStatus')}, neither idle nor transferring;"
         " break with force to override"
     )
-
-
-def _to_status(raw: anf.ReplicationStatus, roles: _Roles) -> ReplicationStatus:
-    mirror = _text(raw.mirror_state)
-    relationship = _text(raw.relationship_status)
-    words = {
-        "mirrorState": mirror,
-        "relationshipStatus": relationship,
-        "healthy": None if raw.healthy is None else str(raw.healthy).lower(),
-        "totalProgress": raw.total_progress,
-        "errorMessage": raw.error_message,
-        "destinationVolume": str(roles.destination.volume),
-    }
-    return ReplicationStatus(
-        mirror_state=normalise_mirror_state(mirror),
-        relationship_status=normalise_relationship_status(relationship),
-        healthy=raw.healthy is True,
-        source=roles.source.replica,
-        destination=roles.destination.replica,
-        error=raw.error_message or None,
-        last_transfer_bytes=_bytes(raw.total_progress),
-        raw={key: value for key, value in words.items() if value is not None},
-    )
-
-
-def _replication_info(entry: anf.Replication) -> AnfReplicationInfo:
-    return AnfReplicationInfo(
-        replication_id=entry.replication_id,
-        endpoint_type=_text(entry.endpoint_type),
-        remote_volume=entry.remote_volume_resource_id,
-        remote_region=entry.remote_volume_region,
-        schedule=_text(entry.replication_schedule),
-        mirror_state=normalise_mirror_state(_text(entry.mirror_state)),
-        created=entry.replication_creation_time,
-    )
-
-
-def _newest_snapmirror(snapshots: list[anf.Snapshot]) -> datetime | None:
-    """Creation time of the newest ``snapmirror.*`` snapshot (ARM names nested resources
-    ``account/pool/volume/snapshot``; the last part is the snapshot's own name)."""
-    times = [
-        snapshot.properties.created
-        for snapshot in snapshots
-        if snapshot.name
-        and snapshot.name.rsplit("/", 1)[-1].startswith(_SNAPMIRROR_PREFIX)
-        and snapshot.properties is not None
-        and snapshot.properties.created is not None
-    ]
-    return max(times, default=None)
-
-
-def _bytes(total_progress: str | None) -> int | None:
-    """ANF's ``totalProgress`` is a count of bytes as a string; anything else is None."""
-    try:
-        value = int((total_progress or "").strip())
-    except ValueError:
-        return None
-    return value if value >= 0 else None
-
-
-def _text(value: str | Enum | None) -> str | None:
-    """An SDK enum field as ANF's word (the SDK gives enum members for known values)."""
-    if isinstance(value, Enum):
-        return str(value.value)
-    return value
 
 
 def _said(status: ReplicationStatus, key: str) -> str:
