@@ -9,16 +9,16 @@ change, so each operation follows the job, then polls the relationship until it 
 the end state, all within the operation's deadline. Once ONTAP has accepted a change, a
 read that fails does not fail the operation: the relationship's state decides. GETs are
 asked again after a transient failure, PATCH and POST never. Threads, timeouts,
-credentials and error translation live in ``ontap_client``.
+credentials and error translation live in ``client``; reading ONTAP's records into the
+project's types in ``records``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import TypeVar
 
@@ -35,11 +35,9 @@ from nfs_failover.replication.base import (
     Provider,
     RelationshipStatus,
     ReplicationStatus,
-    normalise_mirror_state,
-    normalise_relationship_status,
 )
 from nfs_failover.replication.nfs_divergence import divergence_over_nfs
-from nfs_failover.replication.ontap_client import (
+from nfs_failover.replication.ontap.client import (
     OntapClient,
     OntapError,
     OntapTimeout,
@@ -47,137 +45,18 @@ from nfs_failover.replication.ontap_client import (
     connect,
     read_credentials,
 )
+from nfs_failover.replication.ontap.records import OntapJob, OntapRecord, parse_lag_time
 
-__all__ = ["OntapProvider", "OntapRecord", "parse_lag_time"]
+__all__ = ["OntapProvider"]
 
 T = TypeVar("T")
 
-# transfer.state: a finished transfer is history, so the relationship is idle.
-_FINISHED_TRANSFER = frozenset({"success", "failed", "aborted", "hard_aborted"})
-_FAILED_TRANSFER = frozenset({"failed", "aborted", "hard_aborted"})
-_ISO_DURATION = re.compile(
-    r"P(?:(?P<weeks>\d{1,9})W)?(?:(?P<days>\d{1,9})D)?"
-    r"(?:T(?:(?P<hours>\d{1,12})H)?(?:(?P<minutes>\d{1,12})M)?"
-    r"(?:(?P<seconds>\d{1,12}(?:[.,]\d{1,9})?)S)?)?",
-    re.ASCII,
-)
 # Of what is left of the deadline when ONTAP accepts a change, the share its job may
 # take to confirm it: the rest is kept for the relationship, which has the last word.
 _JOB_SHARE = 0.75
 # While a change is confirmed, the share of what is left one relationship read may take:
 # a read that hangs then leaves time to read the relationship again.
 _READ_SHARE = 0.5
-
-
-def parse_lag_time(text: str | None) -> timedelta | None:
-    """ONTAP's ``lag_time``, an ISO-8601 duration such as ``PT8H35M42S`` or ``P1DT2H``.
-
-    Years and months have no fixed length and are not accepted; anything unreadable is
-    None, never an exception.
-    """
-    if not text:
-        return None
-    match = _ISO_DURATION.fullmatch(text.strip())
-    if match is None or text.strip().endswith("T"):
-        return None
-    parts = {name: value for name, value in match.groupdict().items() if value is not None}
-    if not parts:
-        return None
-    seconds = float(parts.pop("seconds", "0").replace(",", "."))
-    try:
-        return timedelta(seconds=seconds, **{name: int(value) for name, value in parts.items()})
-    except OverflowError:
-        return None
-
-
-@dataclass(frozen=True)
-class OntapRecord:
-    """One reading of the relationship, in ONTAP's words (fields missing are None)."""
-
-    uuid: str
-    state: str | None
-    healthy: bool
-    reasons: tuple[tuple[str, str | None], ...]  # unhealthy_reason: (message, code)
-    lag_time: str | None
-    exported_snapshot: str | None
-    source_path: str | None
-    destination_path: str | None
-    transfer_state: str | None
-    transfer_bytes: int | None
-    transfer_end: datetime | None
-    transfer_uuid: str | None
-
-    @classmethod
-    def parse(cls, data: Mapping[str, object]) -> OntapRecord:
-        uuid = _text(data, "uuid")
-        if uuid is None:
-            raise ValueError("a relationship record without a uuid")
-        transfer = _mapping(data, "transfer")
-        reasons = data.get("unhealthy_reason")
-        return cls(
-            uuid=uuid,
-            state=_text(data, "state"),
-            healthy=data.get("healthy") is True,
-            reasons=tuple(
-                (_text(r, "message") or "unknown reason", _text(r, "code"))
-                for r in (reasons if isinstance(reasons, list) else [])
-                if isinstance(r, dict)
-            ),
-            lag_time=_text(data, "lag_time"),
-            exported_snapshot=_text(data, "exported_snapshot"),
-            source_path=_text(_mapping(data, "source"), "path"),
-            destination_path=_text(_mapping(data, "destination"), "path"),
-            transfer_state=_text(transfer, "state"),
-            transfer_bytes=_count(transfer.get("bytes_transferred")),
-            transfer_end=_time(_text(transfer, "end_time")),
-            transfer_uuid=_text(transfer, "uuid"),
-        )
-
-    @property
-    def mirror_state(self) -> MirrorState:
-        return normalise_mirror_state(self.state)
-
-    @property
-    def relationship_status(self) -> RelationshipStatus:
-        """Transferring while a transfer is queued or runs; idle once it has finished."""
-        if self.transfer_state is None or self.transfer_state.lower() in _FINISHED_TRANSFER:
-            return RelationshipStatus.IDLE
-        return normalise_relationship_status(self.transfer_state)
-
-    @property
-    def transfer_mark(self) -> tuple[str | None, datetime | None]:
-        """What tells one transfer from the next."""
-        return self.transfer_uuid, self.transfer_end
-
-    @property
-    def error(self) -> str | None:
-        if self.reasons:
-            return "; ".join(message for message, _ in self.reasons)
-        if (self.transfer_state or "").lower() in _FAILED_TRANSFER:
-            return f"last transfer {self.transfer_state}"
-        return None
-
-    def describe(self) -> str:
-        """``transferring, 1.2 GB`` while a transfer runs, else the state."""
-        if self.relationship_status is RelationshipStatus.TRANSFERRING:
-            return f"{self.transfer_state}, {_size(self.transfer_bytes or 0)}"
-        return self.state or "state unknown"
-
-    def raw(self) -> dict[str, str]:
-        values = {
-            "uuid": self.uuid,
-            "state": self.state,
-            "healthy": "true" if self.healthy else "false",
-            "unhealthy_reason": self.error if self.reasons else None,
-            "lag_time": self.lag_time,
-            "exported_snapshot": self.exported_snapshot,
-            "source.path": self.source_path,
-            "destination.path": self.destination_path,
-            "transfer.state": self.transfer_state,
-            "transfer.bytes_transferred": _opt_str(self.transfer_bytes),
-            "transfer.end_time": self.transfer_end.isoformat() if self.transfer_end else None,
-        }
-        return {key: value for key, value in values.items() if value is not None}
 
 
 class OntapProvider(Provider):
@@ -446,8 +325,8 @@ class OntapProvider(Provider):
                 return f"ONTAP job {job} could not be read ({_why(exc)})"
             if data is None:
                 return None
-            state = _text(data, "state") or "unknown"
-            message, code = _job_error(data)
+            reading = OntapJob.parse(data)
+            state, message, code = reading.state, reading.message, reading.code
             if state == "success":
                 return None
             if state in ("failure", "cancelled", "expired"):
@@ -665,7 +544,7 @@ class _TransferWatch:
     def observe(self, record: OntapRecord) -> None:
         if record.relationship_status is RelationshipStatus.TRANSFERRING:
             self._seen_running = True
-        elif self.new(record) and (record.transfer_state or "").lower() in _FAILED_TRANSFER:
+        elif self.new(record) and record.transfer_failed:
             code = next((code for _, code in record.reasons if code), None)
             raise ProviderError(
                 f"the {self._operation} transfer {record.transfer_state}: {record.error}",
@@ -748,63 +627,8 @@ def _broken(record: OntapRecord) -> bool:
     return record.mirror_state is MirrorState.BROKEN
 
 
-def _job_error(data: Mapping[str, object]) -> tuple[str, str | None]:
-    """A job's error, from ``error`` (message, code) or else its ``message`` and ``code``."""
-    error = _mapping(data, "error")
-    message = _text(error, "message") or _text(data, "message") or ""
-    code = _text(error, "code") or _text(data, "code")
-    return message, code
-
-
 def _say(progress: Progress | None, message: str, said: str = "") -> str:
     """Report ``message`` unless it is what was said last; returns what was said."""
     if progress is not None and message != said:
         progress(message, None)
     return message
-
-
-def _mapping(data: Mapping[str, object], key: str) -> Mapping[str, object]:
-    value = data.get(key)
-    return value if isinstance(value, dict) else {}
-
-
-def _text(data: Mapping[str, object], key: str) -> str | None:
-    value = data.get(key)
-    if isinstance(value, bool) or value is None:
-        return None
-    return str(value) if isinstance(value, str | int | float) else None
-
-
-def _count(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
-
-
-def _time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
-
-
-def _opt_str(value: int | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _size(count: int) -> str:
-    """Bytes in decimal units, as ONTAP's CLI shows them: ``1.2 GB``."""
-    if count < 1000:
-        return f"{count} B"
-    size = float(count)
-    for unit in ("kB", "MB", "GB"):
-        size /= 1000
-        if size < 1000:
-            return f"{size:.1f} {unit}"
-    return f"{size / 1000:.1f} TB"
