@@ -556,6 +556,13 @@ def test_transfer_now_says_anf_transfers_only_on_its_schedule(
     assert server.calls == []
 
 
+def test_serve_returns_at_once_as_anf_keeps_its_own_schedule(
+    server: ContractServer, provider: AnfProvider
+) -> None:
+    run(asyncio.wait_for(provider.serve(asyncio.Event()), 1.0))
+    assert server.calls == []
+
+
 def test_divergence_needs_a_replication_snapshot_as_the_common_point(
     server: ContractServer, provider: AnfProvider
 ) -> None:

@@ -478,6 +478,13 @@ def test_transfer_now_on_a_broken_relationship_is_refused_without_a_post(
     assert server.calls("POST") == []
 
 
+def test_serve_returns_at_once_as_ontap_keeps_its_own_schedule(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    using(provider, lambda p: asyncio.wait_for(p.serve(asyncio.Event()), 1.0))
+    assert server.requests == []
+
+
 # -- failures ------------------------------------------------------------------------
 
 
