@@ -62,8 +62,6 @@ _OPERATION = re.compile(
 _OPERATION_STATUS = {
     "breakReplication": "BreakReplication",
     "resyncReplication": "ResyncReplication",
-    "reestablishReplication": "ReestablishReplication",
-    "authorizeReplication": "AuthorizeReplication",
 }
 
 
@@ -338,8 +336,6 @@ class ContractServer:
             ("POST", "listReplications"): self._list_replications,
             ("POST", "breakReplication"): self._break,
             ("POST", "resyncReplication"): self._resync,
-            ("POST", "reestablishReplication"): self._reestablish,
-            ("POST", "authorizeReplication"): self._authorize,
         }
         route = routes.get((method, action))
         if route is None:
@@ -436,36 +432,6 @@ class ContractServer:
             model.add_snapmirror_snapshot()
 
         return self._accept("resyncReplication", apply)
-
-    def _reestablish(self, volume: str, body: Any) -> Reply:
-        model = self.model
-        source = (body or {}).get("sourceVolumeId")
-        if model.exists:
-            return _error(409, "Conflict", "The volume already has a replication.")
-        if source != model.other(volume):
-            return _error(400, "BadRequest", "sourceVolumeId must be the other volume.")
-
-        def apply() -> None:
-            model.exists = True
-            model.endpoint[volume] = "dst"
-            model.endpoint[source] = "src"
-            model.mirror_state = "Mirrored"
-
-        return self._accept("reestablishReplication", apply)
-
-    def _authorize(self, volume: str, body: Any) -> Reply:
-        model = self.model
-        remote = (body or {}).get("remoteVolumeResourceId")
-        if not model.exists or model.endpoint[volume] != "src" or remote != model.other(volume):
-            return _error(400, "BadRequest", "Authorize on the source, naming the destination.")
-        if model.mirror_state != "Uninitialized":
-            return _error(409, "Conflict", "The replication is already authorized.")
-
-        def apply() -> None:
-            model.mirror_state = "Mirrored"
-            model.add_snapmirror_snapshot()
-
-        return self._accept("authorizeReplication", apply)
 
     def _accept(self, action: str, apply: Callable[[], None]) -> Reply:
         op = uuid.uuid4().hex

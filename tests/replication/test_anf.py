@@ -556,6 +556,13 @@ def test_transfer_now_says_anf_transfers_only_on_its_schedule(
     assert server.calls == []
 
 
+def test_serve_returns_at_once_as_anf_keeps_its_own_schedule(
+    server: ContractServer, provider: AnfProvider
+) -> None:
+    run(asyncio.wait_for(provider.serve(asyncio.Event()), 1.0))
+    assert server.calls == []
+
+
 def test_divergence_needs_a_replication_snapshot_as_the_common_point(
     server: ContractServer, provider: AnfProvider
 ) -> None:
@@ -604,43 +611,6 @@ def test_list_replications_returns_anf_entries_for_the_source_volume(
         provider.list_replications(timeout=T, on=AnfVolumeId.parse(volume_id(DESTINATION_VOLUME)))
     )
     assert on_destination[0].endpoint_type == "dst"
-
-
-def test_reestablish_brings_back_a_deleted_replication_on_the_destination(
-    server: ContractServer, provider: AnfProvider
-) -> None:
-    server.model.exists = False
-    server.model.mirror_state = "Broken"
-    result = run(provider.reestablish(timeout=T))
-    post = server.posts("reestablishReplication")[0]
-    assert post.volume == DESTINATION_VOLUME
-    assert post.body == {"sourceVolumeId": volume_id(SOURCE_VOLUME)}
-    assert result.changed is True
-    assert result.status.mirror_state is MirrorState.MIRRORED
-
-
-def test_reestablish_of_an_existing_replication_changes_nothing(
-    server: ContractServer, provider: AnfProvider
-) -> None:
-    result = run(provider.reestablish(timeout=T))
-    assert result.changed is False
-    assert server.posts() == []
-    with pytest.raises(PreconditionError, match="exists already"):
-        run(provider.reestablish(timeout=T, reverse=True))
-
-
-def test_authorize_on_the_source_starts_an_uninitialized_replication(
-    server: ContractServer, provider: AnfProvider
-) -> None:
-    server.model.mirror_state = "Uninitialized"
-    result = run(provider.authorize(timeout=T))
-    post = server.posts("authorizeReplication")[0]
-    assert post.volume == SOURCE_VOLUME
-    assert post.body == {"remoteVolumeResourceId": volume_id(DESTINATION_VOLUME)}
-    assert result.changed is True
-    assert result.status.mirror_state is MirrorState.MIRRORED
-    assert run(provider.authorize(timeout=T)).changed is False
-    assert len(server.posts("authorizeReplication")) == 1
 
 
 # -- construction ----------------------------------------------------------------------

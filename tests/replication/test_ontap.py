@@ -22,7 +22,7 @@ from nfs_failover.lab import Lab
 from nfs_failover.replication import MirrorState, RelationshipStatus
 from nfs_failover.replication.nfs_divergence import CLOCK_MARGIN
 from nfs_failover.replication.ontap import OntapProvider, parse_lag_time
-from nfs_failover.replication.ontap_client import PASSWORD_ENV, USERNAME_ENV
+from nfs_failover.replication.ontap.client import PASSWORD_ENV, USERNAME_ENV
 from tests.replication.conftest import folders
 from tests.replication.ontap_contract_server import (
     JOBS,
@@ -476,6 +476,13 @@ def test_transfer_now_on_a_broken_relationship_is_refused_without_a_post(
     with pytest.raises(PreconditionError, match="mirrored"):
         using(provider, lambda p: p.transfer_now(timeout=TIMEOUT))
     assert server.calls("POST") == []
+
+
+def test_serve_returns_at_once_as_ontap_keeps_its_own_schedule(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    using(provider, lambda p: asyncio.wait_for(p.serve(asyncio.Event()), 1.0))
+    assert server.requests == []
 
 
 # -- failures ------------------------------------------------------------------------

@@ -40,7 +40,6 @@ from nfs_failover.errors import NfsFailoverError
 from nfs_failover.health import EndpointHealth, HealthSettings, HealthTracker
 from nfs_failover.probe import Prober
 from nfs_failover.replication import MirrorState, Provider, ReplicationStatus, open_provider
-from nfs_failover.replication.local import LocalProvider
 from nfs_failover.store import Event, Report, SqliteStore, StoreError, Workflow
 
 log = logging.getLogger(__name__)
@@ -130,14 +129,12 @@ class Controller:
     # -- the loop --------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Cycle until ``stop``; the local engine's transfer schedule runs alongside, and
+        """Cycle until ``stop``; each provider's own schedule (``serve``) runs alongside, and
         so does the agent (single-host mode), on a loop of its own: a slow agent cycle (a
         hung mount's check, a remote client) never delays the controller's decisions."""
         self._changed = asyncio.Event()  # of this loop
         alongside = [
-            asyncio.create_task(provider.serve(stop))
-            for provider in self.providers.values()
-            if isinstance(provider, LocalProvider)
+            asyncio.create_task(provider.serve(stop)) for provider in self.providers.values()
         ]
         agents = [asyncio.create_task(self._run_agent(agent, stop)) for agent in self.agents]
         while not stop.is_set():

@@ -22,7 +22,7 @@ from nfs_failover.controller.hooks import HookFailed, run_hook
 from nfs_failover.desired import VolumeDesired, failed_over, normal
 from nfs_failover.errors import NfsFailoverError, ProviderError
 from nfs_failover.nfs_tree import copy_out
-from nfs_failover.pacing import Pacer
+from nfs_failover.pacing import Deadline, Pacer
 from nfs_failover.probe import Prober
 from nfs_failover.replication import Progress, Provider
 from nfs_failover.store import Event, SqliteStore, Workflow
@@ -90,7 +90,7 @@ async def break_replication(ctx: Context) -> None:
 async def confirm_writable(ctx: Context) -> None:
     """The destination must really take writes before clients are sent to it."""
     export = ctx.volume.replicas[1].export
-    pacer = Pacer(ctx.step_timeout)
+    pacer = Pacer(Deadline(ctx.step_timeout))
     async with Prober(timeout=min(2.0, ctx.step_timeout), keep=False) as prober:
         while True:
             result = await prober.probe(export, check_write=True)

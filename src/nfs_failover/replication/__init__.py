@@ -1,4 +1,4 @@
-"""Replication providers: one interface (``base``), one module per engine."""
+"""Replication providers: one interface (``base``), one module or package per engine."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ and "snapmirrored" from another.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -163,6 +164,16 @@ class Provider(abc.ABC):
             f"{self.name}: cannot make the source read-only through the provider",
             code="unsupported",
         )
+
+    async def serve(  # noqa: B027 - a schedule the storage keeps needs no driving
+        self,
+        stop: asyncio.Event,
+        progress: Progress | None = None,
+    ) -> None:
+        """Run the provider's own transfer schedule until ``stop`` is set. Only an engine
+        that the controller hosts (``local``) has one to run; a provider whose storage
+        keeps the schedule (ANF, ONTAP) returns at once. The controller runs it beside
+        its loop for every provider."""
 
     async def close(self) -> None:  # noqa: B027 - optional for providers holding no resources
         """Release connections; the provider is not used afterwards."""

@@ -29,6 +29,7 @@ from pathlib import Path
 from nfs_failover import files, ganesha
 from nfs_failover.config import GaneshaExport, LocalReplication, Volume
 from nfs_failover.errors import PreconditionError, ProviderError, ProviderTimeout
+from nfs_failover.pacing import Deadline, Pacer
 from nfs_failover.probe import Prober
 from nfs_failover.replication.base import (
     Divergence,
@@ -178,7 +179,7 @@ class LocalProvider(Provider):
     async def transfer_now(
         self, *, timeout: float, progress: Progress | None = None
     ) -> OperationResult:
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         # The copy itself is local, but the source must answer over NFS: a source cut off
         # from the network replicates nothing, as with SnapMirror. Checked before taking
         # the lock, so a dead source never keeps a break waiting.
@@ -196,7 +197,7 @@ class LocalProvider(Provider):
     async def break_(
         self, *, force: bool = False, timeout: float, progress: Progress | None = None
     ) -> OperationResult:
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         async with self._locked(deadline, force=force):
             state = self._load()
             if state.mirror_state == MirrorState.UNINITIALIZED:
@@ -206,9 +207,10 @@ class LocalProvider(Provider):
             changed = state.mirror_state != MirrorState.BROKEN
             if changed:
                 state = replace(
-                    state, mirror_state=MirrorState.BROKEN.value,
+                    state,
+                    mirror_state=MirrorState.BROKEN.value,
                     broken_from_reversed=state.reversed,
-                ).noted("break", force=force)  # fmt: skip
+                ).noted("break", force=force)
                 state.save(self._state_path)
             _say(progress, f"making {self._status(state).destination} writable")
             await self._apply_access(state, deadline)
@@ -217,7 +219,7 @@ class LocalProvider(Provider):
     async def quiesce_source(self, *, timeout: float) -> OperationResult:
         """The source's export becomes read-only (confirmed over NFS) and stays so, also
         across a break, until a resync makes a source of it again."""
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         async with self._locked(deadline):
             state = self._load()
             changed = not state.quiesced
@@ -238,13 +240,16 @@ class LocalProvider(Provider):
     async def _resync(
         self, *, reverse: bool, timeout: float, progress: Progress | None
     ) -> OperationResult:
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         operation = "reverse resync" if reverse else "resync"
         async with self._locked(deadline):
             state = self._load()
             if state.mirror_state == MirrorState.MIRRORED:
-                done = state.reversed != state.broken_from_reversed if reverse else (
-                    state.broken_from_reversed in (None, state.reversed))  # fmt: skip
+                done = (
+                    state.reversed != state.broken_from_reversed
+                    if reverse
+                    else state.broken_from_reversed in (None, state.reversed)
+                )
                 if done:
                     return self._result(operation, state, False)
             if state.mirror_state != MirrorState.BROKEN:
@@ -258,8 +263,9 @@ class LocalProvider(Provider):
             overwritten = divergence.source_only if reverse else divergence.destination_only
             if reverse:
                 state = replace(state, reversed=not state.reversed)
-            state = replace(state, mirror_state=MirrorState.MIRRORED.value, last_transfer=None,
-                            quiesced=False)  # fmt: skip
+            state = replace(
+                state, mirror_state=MirrorState.MIRRORED.value, last_transfer=None, quiesced=False
+            )
             _say(progress, f"{operation}: {self._status(state).destination} becomes read-only")
             await self._apply_access(state, deadline)
             state = state.noted(operation, overwritten=len(overwritten))
@@ -294,10 +300,10 @@ class LocalProvider(Provider):
                 await asyncio.wait_for(stop.wait(), wait)
 
     async def divergence(self, *, timeout: float) -> Divergence:
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         async with self._locked(deadline):
             return await asyncio.wait_for(
-                asyncio.to_thread(self._divergence, self._load()), _left(deadline)
+                asyncio.to_thread(self._divergence, self._load()), deadline.left()
             )
 
     def _divergence(self, state: RelationshipState) -> Divergence:
@@ -318,17 +324,23 @@ class LocalProvider(Provider):
     # -- the data path -----------------------------------------------------------------
 
     async def _transfer(
-        self, state: RelationshipState, deadline: float, progress: Progress | None,
+        self,
+        state: RelationshipState,
+        deadline: Deadline,
+        progress: Progress | None,
         full: bool = False,
-    ) -> tuple[RelationshipState, Transfer]:  # fmt: skip
+    ) -> tuple[RelationshipState, Transfer]:
         """One rsync from source to destination, then the manifest; crash-safe."""
         source, destination = self._sides(state)
         full = full or state.last_transfer is None or state.unhealthy is not None
         started = time.time()
         state = replace(state, transfer_started=started, transfer_pid=os.getpid())
         state.save(self._state_path)
-        _say(progress, f"transferring {self._status(state).source} -> "
-             f"{self._status(state).destination}{' (full)' if full else ''}")  # fmt: skip
+        _say(
+            progress,
+            f"transferring {self._status(state).source} -> "
+            f"{self._status(state).destination}{' (full)' if full else ''}",
+        )
 
         def running(pid: int) -> None:
             # While rsync runs, its pid marks the transfer: a forced break stops it, and a
@@ -346,16 +358,20 @@ class LocalProvider(Provider):
             await asyncio.to_thread(self._manifest.update, dest_root, changed, deleted)
         transfer = Transfer(started, time.time(), sent, len(changed) + len(deleted), full)
         state = replace(
-            state, mirror_state=MirrorState.MIRRORED.value, transfer_started=None,
-            transfer_pid=None, unhealthy=None, last_transfer=transfer,
-        ).noted("transfer", bytes=sent, files=transfer.files_changed, full=full)  # fmt: skip
+            state,
+            mirror_state=MirrorState.MIRRORED.value,
+            transfer_started=None,
+            transfer_pid=None,
+            unhealthy=None,
+            last_transfer=transfer,
+        ).noted("transfer", bytes=sent, files=transfer.files_changed, full=full)
         state.save(self._state_path)
         _say(progress, f"transferred {transfer.files_changed} changes, {sent} bytes", 1.0)
         return state, transfer
 
-    async def _require_reachable(self, index: int, deadline: float) -> None:
+    async def _require_reachable(self, index: int, deadline: Deadline) -> None:
         replica = self.volume.replicas[index]
-        async with Prober(timeout=min(REACHABLE_TIMEOUT, _left(deadline)), keep=False) as prober:
+        async with Prober(timeout=min(REACHABLE_TIMEOUT, deadline.left()), keep=False) as prober:
             result = await prober.probe(replica.export)
         if not result.up:
             raise ProviderError(
@@ -365,7 +381,7 @@ class LocalProvider(Provider):
             )
 
     async def _apply_access(
-        self, state: RelationshipState, deadline: float, *, confirm_source: bool = False
+        self, state: RelationshipState, deadline: Deadline, *, confirm_source: bool = False
     ) -> None:
         """The destination is read-only until a break, the source writable unless
         quiesced.
@@ -386,22 +402,22 @@ class LocalProvider(Provider):
             if changed or index == destination or confirm_source:
                 await self._confirm_access(index, read_only, deadline)
 
-    async def _confirm_access(self, index: int, read_only: bool, deadline: float) -> None:
+    async def _confirm_access(self, index: int, read_only: bool, deadline: Deadline) -> None:
         """Wait until the export really refuses or takes writes over NFS (Ganesha reloads
         exports asynchronously after SIGHUP)."""
         replica = self.volume.replicas[index]
-        async with Prober(timeout=min(2.0, _left(deadline)), keep=False) as prober:
+        pacer = Pacer.every(self.poll_interval, deadline)
+        async with Prober(timeout=min(2.0, deadline.left()), keep=False) as prober:
             while True:
                 result = await prober.probe(replica.export, check_write=True)
                 if result.up and result.writable is not None and result.writable != read_only:
                     return
-                if time.monotonic() + self.poll_interval >= deadline:
+                if not await pacer.pause_whole():
                     wanted = "read-only" if read_only else "writable"
                     raise ProviderTimeout(
                         f"{replica.name} ({replica.export}) did not become {wanted}: "
                         f"{result.summary()}"
                     )
-                await asyncio.sleep(self.poll_interval)
 
     def _result(
         self, operation: str, state: RelationshipState, changed: bool, *,
@@ -416,12 +432,13 @@ class LocalProvider(Provider):
         )
 
     @contextlib.asynccontextmanager
-    async def _locked(self, deadline: float, *, force: bool = False) -> AsyncIterator[None]:
+    async def _locked(self, deadline: Deadline, *, force: bool = False) -> AsyncIterator[None]:
         """One operation at a time per relationship, across processes, within the deadline.
 
         ``force`` (a forced break) does not wait for a running transfer: it stops it.
         """
         lock = open(self.state_dir / "lock", "w")  # noqa: SIM115 - held across awaits
+        pacer = Pacer.every(self.poll_interval, deadline)
         try:
             while True:
                 try:
@@ -430,12 +447,11 @@ class LocalProvider(Provider):
                 except BlockingIOError:
                     if force:
                         _stop_transfer(self._state_path)
-                    if time.monotonic() + self.poll_interval >= deadline:
+                    if not await pacer.pause_whole():
                         raise ProviderTimeout(
                             f"volume {self.volume.name}: another operation (a transfer?) is "
                             "still running"
                         ) from None
-                    await asyncio.sleep(self.poll_interval)
             yield
         finally:
             lock.close()
@@ -444,7 +460,7 @@ class LocalProvider(Provider):
 async def _rsync(
     source: Path,
     destination: Path,
-    deadline: float,
+    deadline: Deadline,
     progress: Progress | None,
     started: Callable[[int], None],
 ) -> tuple[list[str], list[str], int]:
@@ -454,13 +470,17 @@ async def _rsync(
     """
     destination.mkdir(parents=True, exist_ok=True)
     proc = await asyncio.create_subprocess_exec(
-        *RSYNC, f"{source}/", f"{destination}/",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL, limit=1 << 20,
-    )  # fmt: skip
+        *RSYNC,
+        f"{source}/",
+        f"{destination}/",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+        limit=1 << 20,
+    )
     started(proc.pid)
     try:
-        out, err = await asyncio.wait_for(_collect(proc, progress), _left(deadline))
+        out, err = await asyncio.wait_for(_collect(proc, progress), deadline.left())
     except (TimeoutError, asyncio.CancelledError):
         proc.kill()
         await proc.wait()
@@ -536,10 +556,6 @@ def _alive(pid: int | None) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _left(deadline: float) -> float:
-    return max(deadline - time.monotonic(), 0.0)
 
 
 def _say(progress: Progress | None, message: str, fraction: float | None = None) -> None:

@@ -16,7 +16,6 @@ import email.utils
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypedDict, TypeVar
@@ -34,7 +33,7 @@ from azure.core.polling import LROPoller
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 
 from nfs_failover.errors import ProviderError, ProviderTimeout
-from nfs_failover.pacing import Pacer
+from nfs_failover.pacing import Deadline, Pacer
 from nfs_failover.replication.base import Progress
 
 _log = logging.getLogger("nfs_failover.replication.anf")
@@ -65,33 +64,25 @@ class CallOptions(TypedDict):
     retry_total: int
 
 
-class Deadline:
-    """A point in monotonic time that every wait and request of one operation ends by."""
+def call_options(deadline: Deadline) -> CallOptions:
+    """A request's options: its timeouts cut to what is left of the deadline."""
+    left = max(deadline.left(), 0.001)
+    return CallOptions(connection_timeout=left, read_timeout=left, retry_total=0)
 
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self._end = time.monotonic() + max(timeout, 0.0)
 
-    def left(self) -> float:
-        return self._end - time.monotonic()
+def lro_polling(deadline: Deadline, interval: float, endpoint: str) -> ARMPolling:
+    """The LRO polling method: ARM's, with request timeouts cut to the time left.
 
-    def options(self) -> CallOptions:
-        left = max(self.left(), 0.001)
-        return CallOptions(connection_timeout=left, read_timeout=left, retry_total=0)
-
-    def polling(self, interval: float, endpoint: str) -> ARMPolling:
-        """The LRO polling method: ARM's, with request timeouts cut to the time left.
-
-        Status polls keep azure-core's default retries (they are reads, harmless if one
-        lands after the deadline); the poller thread is a daemon and is abandoned there.
-        """
-        left = max(self.left(), 0.001)
-        return ARMPolling(
-            interval,
-            path_format_arguments={"endpoint": endpoint},
-            connection_timeout=left,
-            read_timeout=left,
-        )
+    Status polls keep azure-core's default retries (they are reads, harmless if one
+    lands after the deadline); the poller thread is a daemon and is abandoned there.
+    """
+    left = max(deadline.left(), 0.001)
+    return ARMPolling(
+        interval,
+        path_format_arguments={"endpoint": endpoint},
+        connection_timeout=left,
+        read_timeout=left,
+    )
 
 
 async def call(
@@ -104,21 +95,27 @@ async def call(
     take past it: the request is then not sent again) and ``ProviderError`` for every
     other failure.
     """
-    pacer = Pacer(deadline.left(), first=0.1)
+    pacer = Pacer(deadline, first=0.1)
     while True:
-        if deadline.left() <= 0:
+        if deadline.passed():
             raise ProviderTimeout(f"{what}: no answer from ANF within {deadline.timeout:g}s")
         try:
-            return await _in_thread(what, deadline, functools.partial(request, deadline.options()))
+            return await _in_thread(
+                what, deadline, functools.partial(request, call_options(deadline))
+            )
         except HttpResponseError as exc:
             delay = _retry_after(exc)
-            if (delay is None and read and _transient(exc) and pacer.attempts < _READ_TRIES
-                    and await pacer.pause()):  # fmt: skip
-                _log.info("%s: HTTP %s, asking again", what, exc.status_code)
-                continue
             if delay is None:
+                if (
+                    read
+                    and _transient(exc)
+                    and pacer.attempts < _READ_TRIES
+                    and await pacer.pause()
+                ):
+                    _log.info("%s: HTTP %s, asking again", what, exc.status_code)
+                    continue
                 raise provider_error(what, exc, deadline) from exc
-            if delay >= deadline.left():
+            if not pacer.fits(delay):
                 raise ProviderTimeout(
                     f"{what}: ANF is throttling (HTTP {exc.status_code}) and asks to retry"
                     f" after {delay:g}s, past the {deadline.timeout:g}s deadline; not retried",
@@ -126,7 +123,7 @@ async def call(
                     provider_message=_message(exc),
                 ) from exc
             _log.info("%s: HTTP %s, retrying in %gs", what, exc.status_code, delay)
-            await asyncio.sleep(delay)
+            await pacer.sleep(delay)
         except (ServiceRequestError, ServiceResponseError) as exc:
             if read and pacer.attempts < _READ_TRIES and await pacer.pause():
                 _log.info("%s: %s, asking again", what, _detail(exc))
@@ -158,17 +155,15 @@ async def watch_operation(
     finished = asyncio.Event()
     poller.add_done_callback(lambda _method: _wake(loop, finished))
     reported: list[str] = []
+    pacer = Pacer.every(_WATCH_TICK, deadline)
     while not poller.done():
         _report(what, poller.status(), reported, progress)
-        left = deadline.left()
-        if left <= 0:
+        if not await pacer.pause(wake=finished):
             last = reported[-1] if reported else "none"
             raise ProviderTimeout(
                 f"{what}: not finished within {deadline.timeout:g}s (last status {last});"
                 " ANF may still complete it, so read the status before acting again"
             )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(finished.wait(), min(left, _WATCH_TICK))
     final = poller.status()
     _report(what, final, reported, progress)
     try:
@@ -215,7 +210,7 @@ def provider_error(what: str, exc: AzureError, deadline: Deadline) -> ProviderEr
             code=code,
             provider_message=message,
         )
-    if deadline.left() <= 0:
+    if deadline.passed():
         return ProviderTimeout(f"{what}: no answer from ANF within {deadline.timeout:g}s")
     detail = _detail(exc)
     if isinstance(exc, ServiceRequestError | ServiceResponseError):
@@ -326,7 +321,7 @@ async def _in_thread(
 
     threading.Thread(target=run, name=f"anf: {what}", daemon=True).start()
     try:
-        return await asyncio.wait_for(future, max(deadline.left(), 0.0))
+        return await asyncio.wait_for(future, deadline.left())
     except TimeoutError:
         raise ProviderTimeout(
             f"{what}: no answer from {who} within {deadline.timeout:g}s"

@@ -4,18 +4,17 @@ Maps the common operations onto ``azure-mgmt-netapp`` (the installed SDK's api-v
 break and resync act on the volume that is the destination now, a reverse resync on the
 source. Which volume is which is read from ANF (``endpointType``) on every operation, so
 the roles follow ANF after a reverse resync. Threads, deadlines, retries and error
-translation live in ``anf_sdk``.
+translation live in ``calls``; reading ANF's records into the project's types in
+``records``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 from typing import Literal, TypeVar
 
 from azure.core.credentials import TokenCredential
@@ -27,12 +26,20 @@ from azure.mgmt.netapp import models as anf
 
 from nfs_failover.config import AnfReplication, AnfVolumeId, Volume
 from nfs_failover.errors import PreconditionError, ProviderError, ProviderTimeout
-from nfs_failover.replication.anf_sdk import (
+from nfs_failover.pacing import Deadline, Pacer
+from nfs_failover.replication.anf.calls import (
     CallOptions,
-    Deadline,
     call,
     fetch_token,
+    lro_polling,
     watch_operation,
+)
+from nfs_failover.replication.anf.records import (
+    AnfReplicationInfo,
+    endpoint_type,
+    newest_snapmirror,
+    replication_info,
+    replication_status,
 )
 from nfs_failover.replication.base import (
     Divergence,
@@ -42,18 +49,15 @@ from nfs_failover.replication.base import (
     Provider,
     RelationshipStatus,
     ReplicationStatus,
-    normalise_mirror_state,
-    normalise_relationship_status,
 )
 from nfs_failover.replication.nfs_divergence import divergence_over_nfs
 
-__all__ = ["AnfProvider", "AnfReplicationInfo"]
+__all__ = ["AnfProvider"]
 
 _log = logging.getLogger("nfs_failover.replication.anf")
 
 T = TypeVar("T")
 
-_SNAPMIRROR_PREFIX = "snapmirror."
 _DEFAULT_POLLING_INTERVAL = 5.0  # seconds between status reads and LRO polls, when unset
 _MIN_POLLING_INTERVAL = 0.01
 _OPPOSITE = {"src": "dst", "dst": "src"}
@@ -82,19 +86,6 @@ class _Observed:
     status: ReplicationStatus
 
 
-@dataclass(frozen=True)
-class AnfReplicationInfo:
-    """One entry of ANF's ``listReplications`` for a volume, in ANF's own words."""
-
-    replication_id: str | None
-    endpoint_type: str | None  # "src" or "dst": the side the listed volume is on
-    remote_volume: str | None
-    remote_region: str | None
-    schedule: str | None
-    mirror_state: MirrorState
-    created: datetime | None
-
-
 class AnfProvider(Provider):
     """The replication relationship of one volume on Azure NetApp Files.
 
@@ -112,7 +103,7 @@ class AnfProvider(Provider):
       destination again; the destination's changes are overwritten).
     - ``reverse_resync``: ``begin_resync_replication`` on the current source (destination
       to source; ANF overwrites newer data on the source, and the roles swap).
-    - ``authorize``, ``reestablish``, ``list_replications``: thin wrappers for workflows.
+    - ``list_replications``: ANF's own entries for a volume, for display.
 
     Lag is ``now - created`` of the newest ``snapmirror.*`` snapshot on the destination
     (``lag_source="snapshot"``), or None when there is none. That the destination's copy of
@@ -216,7 +207,7 @@ class AnfProvider(Provider):
             lambda client, options: client.volumes.begin_break_replication(
                 *_parts(target.volume),
                 body=body,
-                polling=deadline.polling(self._lro_interval, _endpoint(client)),
+                polling=lro_polling(deadline, self._lro_interval, _endpoint(client)),
                 **options,
             ),
         )
@@ -265,7 +256,7 @@ class AnfProvider(Provider):
         if self._own_credential is not None:
             self._own_credential.close()
 
-    # -- thin operations for workflows -----------------------------------------------
+    # -- beyond the contract -----------------------------------------------------------
 
     async def list_replications(
         self, *, timeout: float, on: AnfVolumeId | None = None
@@ -280,70 +271,7 @@ class AnfProvider(Provider):
                 client.volumes.list_replications(*_parts(volume), **options)
             ),
         )
-        return tuple(_replication_info(entry) for entry in entries)
-
-    async def authorize(
-        self, *, timeout: float, progress: Progress | None = None, reverse: bool = False
-    ) -> OperationResult:
-        """``authorizeReplication`` on the source, naming the destination: starts the
-        initial transfer of a new (uninitialized) relationship. ``reverse`` authorizes the
-        configured destination as the source. Already initialized in that direction:
-        changes nothing."""
-        roles = self._configured.swapped() if reverse else self._configured
-        deadline = Deadline(timeout)
-        observed = await self._observe(deadline)
-        if observed.status.mirror_state is not MirrorState.UNINITIALIZED:
-            return await self._already_set_up("authorize", roles, observed, deadline)
-        source = roles.source
-        what = f"authorizing replication from {source.replica} to {roles.destination.replica}"
-        body = anf.AuthorizeRequest(remote_volume_resource_id=str(roles.destination.volume))
-        poller = await self._call(
-            what,
-            deadline,
-            source.volume,
-            lambda client, options: client.volumes.begin_authorize_replication(
-                *_parts(source.volume),
-                body=body,
-                polling=deadline.polling(self._lro_interval, _endpoint(client)),
-                **options,
-            ),
-        )
-        await watch_operation(what, poller, deadline, progress)
-        return await self._changed("authorize", deadline)
-
-    async def reestablish(
-        self, *, timeout: float, progress: Progress | None = None, reverse: bool = False
-    ) -> OperationResult:
-        """``reestablishReplication`` on the destination, naming the source: brings back a
-        deleted relationship from a common snapshot. ``reverse`` re-establishes it from
-        the configured destination to the configured source. A relationship that exists
-        in that direction already changes nothing."""
-        roles = self._configured.swapped() if reverse else self._configured
-        deadline = Deadline(timeout)
-        try:
-            observed: _Observed | None = await self._observe(deadline)
-        except ProviderError as exc:
-            if exc.code != "not_replicated":
-                raise
-            observed = None
-        if observed is not None:
-            return await self._already_set_up("reestablish", roles, observed, deadline)
-        target = roles.destination
-        what = f"re-establishing replication from {roles.source.replica} to {target.replica}"
-        body = anf.ReestablishReplicationRequest(source_volume_id=str(roles.source.volume))
-        poller = await self._call(
-            what,
-            deadline,
-            target.volume,
-            lambda client, options: client.volumes.begin_reestablish_replication(
-                *_parts(target.volume),
-                body=body,
-                polling=deadline.polling(self._lro_interval, _endpoint(client)),
-                **options,
-            ),
-        )
-        await watch_operation(what, poller, deadline, progress)
-        return await self._changed("reestablish", deadline)
+        return tuple(replication_info(entry) for entry in entries)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -378,7 +306,7 @@ class AnfProvider(Provider):
             target.volume,
             lambda client, options: client.volumes.begin_resync_replication(
                 *_parts(target.volume),
-                polling=deadline.polling(self._lro_interval, _endpoint(client)),
+                polling=lro_polling(deadline, self._lro_interval, _endpoint(client)),
                 **options,
             ),
         )
@@ -391,17 +319,6 @@ class AnfProvider(Provider):
             return True  # a resync asks for mirrored in the current direction
         last = self._reversed_onto
         return last is not None and last.same_volume(roles.destination.volume)
-
-    async def _already_set_up(
-        self, operation: str, wanted: _Roles, observed: _Observed, deadline: Deadline
-    ) -> OperationResult:
-        if not wanted.destination.volume.same_volume(observed.roles.destination.volume):
-            status = observed.status
-            raise PreconditionError(
-                f"cannot {operation}: a replication from {status.source} to"
-                f" {status.destination} exists already"
-            )
-        return await self._unchanged(operation, observed, deadline)
 
     async def _unchanged(
         self, operation: str, observed: _Observed, deadline: Deadline
@@ -436,10 +353,10 @@ class AnfProvider(Provider):
             return observed
         if progress is not None:
             progress(f"waiting for the transfer to {observed.status.destination} to end", None)
+        pacer = Pacer.every(self._interval, deadline)
         while _break_step(observed.status, force) == "wait":
-            if deadline.left() <= self._interval:
+            if not await pacer.pause_whole():
                 raise self._transfer_outlasted(observed.status, deadline)
-            await asyncio.sleep(self._interval)  # between status polls, bounded above
             try:
                 observed = await self._observe(deadline)
             except ProviderTimeout:
@@ -449,7 +366,7 @@ class AnfProvider(Provider):
     @staticmethod
     def _transfer_outlasted(status: ReplicationStatus, deadline: Deadline) -> ProviderTimeout:
         # What was really waited (the last status poll may come before the deadline).
-        waited = deadline.timeout - deadline.left()
+        waited = deadline.elapsed()
         return ProviderTimeout(
             f"cannot break: a transfer to {status.destination} was still running after"
             f" {waited:.1f}s of the {deadline.timeout:g}s deadline; nothing was changed"
@@ -469,7 +386,13 @@ class AnfProvider(Provider):
             ),
             read=True,
         )
-        return _Observed(roles, _to_status(raw, roles))
+        status = replication_status(
+            raw,
+            source=roles.source.replica,
+            destination=destination.replica,
+            destination_volume=str(destination.volume),
+        )
+        return _Observed(roles, status)
 
     async def _with_lag(self, observed: _Observed, deadline: Deadline) -> ReplicationStatus:
         """The status with its lag; a lag that cannot be read (a role without
@@ -494,7 +417,7 @@ class AnfProvider(Provider):
             ),
             read=True,
         )
-        newest = _newest_snapmirror(snapshots)
+        newest = newest_snapmirror(snapshots)
         if newest is None:
             return observed.status
         lag = max(datetime.now(UTC) - newest, timedelta(0))
@@ -524,10 +447,7 @@ class AnfProvider(Provider):
             lambda client, options: client.volumes.get(*_parts(side.volume), **options),
             read=True,
         )
-        protection = volume.properties.data_protection if volume.properties else None
-        replication = protection.replication if protection else None
-        kind = _text(replication.endpoint_type) if replication else None
-        return kind.lower() if kind else None
+        return endpoint_type(volume)
 
     async def _call(
         self,
@@ -566,7 +486,7 @@ class AnfProvider(Provider):
         return client
 
 
-# -- pure helpers ------------------------------------------------------------------------
+# -- helpers -----------------------------------------------------------------------------
 
 _BreakStep = Literal["done", "send", "wait"]
 
@@ -594,71 +514,6 @@ def _break_step(status: ReplicationStatus, force: bool) -> _BreakStep:
         f" {_said(status, 'relationshipStatus')}, neither idle nor transferring;"
         " break with force to override"
     )
-
-
-def _to_status(raw: anf.ReplicationStatus, roles: _Roles) -> ReplicationStatus:
-    mirror = _text(raw.mirror_state)
-    relationship = _text(raw.relationship_status)
-    words = {
-        "mirrorState": mirror,
-        "relationshipStatus": relationship,
-        "healthy": None if raw.healthy is None else str(raw.healthy).lower(),
-        "totalProgress": raw.total_progress,
-        "errorMessage": raw.error_message,
-        "destinationVolume": str(roles.destination.volume),
-    }
-    return ReplicationStatus(
-        mirror_state=normalise_mirror_state(mirror),
-        relationship_status=normalise_relationship_status(relationship),
-        healthy=raw.healthy is True,
-        source=roles.source.replica,
-        destination=roles.destination.replica,
-        error=raw.error_message or None,
-        last_transfer_bytes=_bytes(raw.total_progress),
-        raw={key: value for key, value in words.items() if value is not None},
-    )
-
-
-def _replication_info(entry: anf.Replication) -> AnfReplicationInfo:
-    return AnfReplicationInfo(
-        replication_id=entry.replication_id,
-        endpoint_type=_text(entry.endpoint_type),
-        remote_volume=entry.remote_volume_resource_id,
-        remote_region=entry.remote_volume_region,
-        schedule=_text(entry.replication_schedule),
-        mirror_state=normalise_mirror_state(_text(entry.mirror_state)),
-        created=entry.replication_creation_time,
-    )
-
-
-def _newest_snapmirror(snapshots: list[anf.Snapshot]) -> datetime | None:
-    """Creation time of the newest ``snapmirror.*`` snapshot (ARM names nested resources
-    ``account/pool/volume/snapshot``; the last part is the snapshot's own name)."""
-    times = [
-        snapshot.properties.created
-        for snapshot in snapshots
-        if snapshot.name
-        and snapshot.name.rsplit("/", 1)[-1].startswith(_SNAPMIRROR_PREFIX)
-        and snapshot.properties is not None
-        and snapshot.properties.created is not None
-    ]
-    return max(times, default=None)
-
-
-def _bytes(total_progress: str | None) -> int | None:
-    """ANF's ``totalProgress`` is a count of bytes as a string; anything else is None."""
-    try:
-        value = int((total_progress or "").strip())
-    except ValueError:
-        return None
-    return value if value >= 0 else None
-
-
-def _text(value: str | Enum | None) -> str | None:
-    """An SDK enum field as ANF's word (the SDK gives enum members for known values)."""
-    if isinstance(value, Enum):
-        return str(value.value)
-    return value
 
 
 def _said(status: ReplicationStatus, key: str) -> str:

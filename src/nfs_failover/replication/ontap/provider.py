@@ -9,17 +9,16 @@ change, so each operation follows the job, then polls the relationship until it 
 the end state, all within the operation's deadline. Once ONTAP has accepted a change, a
 read that fails does not fail the operation: the relationship's state decides. GETs are
 asked again after a transient failure, PATCH and POST never. Threads, timeouts,
-credentials and error translation live in ``ontap_client``.
+credentials and error translation live in ``client``; reading ONTAP's records into the
+project's types in ``records``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import TypeVar
 
@@ -27,7 +26,7 @@ from netapp_ontap.host_connection import HostConnection
 
 from nfs_failover.config import OntapReplication, Volume
 from nfs_failover.errors import PreconditionError, ProviderError, ProviderTimeout
-from nfs_failover.pacing import Pacer
+from nfs_failover.pacing import Deadline, Pacer
 from nfs_failover.replication.base import (
     Divergence,
     MirrorState,
@@ -36,11 +35,9 @@ from nfs_failover.replication.base import (
     Provider,
     RelationshipStatus,
     ReplicationStatus,
-    normalise_mirror_state,
-    normalise_relationship_status,
 )
 from nfs_failover.replication.nfs_divergence import divergence_over_nfs
-from nfs_failover.replication.ontap_client import (
+from nfs_failover.replication.ontap.client import (
     OntapClient,
     OntapError,
     OntapTimeout,
@@ -48,137 +45,18 @@ from nfs_failover.replication.ontap_client import (
     connect,
     read_credentials,
 )
+from nfs_failover.replication.ontap.records import OntapJob, OntapRecord, parse_lag_time
 
-__all__ = ["OntapProvider", "OntapRecord", "parse_lag_time"]
+__all__ = ["OntapProvider"]
 
 T = TypeVar("T")
 
-# transfer.state: a finished transfer is history, so the relationship is idle.
-_FINISHED_TRANSFER = frozenset({"success", "failed", "aborted", "hard_aborted"})
-_FAILED_TRANSFER = frozenset({"failed", "aborted", "hard_aborted"})
-_ISO_DURATION = re.compile(
-    r"P(?:(?P<weeks>\d{1,9})W)?(?:(?P<days>\d{1,9})D)?"
-    r"(?:T(?:(?P<hours>\d{1,12})H)?(?:(?P<minutes>\d{1,12})M)?"
-    r"(?:(?P<seconds>\d{1,12}(?:[.,]\d{1,9})?)S)?)?",
-    re.ASCII,
-)
 # Of what is left of the deadline when ONTAP accepts a change, the share its job may
 # take to confirm it: the rest is kept for the relationship, which has the last word.
 _JOB_SHARE = 0.75
 # While a change is confirmed, the share of what is left one relationship read may take:
 # a read that hangs then leaves time to read the relationship again.
 _READ_SHARE = 0.5
-
-
-def parse_lag_time(text: str | None) -> timedelta | None:
-    """ONTAP's ``lag_time``, an ISO-8601 duration such as ``PT8H35M42S`` or ``P1DT2H``.
-
-    Years and months have no fixed length and are not accepted; anything unreadable is
-    None, never an exception.
-    """
-    if not text:
-        return None
-    match = _ISO_DURATION.fullmatch(text.strip())
-    if match is None or text.strip().endswith("T"):
-        return None
-    parts = {name: value for name, value in match.groupdict().items() if value is not None}
-    if not parts:
-        return None
-    seconds = float(parts.pop("seconds", "0").replace(",", "."))
-    try:
-        return timedelta(seconds=seconds, **{name: int(value) for name, value in parts.items()})
-    except OverflowError:
-        return None
-
-
-@dataclass(frozen=True)
-class OntapRecord:
-    """One reading of the relationship, in ONTAP's words (fields missing are None)."""
-
-    uuid: str
-    state: str | None
-    healthy: bool
-    reasons: tuple[tuple[str, str | None], ...]  # unhealthy_reason: (message, code)
-    lag_time: str | None
-    exported_snapshot: str | None
-    source_path: str | None
-    destination_path: str | None
-    transfer_state: str | None
-    transfer_bytes: int | None
-    transfer_end: datetime | None
-    transfer_uuid: str | None
-
-    @classmethod
-    def parse(cls, data: Mapping[str, object]) -> OntapRecord:
-        uuid = _text(data, "uuid")
-        if uuid is None:
-            raise ValueError("a relationship record without a uuid")
-        transfer = _mapping(data, "transfer")
-        reasons = data.get("unhealthy_reason")
-        return cls(
-            uuid=uuid,
-            state=_text(data, "state"),
-            healthy=data.get("healthy") is True,
-            reasons=tuple(
-                (_text(r, "message") or "unknown reason", _text(r, "code"))
-                for r in (reasons if isinstance(reasons, list) else [])
-                if isinstance(r, dict)
-            ),
-            lag_time=_text(data, "lag_time"),
-            exported_snapshot=_text(data, "exported_snapshot"),
-            source_path=_text(_mapping(data, "source"), "path"),
-            destination_path=_text(_mapping(data, "destination"), "path"),
-            transfer_state=_text(transfer, "state"),
-            transfer_bytes=_count(transfer.get("bytes_transferred")),
-            transfer_end=_time(_text(transfer, "end_time")),
-            transfer_uuid=_text(transfer, "uuid"),
-        )
-
-    @property
-    def mirror_state(self) -> MirrorState:
-        return normalise_mirror_state(self.state)
-
-    @property
-    def relationship_status(self) -> RelationshipStatus:
-        """Transferring while a transfer is queued or runs; idle once it has finished."""
-        if self.transfer_state is None or self.transfer_state.lower() in _FINISHED_TRANSFER:
-            return RelationshipStatus.IDLE
-        return normalise_relationship_status(self.transfer_state)
-
-    @property
-    def transfer_mark(self) -> tuple[str | None, datetime | None]:
-        """What tells one transfer from the next."""
-        return self.transfer_uuid, self.transfer_end
-
-    @property
-    def error(self) -> str | None:
-        if self.reasons:
-            return "; ".join(message for message, _ in self.reasons)
-        if (self.transfer_state or "").lower() in _FAILED_TRANSFER:
-            return f"last transfer {self.transfer_state}"
-        return None
-
-    def describe(self) -> str:
-        """``transferring, 1.2 GB`` while a transfer runs, else the state."""
-        if self.relationship_status is RelationshipStatus.TRANSFERRING:
-            return f"{self.transfer_state}, {_size(self.transfer_bytes or 0)}"
-        return self.state or "state unknown"
-
-    def raw(self) -> dict[str, str]:
-        values = {
-            "uuid": self.uuid,
-            "state": self.state,
-            "healthy": "true" if self.healthy else "false",
-            "unhealthy_reason": self.error if self.reasons else None,
-            "lag_time": self.lag_time,
-            "exported_snapshot": self.exported_snapshot,
-            "source.path": self.source_path,
-            "destination.path": self.destination_path,
-            "transfer.state": self.transfer_state,
-            "transfer.bytes_transferred": _opt_str(self.transfer_bytes),
-            "transfer.end_time": self.transfer_end.isoformat() if self.transfer_end else None,
-        }
-        return {key: value for key, value in values.items() if value is not None}
 
 
 class OntapProvider(Provider):
@@ -235,7 +113,7 @@ class OntapProvider(Provider):
     # -- the contract ------------------------------------------------------------------
 
     async def status(self, *, timeout: float) -> ReplicationStatus:
-        return self._status(await self._read(_deadline(timeout)))
+        return self._status(await self._read(Deadline(timeout)))
 
     async def transfer_now(
         self, *, timeout: float, progress: Progress | None = None
@@ -245,7 +123,7 @@ class OntapProvider(Provider):
         A transfer already running is waited for first, then a new one is started, so the
         destination holds everything written before this call.
         """
-        deadline = _deadline(timeout)
+        deadline = Deadline(timeout)
         record = await self._read(deadline)
         if record.mirror_state is not MirrorState.MIRRORED:
             raise PreconditionError(
@@ -268,7 +146,7 @@ class OntapProvider(Provider):
         Without force, a running transfer is waited for within the deadline; if it is
         still running then, ``ProviderTimeout`` is raised and nothing is changed.
         """
-        deadline = _deadline(timeout)
+        deadline = Deadline(timeout)
         record = await self._read(deadline)
         if record.relationship_status is RelationshipStatus.TRANSFERRING and not force:
             self._refuse_break(record)
@@ -308,8 +186,8 @@ class OntapProvider(Provider):
         of the last transfer. Both replicas are walked over NFS with the project's own
         client, and files changed since that point are attributed to their side
         (``nfs_divergence``)."""
-        started = time.monotonic()
-        status = await self.status(timeout=timeout)
+        deadline = Deadline(timeout)
+        status = self._status(await self._read(deadline))
         if status.lag is None:
             raise PreconditionError(
                 f"ONTAP reports no lag_time for {status.destination}, so no common point to "
@@ -320,7 +198,7 @@ class OntapProvider(Provider):
             exports[status.source],
             exports[status.destination],
             datetime.now(UTC) - status.lag,
-            timeout=max(timeout - (time.monotonic() - started), 0.0),
+            timeout=deadline.left(),
         )
 
     async def close(self) -> None:
@@ -332,7 +210,7 @@ class OntapProvider(Provider):
         self, *, reverse: bool, timeout: float, progress: Progress | None
     ) -> OperationResult:
         operation = "reverse resync" if reverse else "resync"
-        deadline = _deadline(timeout)
+        deadline = Deadline(timeout)
         record = await self._read(deadline)
         if record.mirror_state is MirrorState.MIRRORED and self._done(record, reverse=reverse):
             return self._result(operation, record, False)
@@ -352,8 +230,9 @@ class OntapProvider(Provider):
             changes["source"] = {"path": record.destination_path}
             changes["destination"] = {"path": record.source_path}
         status = self._status(record)
-        kept, lost = (status.destination, status.source) if reverse else (
-            status.source, status.destination)  # fmt: skip
+        kept, lost = (
+            (status.destination, status.source) if reverse else (status.source, status.destination)
+        )
         _say(progress, f"{operation}: {lost} is overwritten from {kept}")
         watch = _TransferWatch(record, operation)
 
@@ -387,7 +266,7 @@ class OntapProvider(Provider):
         record: OntapRecord,
         changes: Mapping[str, object],
         goal: _Goal,
-        deadline: float,
+        deadline: Deadline,
         progress: Progress | None,
         force: bool = False,
     ) -> OntapRecord:
@@ -396,7 +275,7 @@ class OntapProvider(Provider):
         return await self._confirm(await self._run(request, deadline), goal, deadline, progress)
 
     async def _confirm(
-        self, job: str | None, goal: _Goal, deadline: float, progress: Progress | None
+        self, job: str | None, goal: _Goal, deadline: Deadline, progress: Progress | None
     ) -> OntapRecord:
         """Follow the job ONTAP started, then the relationship until ``goal`` is reached.
 
@@ -407,7 +286,7 @@ class OntapProvider(Provider):
         reporting a failure (a failed job, a failed transfer) fails the operation; at the
         deadline the error says what is known and that the change may still complete.
         """
-        note = await self._follow_job(job, _share(deadline, _JOB_SHARE), progress)
+        note = await self._follow_job(job, deadline.share(_JOB_SHARE), progress)
         try:
             final = await self._wait(
                 deadline, progress, goal.text, goal.done, goal.check, confirming=True
@@ -426,7 +305,7 @@ class OntapProvider(Provider):
         return final
 
     async def _follow_job(
-        self, job: str | None, deadline: float, progress: Progress | None
+        self, job: str | None, deadline: Deadline, progress: Progress | None
     ) -> str | None:
         """Follow a job to its end within ``deadline`` (a share of the operation's).
 
@@ -438,6 +317,7 @@ class OntapProvider(Provider):
         if job is None:
             return None
         request, said = self._client.job(job), ""
+        pacer = Pacer.every(self._poll_interval, deadline)
         while True:
             try:
                 data = await self._run(request, deadline)
@@ -445,8 +325,8 @@ class OntapProvider(Provider):
                 return f"ONTAP job {job} could not be read ({_why(exc)})"
             if data is None:
                 return None
-            state = _text(data, "state") or "unknown"
-            message, code = _job_error(data)
+            reading = OntapJob.parse(data)
+            state, message, code = reading.state, reading.message, reading.code
             if state == "success":
                 return None
             if state in ("failure", "cancelled", "expired"):
@@ -456,12 +336,12 @@ class OntapProvider(Provider):
                     provider_message=message,
                 )
             said = _say(progress, f"waiting for ONTAP job {job} ({state}: {message})", said)
-            if not await self._pause(deadline):
+            if not await pacer.pause() or deadline.passed():
                 return f"ONTAP job {job} was still {state} ({message or 'no message'})"
 
     async def _wait(
         self,
-        deadline: float,
+        deadline: Deadline,
         progress: Progress | None,
         goal: str,
         done: Callable[[OntapRecord], bool],
@@ -478,8 +358,9 @@ class OntapProvider(Provider):
         last ones get little time) says nothing about the state.
         """
         reading, failure, said = "", "", ""
+        pacer = Pacer.every(self._poll_interval, deadline)
         while True:
-            read_by = _share(deadline, _READ_SHARE) if confirming else deadline
+            read_by = deadline.share(_READ_SHARE) if confirming else deadline
             try:
                 record = await self._read(read_by)
             except ProviderError as exc:
@@ -493,20 +374,13 @@ class OntapProvider(Provider):
                     return record
                 reading = f"the relationship reads {record.describe()}"
                 said = _say(progress, f"waiting for {goal} ({record.describe()})", said)
-            if not await self._pause(deadline):
+            if not await pacer.pause() or deadline.passed():
                 last = reading or failure or "the relationship was not read"
                 raise _NotReached(self.volume.name, goal, last)
 
-    async def _pause(self, deadline: float) -> bool:
-        """Wait one poll interval (or what is left); False when no time is left to poll."""
-        left = deadline - time.monotonic()
-        if left > 0:
-            await asyncio.sleep(min(self._poll_interval, left))
-        return time.monotonic() < deadline
-
     # -- reading -----------------------------------------------------------------------
 
-    async def _read(self, deadline: float) -> OntapRecord:
+    async def _read(self, deadline: Deadline) -> OntapRecord:
         """The relationship now: by UUID, else (or when the UUID is gone) by path."""
         if self._uuid is not None:
             found = await self._query({"uuid": self._uuid}, deadline)
@@ -534,7 +408,7 @@ class OntapProvider(Provider):
         path = self._settings.relationship
         return [("destination.path", path), ("source.path", path)] if ":" in path else []
 
-    async def _query(self, query: dict[str, str], deadline: float) -> OntapRecord | None:
+    async def _query(self, query: dict[str, str], deadline: Deadline) -> OntapRecord | None:
         records = await self._run(self._client.relationships(query), deadline)
         if len(records) > 1:
             raise ProviderError(
@@ -570,7 +444,7 @@ class OntapProvider(Provider):
             return _paths_by_export(self.volume, uuid, source, destination)
         return (destination, source) if source == configured else (source, destination)
 
-    async def _run(self, request: Request[T], deadline: float) -> T:
+    async def _run(self, request: Request[T], deadline: Deadline) -> T:
         """One ONTAP request, asked again while that is safe and time is left.
 
         A GET that met a transient failure (HTTP 500/502/503/504, a failed connection) is
@@ -579,14 +453,14 @@ class OntapProvider(Provider):
         sent once: ONTAP may have acted on one whose reply was lost, and sending it again
         could start a second job.
         """
-        pacer = Pacer(deadline - time.monotonic())
+        pacer = Pacer(deadline)
         while True:
             try:
                 return await self._send(request, deadline)
             except OntapError as exc:
                 if not (request.idempotent and exc.transient):
                     raise
-                if not await self._retry_pause(request, exc, pacer) or pacer.left() <= 0:
+                if not await self._retry_pause(request, exc, pacer) or deadline.passed():
                     raise _exhausted(exc, pacer.attempts) from exc
 
     async def _retry_pause(self, request: Request[T], exc: OntapError, pacer: Pacer) -> bool:
@@ -594,7 +468,7 @@ class OntapProvider(Provider):
         jitter, so that many clients do not come back in step). False at the deadline."""
         wait = exc.retry_after
         if wait is not None:
-            if wait >= pacer.left():
+            if not pacer.fits(wait):
                 raise OntapTimeout(
                     f"ONTAP at {self._client.origin} answered {request} with HTTP {exc.status}"
                     f" and Retry-After {wait:g}s, past the deadline ({pacer.left():.1f}s"
@@ -602,12 +476,12 @@ class OntapProvider(Provider):
                     request=str(request),
                     status=exc.status,
                 ) from exc
-            await asyncio.sleep(wait)
+            await pacer.sleep(wait)
         return await pacer.pause()
 
-    async def _send(self, request: Request[T], deadline: float) -> T:
+    async def _send(self, request: Request[T], deadline: Deadline) -> T:
         """Send once in a worker thread, abandoned (not waited for) at the deadline."""
-        left = deadline - time.monotonic()
+        left = deadline.left()
         if left <= 0:
             raise OntapTimeout(
                 f"volume {self.volume.name}: deadline passed before {request}",
@@ -670,7 +544,7 @@ class _TransferWatch:
     def observe(self, record: OntapRecord) -> None:
         if record.relationship_status is RelationshipStatus.TRANSFERRING:
             self._seen_running = True
-        elif self.new(record) and (record.transfer_state or "").lower() in _FAILED_TRANSFER:
+        elif self.new(record) and record.transfer_failed:
             code = next((code for _, code in record.reasons if code), None)
             raise ProviderError(
                 f"the {self._operation} transfer {record.transfer_state}: {record.error}",
@@ -725,12 +599,6 @@ def _paths_by_export(volume: Volume, uuid: str, source: str, destination: str) -
     )
 
 
-def _share(deadline: float, part: float) -> float:
-    """A deadline ``part`` of the way from now to ``deadline``."""
-    now = time.monotonic()
-    return now + max(deadline - now, 0.0) * part
-
-
 def _why(exc: ProviderError) -> str:
     """A failed read in a few words: ``HTTP 403``, ``no answer to GET /api/...``."""
     if isinstance(exc, OntapTimeout):
@@ -759,67 +627,8 @@ def _broken(record: OntapRecord) -> bool:
     return record.mirror_state is MirrorState.BROKEN
 
 
-def _deadline(timeout: float) -> float:
-    return time.monotonic() + timeout
-
-
-def _job_error(data: Mapping[str, object]) -> tuple[str, str | None]:
-    """A job's error, from ``error`` (message, code) or else its ``message`` and ``code``."""
-    error = _mapping(data, "error")
-    message = _text(error, "message") or _text(data, "message") or ""
-    code = _text(error, "code") or _text(data, "code")
-    return message, code
-
-
 def _say(progress: Progress | None, message: str, said: str = "") -> str:
     """Report ``message`` unless it is what was said last; returns what was said."""
     if progress is not None and message != said:
         progress(message, None)
     return message
-
-
-def _mapping(data: Mapping[str, object], key: str) -> Mapping[str, object]:
-    value = data.get(key)
-    return value if isinstance(value, dict) else {}
-
-
-def _text(data: Mapping[str, object], key: str) -> str | None:
-    value = data.get(key)
-    if isinstance(value, bool) or value is None:
-        return None
-    return str(value) if isinstance(value, str | int | float) else None
-
-
-def _count(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
-
-
-def _time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
-
-
-def _opt_str(value: int | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _size(count: int) -> str:
-    """Bytes in decimal units, as ONTAP's CLI shows them: ``1.2 GB``."""
-    if count < 1000:
-        return f"{count} B"
-    size = float(count)
-    for unit in ("kB", "MB", "GB"):
-        size /= 1000
-        if size < 1000:
-            return f"{size:.1f} {unit}"
-    return f"{size / 1000:.1f} TB"

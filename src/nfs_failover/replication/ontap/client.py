@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import stat
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from urllib3.util.retry import Retry
 
 from nfs_failover.config import OntapReplication
 from nfs_failover.errors import ProviderError, ProviderTimeout
+from nfs_failover.pacing import Deadline
 
 USERNAME_ENV = "NFS_FAILOVER_ONTAP_USERNAME"
 PASSWORD_ENV = "NFS_FAILOVER_ONTAP_PASSWORD"  # noqa: S105 - the variable's name, not a secret
@@ -97,7 +97,7 @@ class Request(Generic[T]):
 
     method: str
     path: str
-    send: Callable[[float], T] = field(repr=False)  # runs it, bounded by a monotonic deadline
+    send: Callable[[Deadline], T] = field(repr=False)  # runs it, bounded by the deadline
 
     @property
     def idempotent(self) -> bool:
@@ -224,7 +224,7 @@ class _DeadlineAdapter(LoggingAdapter):
 
 class OntapClient:
     """Synchronous ONTAP calls: each method returns a ``Request`` whose ``send(deadline)``
-    is bounded by that ``time.monotonic()`` deadline.
+    is bounded by that ``Deadline``.
 
     Meant to run in a worker thread (``asyncio.to_thread``). Calls are serialised, as the
     timeouts live on the shared session's adapter.
@@ -300,24 +300,26 @@ class OntapClient:
                 self._connection.session.close()
 
     def _request(self, method: str, path: str, action: str, call: Callable[[], T]) -> Request[T]:
-        def send(deadline: float) -> T:
+        def send(deadline: Deadline) -> T:
             return self._call(request, action, call, deadline)
 
         request = Request(method, path, send)
         return request
 
-    def _call(self, request: Request[T], action: str, call: Callable[[], T], deadline: float) -> T:
+    def _call(
+        self, request: Request[T], action: str, call: Callable[[], T], deadline: Deadline
+    ) -> T:
         what = f"{action} ({request})"
         # A call abandoned at an earlier deadline may still hold the session until its own
         # request times out: wait for it no longer than this call's deadline.
-        if not self._lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+        if not self._lock.acquire(timeout=deadline.left()):
             raise OntapTimeout(
                 f"ONTAP at {self.origin}: an earlier request still held the connection when"
                 f" the deadline passed, before {what}",
                 request=str(request),
             )
         try:
-            left = deadline - time.monotonic()
+            left = deadline.left()
             if left <= 0:
                 raise OntapTimeout(
                     f"ONTAP at {self.origin}: deadline passed before {what}", request=str(request)
@@ -337,14 +339,14 @@ class OntapClient:
             self._lock.release()
 
     def _translate(
-        self, exc: NetAppRestError, call: Request[T], action: str, deadline: float
+        self, exc: NetAppRestError, call: Request[T], action: str, deadline: Deadline
     ) -> OntapError:
         request, what = str(call), f"{action} ({call})"
         status = exc.status_code
         if status is not None:
             return self._refusal(exc, status, what, request)
         cause = getattr(exc, "cause", None)
-        if isinstance(cause, requests.Timeout) or time.monotonic() >= deadline:
+        if isinstance(cause, requests.Timeout) or deadline.passed():
             return OntapTimeout(
                 f"ONTAP at {self.origin} {call.unanswered()} (while {action})", request=request
             )
