@@ -10,11 +10,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from pathlib import Path
 
 from nfs_failover.config import Export
 from nfs_failover.errors import ProtocolStatusError, RpcError
+from nfs_failover.pacing import Deadline
 from nfs_failover.rpc.mount import MOUNT_PROGRAM, MOUNT_VERSION, MountClient
 from nfs_failover.rpc.nfs3 import NFS_PROGRAM, NFS_VERSION, Fattr3, Ftype3, Nfs3Client
 from nfs_failover.rpc.portmap import PortmapClient
@@ -25,14 +25,14 @@ log = logging.getLogger(__name__)
 
 async def open_export(export: Export, *, timeout: float) -> tuple[Nfs3Client, bytes]:
     """Connect to an export's nfs service and mount it: the client and the root handle."""
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     async with await PortmapClient.connect(export.host, timeout=timeout) as pmap:
         mount_port, nfs_port = await pmap.getports(
-            [(MOUNT_PROGRAM, MOUNT_VERSION), (NFS_PROGRAM, NFS_VERSION)], timeout=_left(deadline)
+            [(MOUNT_PROGRAM, MOUNT_VERSION), (NFS_PROGRAM, NFS_VERSION)], timeout=deadline.left()
         )
-    async with await MountClient.connect(export.host, mount_port, timeout=_left(deadline)) as m:
+    async with await MountClient.connect(export.host, mount_port, timeout=deadline.left()) as m:
         root = (await m.mnt(export.path)).fhandle
-    nfs = await Nfs3Client.connect(export.host, nfs_port, timeout=_left(deadline))
+    nfs = await Nfs3Client.connect(export.host, nfs_port, timeout=deadline.left())
     return nfs, root
 
 
@@ -43,7 +43,7 @@ async def walk_export(
 
     Raises RpcError (or TimeoutError past ``timeout``); never waits longer.
     """
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     async with asyncio.timeout(timeout):
         nfs, root = await open_export(export, timeout=timeout)
         try:
@@ -52,20 +52,20 @@ async def walk_export(
             await nfs.close()
 
 
-async def _walk(nfs: Nfs3Client, root: bytes, deadline: float, limit: int) -> dict[str, Fattr3]:
+async def _walk(nfs: Nfs3Client, root: bytes, deadline: Deadline, limit: int) -> dict[str, Fattr3]:
     found: dict[str, Fattr3] = {}
     pending = [("", root)]
     while pending:
         prefix, handle = pending.pop()
-        for entry in await nfs.listdir(handle, timeout=_left(deadline)):
+        for entry in await nfs.listdir(handle, timeout=deadline.left()):
             if not safe_name(entry.name):
                 log.warning("skipped a file the server names %r: not a safe file name", entry.name)
                 continue
             path = f"{prefix}{entry.name}"
             fh, attrs = entry.fh, entry.attrs
             if fh is None or attrs is None:  # servers may leave them out: ask
-                fh, attrs = await nfs.lookup(handle, entry.name, timeout=_left(deadline))
-                attrs = attrs or await nfs.getattr(fh, timeout=_left(deadline))
+                fh, attrs = await nfs.lookup(handle, entry.name, timeout=deadline.left())
+                attrs = attrs or await nfs.getattr(fh, timeout=deadline.left())
             if attrs.type == Ftype3.DIR:
                 pending.append((f"{path}/", fh))
             else:
@@ -73,10 +73,6 @@ async def _walk(nfs: Nfs3Client, root: bytes, deadline: float, limit: int) -> di
             if len(found) > limit:
                 raise RpcError(f"more than {limit} files below the export; giving up")
     return found
-
-
-def _left(deadline: float) -> float:
-    return max(deadline - time.monotonic(), 0.0)
 
 
 async def copy_out(
@@ -91,7 +87,7 @@ async def copy_out(
     folder and file is opened below ``target`` without following a symlink, so nothing
     is ever written outside it.
     """
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     copied: list[str] = []
     missing: list[str] = []
     async with asyncio.timeout(timeout):
@@ -119,11 +115,11 @@ async def copy_out(
     return copied, missing
 
 
-async def _resolve(nfs: Nfs3Client, root: bytes, path: str, deadline: float) -> bytes | None:
+async def _resolve(nfs: Nfs3Client, root: bytes, path: str, deadline: Deadline) -> bytes | None:
     handle = root
     for part in path.split("/"):
         try:
-            handle, _ = await nfs.lookup(handle, part, timeout=_left(deadline))
+            handle, _ = await nfs.lookup(handle, part, timeout=deadline.left())
         except ProtocolStatusError as exc:
             if exc.name == "NFS3ERR_NOENT":
                 return None
@@ -156,12 +152,18 @@ def _open_below(target: Path, parts: list[str]) -> int:
 
 
 async def _fetch(
-    nfs: Nfs3Client, handle: bytes, target: Path, parts: list[str], *, chunk: int, deadline: float
+    nfs: Nfs3Client,
+    handle: bytes,
+    target: Path,
+    parts: list[str],
+    *,
+    chunk: int,
+    deadline: Deadline,
 ) -> None:
     offset = 0
     with os.fdopen(_open_below(target, parts), "wb") as out:
         while True:
-            result = await nfs.read(handle, offset, chunk, timeout=_left(deadline))
+            result = await nfs.read(handle, offset, chunk, timeout=deadline.left())
             out.write(result.data)
             offset += len(result.data)
             if result.eof or not result.data:

@@ -9,7 +9,6 @@ each operation's begin with its end.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from nfs_failover.errors import NfsFailoverError
 from nfs_failover.lab import guest_workload
 from nfs_failover.lab.clients import ClientHost, exec_in
+from nfs_failover.pacing import Deadline, Pacer
 
 CLOCK_SAMPLES = 5
 STOP_TIMEOUT = 15.0  # seconds for the applications to stop and say so
@@ -152,15 +152,12 @@ class GuestWorkload:
     async def stop(self) -> None:
         """Stop the applications; the clock is measured again, for drift."""
         (self.folder / "stop").touch()
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline:
-            if any(line.get("ev") == "stopped" for line in self.read_new()):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise GuestWorkloadError(
-                f"{self.client.name}: the applications did not stop within {STOP_TIMEOUT:g}s"
-            )
+        pacer = Pacer.every(0.1, Deadline(STOP_TIMEOUT))
+        while not any(line.get("ev") == "stopped" for line in self.read_new()):
+            if not await pacer.pause():
+                raise GuestWorkloadError(
+                    f"{self.client.name}: the applications did not stop within {STOP_TIMEOUT:g}s"
+                )
         try:
             self._offset_end = await self.measure_clock()
             self._measured_end = time.time()

@@ -55,6 +55,7 @@ from nfs_failover.lab import guest_workload
 from nfs_failover.lab.automount import GuestAutomount
 from nfs_failover.lab.guest_machine import GuestMachine, client_config
 from nfs_failover.lab.lab import Lab
+from nfs_failover.pacing import Deadline, Pacer
 from nfs_failover.replication.local import LocalProvider
 from nfs_failover.store import Event, SqliteStore
 
@@ -448,38 +449,39 @@ class Drill:
         ``after`` ended: every client works there (``every_kind``: each of its
         applications does)."""
         timeout = self.options.phase_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            firsts = []
+        pacer = Pacer.every(0.1, Deadline(timeout))
+        need = 1 if self.options.mode is Mode.READ_ONLY or not every_kind else 2
+        while True:
+            firsts: dict[str, float | None] = {}
             for workload in self.workloads:
                 ops = [
                     op
                     for op in workload.records().ops
                     if self._useful(op) and op.server == export and op.begin > after
                 ]
-                kinds = {op.kind for op in ops}
-                if every_kind and len(kinds) < (1 if self.options.mode is Mode.READ_ONLY else 2):
-                    ops = []
                 ends = [op.end for op in ops if op.end is not None]
-                firsts.append(min(ends) if ends else None)
-            if all(f is not None for f in firsts):
-                return max(f for f in firsts if f is not None)
-            await asyncio.sleep(0.1)
-        late = [w.client.name for w in self.workloads]
+                enough = len({op.kind for op in ops}) >= need
+                firsts[workload.client.name] = min(ends) if ends and enough else None
+            if all(f is not None for f in firsts.values()):
+                return max(f for f in firsts.values() if f is not None)
+            if not await pacer.pause():
+                break
+        late = [name for name, first in firsts.items() if first is None]
         raise DrillError(
-            f"not every client ({', '.join(late)}) did a successful {self.options.op} "
-            f"on {what} ({export}) within {timeout:g}s"
+            f"not every client did a successful {self.options.op} on {what} ({export}) "
+            f"within {timeout:g}s: {', '.join(late)} did not"
         )
 
     async def _until_done(
         self, controller: Controller, volume: str, kinds: tuple[str, ...], after: float
     ) -> float:
-        deadline = time.monotonic() + self.options.phase_timeout
-        while time.monotonic() < deadline:
+        pacer = Pacer.every(0.05, Deadline(self.options.phase_timeout))
+        while True:
             last = controller.store.last_workflow(volume)
             if last and last.kind in kinds and last.status == "done" and last.updated > after:
                 return last.updated
-            await asyncio.sleep(0.05)
+            if not await pacer.pause():
+                break
         raise DrillError(f"no failover workflow finished within {self.options.phase_timeout:g}s")
 
     def _journal(self, controller: Controller, volume: str) -> list[Event]:

@@ -22,6 +22,7 @@ from nfs_failover.drill.model import ClientFigures
 from nfs_failover.lab.automount import GuestAutomount
 from nfs_failover.lab.guest_machine import GuestMachine
 from nfs_failover.lab.lab import Lab
+from nfs_failover.pacing import Deadline, Pacer
 from nfs_failover.replication.local import LocalProvider
 
 if TYPE_CHECKING:
@@ -120,9 +121,7 @@ class SeedRun:
 
 async def _until_answered(workloads: list[GuestWorkload], timeout: float) -> None:
     """Until every client's applications have had an answer, success or not."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(any(op.end is not None for op in w.records().ops) for w in workloads):
-            return
-        await asyncio.sleep(0.2)
-    raise GuestWorkloadError(f"the seed setup's applications had no answer in {timeout:g}s")
+    pacer = Pacer.every(0.2, Deadline(timeout))
+    while not all(any(op.end is not None for op in w.records().ops) for w in workloads):
+        if not await pacer.pause():
+            raise GuestWorkloadError(f"the seed setup's applications had no answer in {timeout:g}s")

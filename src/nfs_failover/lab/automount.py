@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from nfs_failover.errors import LabError
 from nfs_failover.lab import clients
 from nfs_failover.lab.clients import ClientHost
+from nfs_failover.pacing import Deadline
 from nfs_failover.steering.healing import UMOUNT
 
 _CALLING_MOUNT = re.compile(r"calling mount -t nfs\S* (?:-\S+ )*(?:-o \S+ )?(\S+:\S+) ")
@@ -59,12 +60,12 @@ class GuestAutomount:
 
     def wait_for(self, needle: str, *, after: int = 0, timeout: float = 30.0) -> str:
         """The log from ``after`` on, once ``needle`` is in it; LabError at the deadline."""
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         while True:
             text = self.text()[after:]
             if needle in text:
                 return text
-            if time.monotonic() >= deadline:
+            if deadline.passed():
                 raise LabError(
                     f"{self.client.name}: {needle!r} not in automount's log within "
                     f"{timeout:g}s: ...{text[-500:]}"
@@ -79,9 +80,9 @@ class GuestAutomount:
 
     def wait_mounted_root(self, root: PurePosixPath, timeout: float = 30.0) -> None:
         """Until the daemon has its autofs mount on ``root`` (it does so after a reload)."""
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         while not any(m.fstype == "autofs" for m in self.mounts_at(root)):
-            if time.monotonic() >= deadline:
+            if deadline.passed():
                 raise LabError(f"{self.client.name}: no autofs mount on {root} in {timeout:g}s")
             time.sleep(0.1)
 

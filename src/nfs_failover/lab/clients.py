@@ -35,6 +35,7 @@ from nfs_failover import files
 from nfs_failover.config import AutofsSettings
 from nfs_failover.errors import LabError
 from nfs_failover.lab import guest_server, system
+from nfs_failover.pacing import Deadline
 
 # Not under /var/cache: virtme-ng hides that folder from its guests behind a tmpfs.
 KERNEL_CACHE = Path("/var/lib/nfs-failover/kernel")
@@ -162,9 +163,9 @@ def _prints_within(argv: Sequence[str], needle: bytes, timeout: float) -> bool:
     assert process.stdout is not None
     os.set_blocking(process.stdout.fileno(), False)
     seen = b""
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     try:
-        while time.monotonic() < deadline and needle not in seen:
+        while not deadline.passed() and needle not in seen:
             chunk = process.stdout.read(65536)
             if chunk:
                 seen = (seen + chunk)[-65536:]
@@ -380,7 +381,7 @@ def start_automount(client: ClientHost, master: Path = MASTER, timeout: float = 
         str(master),
     ]
     pid = int(check(exec_sync(client, argv, timeout=10.0, detach=log)).text())
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     while True:
         text = log.read_bytes()[offset:]
         if b"st_ready" in text or b"no mounts in table" in text:
@@ -388,7 +389,7 @@ def start_automount(client: ClientHost, master: Path = MASTER, timeout: float = 
         if not exec_sync(client, ["kill", "-0", str(pid)], timeout=10.0).ok:
             last = text.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
             raise LabError(f"{client.name}: automount exited at start: {last[0]}")
-        if time.monotonic() >= deadline:
+        if deadline.passed():
             raise LabError(f"{client.name}: automount not ready within {timeout:g}s ({log})")
         time.sleep(0.1)
 
@@ -506,7 +507,7 @@ def wait_ready(
 ) -> None:
     """Until each guest's command server answers, or LabError naming the guest that did
     not come up and the end of its console."""
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     pending = list(booted)
     while pending:
         for client, process in list(pending):
@@ -515,7 +516,7 @@ def wait_ready(
                 say(f"{client.name}: up on {client.address} ({_boot_seconds(client):.1f}s)")
             elif process.poll() is not None:
                 raise LabError(f"{client.name}: the VM exited while booting: {_tail(client)}")
-        if pending and time.monotonic() >= deadline:
+        if pending and deadline.passed():
             names = ", ".join(c.name for c, _ in pending)
             first = pending[0][0]
             raise LabError(
@@ -582,8 +583,8 @@ def stop(tap: str, grace: float = 5.0) -> None:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-        deadline = time.monotonic() + grace
-        while qemu_pids(tap) and time.monotonic() < deadline:
+        deadline = Deadline(grace)
+        while qemu_pids(tap) and not deadline.passed():
             time.sleep(0.05)
         if not qemu_pids(tap):
             return

@@ -29,6 +29,7 @@ from nfs_failover.ganesha import export_access
 from nfs_failover.lab import clients as hosts
 from nfs_failover.lab import ganesha, system
 from nfs_failover.lab.clients import ClientHost, ClientStatus
+from nfs_failover.pacing import Deadline
 from nfs_failover.probe import probe_many
 
 DEFAULT_STATE_DIR = Path("/var/lib/nfs-failover/lab")
@@ -411,14 +412,14 @@ class Lab:
 
     def wait_ready(self, timeout: float, say: Progress | None = None) -> None:
         """Wait until every zone's export answers a full probe, or raise LabError."""
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         pending = list(self.zones)
         while pending:
             results = aio.run(probe_many([z.export for z in pending], timeout=2.0))
             pending = [z for z, r in zip(pending, results, strict=True) if not r.up]
             if not pending:
                 break
-            if time.monotonic() >= deadline:
+            if deadline.passed():
                 reasons = "; ".join(
                     f"{z.name}: {r.summary()}" for z, r in zip(pending, results, strict=False)
                 )
@@ -547,10 +548,10 @@ def _link_exists(name: str) -> bool:
 
 def _remove_link(name: str, wait: float = 3.0) -> None:
     """Delete the host end of a zone's veth pair; the kernel may already be removing it."""
-    deadline = time.monotonic() + wait
+    deadline = Deadline(wait)
     while _link_exists(name):
         system.run(["ip", "link", "del", name], check=False)
-        if time.monotonic() >= deadline:
+        if deadline.passed():
             raise LabError(f"link {name} is still there {wait:g}s after deleting it")
         time.sleep(0.05)
 
@@ -571,8 +572,8 @@ def _stop_pids(pids: set[int], grace: float = 5.0) -> None:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-        deadline = time.monotonic() + grace
-        while pids and time.monotonic() < deadline:
+        deadline = Deadline(grace)
+        while pids and not deadline.passed():
             pids = {p for p in pids if Path(f"/proc/{p}").exists() and not _is_zombie(p)}
             time.sleep(0.05)
         if not pids:

@@ -33,6 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from nfs_failover.durations import format_duration
+from nfs_failover.pacing import Deadline
 from nfs_failover.steering.machine import Ran
 
 __all__ = [
@@ -91,7 +92,7 @@ class ChildRunner:
         """Run ``argv`` until it ends or ``timeout`` passes; at the deadline SIGKILL it and
         abandon it to the reaper (as the stuck check of ``mount``, when given). Never
         blocks past the deadline; raises OSError if ``argv`` cannot be started."""
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         process = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
@@ -170,7 +171,7 @@ RUNNER = ChildRunner()
 """The runner of this process: every bounded child is started and reaped through it."""
 
 
-def _wait_for_exit(process: subprocess.Popen[bytes], deadline: float) -> bool:
+def _wait_for_exit(process: subprocess.Popen[bytes], deadline: Deadline) -> bool:
     """Whether ``process`` ended (and was reaped) by ``deadline``; never waits past it."""
     try:
         pidfd = os.pidfd_open(process.pid)
@@ -180,12 +181,12 @@ def _wait_for_exit(process: subprocess.Popen[bytes], deadline: float) -> bool:
         if pidfd >= 0:
             poller = select.poll()
             poller.register(pidfd, select.POLLIN)
-            remaining = deadline - time.monotonic()
+            remaining = deadline.left()
             if remaining > 0 and poller.poll(remaining * 1000) and process.poll() is not None:
                 return True
         # Without a pidfd (an old kernel): poll with short sleeps, bounded by the deadline.
         while process.poll() is None:
-            remaining = deadline - time.monotonic()
+            remaining = deadline.left()
             if remaining <= 0:
                 return False
             time.sleep(min(remaining, 0.01))
@@ -195,7 +196,7 @@ def _wait_for_exit(process: subprocess.Popen[bytes], deadline: float) -> bool:
             os.close(pidfd)
 
 
-def _read_until_closed(process: subprocess.Popen[bytes], deadline: float) -> dict[int, bytes]:
+def _read_until_closed(process: subprocess.Popen[bytes], deadline: Deadline) -> dict[int, bytes]:
     """The child's stdout and stderr (by fd), read as they come, so that a child with much
     to say never blocks on a full pipe; until both close or the deadline passes."""
     assert process.stdout is not None and process.stderr is not None
@@ -205,7 +206,7 @@ def _read_until_closed(process: subprocess.Popen[bytes], deadline: float) -> dic
         poller.register(fd, select.POLLIN)
     open_fds = set(output)
     while open_fds:
-        remaining = deadline - time.monotonic()
+        remaining = deadline.left()
         if remaining <= 0:
             break
         for fd, _ in poller.poll(remaining * 1000):
