@@ -50,12 +50,19 @@ def change(paths: list[Path], fraction: float) -> None:
 
 def engine_for(lab: Lab, work: Path, source: Path, destination: Path) -> LocalProvider:
     first, second = (zone.export for zone in lab.zones)
-    volume = Volume.model_validate({
-        "name": "bench", "mode": "read-write",
-        "replicas": [{"name": "a", "export": first}, {"name": "b", "export": second}],
-        "replication": {"provider": "local", "source_path": str(source),
-                        "destination_path": str(destination), "state_dir": str(work / "state")},
-    })  # fmt: skip
+    volume = Volume.model_validate(
+        {
+            "name": "bench",
+            "mode": "read-write",
+            "replicas": [{"name": "a", "export": first}, {"name": "b", "export": second}],
+            "replication": {
+                "provider": "local",
+                "source_path": str(source),
+                "destination_path": str(destination),
+                "state_dir": str(work / "state"),
+            },
+        }
+    )
     return LocalProvider(volume)
 
 

@@ -27,8 +27,11 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 def nfs_failover(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "nfs_failover", *args],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_check_config_summarises_a_valid_file_in_one_line() -> None:

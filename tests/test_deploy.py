@@ -28,14 +28,38 @@ CONFIG_PATH = Path("/etc/nfs-failover/config.yaml")
 # Each of these gives the service a mount namespace of its own, where `umount --lazy` would
 # detach only the namespace's copy of a hung NFS mount; ProtectSystem= would also make /etc
 # read-only. User=/DynamicUser=: unmounting and writing /etc need root.
-NAMESPACING = frozenset({
-    "PrivateTmp", "PrivateDevices", "PrivateMounts", "PrivateNetwork", "PrivateUsers",
-    "ProtectSystem", "ProtectHome", "ProtectKernelTunables", "ProtectKernelModules",
-    "ProtectKernelLogs", "ProtectControlGroups", "ProtectHostname", "ProtectProc",
-    "ProcSubset", "ReadOnlyPaths", "ReadWritePaths", "InaccessiblePaths", "ExecPaths",
-    "NoExecPaths", "TemporaryFileSystem", "BindPaths", "BindReadOnlyPaths", "RootDirectory",
-    "RootImage", "MountFlags", "NetworkNamespacePath", "User", "DynamicUser",
-})  # fmt: skip
+NAMESPACING = frozenset(
+    {
+        "PrivateTmp",
+        "PrivateDevices",
+        "PrivateMounts",
+        "PrivateNetwork",
+        "PrivateUsers",
+        "ProtectSystem",
+        "ProtectHome",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "ProtectHostname",
+        "ProtectProc",
+        "ProcSubset",
+        "ReadOnlyPaths",
+        "ReadWritePaths",
+        "InaccessiblePaths",
+        "ExecPaths",
+        "NoExecPaths",
+        "TemporaryFileSystem",
+        "BindPaths",
+        "BindReadOnlyPaths",
+        "RootDirectory",
+        "RootImage",
+        "MountFlags",
+        "NetworkNamespacePath",
+        "User",
+        "DynamicUser",
+    }
+)
 
 Unit = dict[str, dict[str, list[str]]]
 
@@ -191,8 +215,11 @@ def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
         copies.append(str(copy))
     done = subprocess.run(
         [analyze, "verify", "--man=no", *copies],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     # verify exits 0 on unknown keys and unparsable values; it only says so on stderr.
     ours = [line for line in done.stderr.splitlines() if "nfs-failover" in line]
     assert done.returncode == 0, done.stderr

@@ -22,10 +22,22 @@ def _reset_server_connections(lab: Lab, zone: str) -> None:
     """Abort the zone's established NFS connections from the server side (sends RSTs)."""
     namespace = lab.zone(zone).namespace
     subprocess.run(
-        ["ip", "netns", "exec", namespace, "ss", "-K", "-t", "state", "established",
-         "( sport = :111 or sport = :635 or sport = :2049 )"],
-        check=True, capture_output=True, timeout=10,
-    )  # fmt: skip
+        [
+            "ip",
+            "netns",
+            "exec",
+            namespace,
+            "ss",
+            "-K",
+            "-t",
+            "state",
+            "established",
+            "( sport = :111 or sport = :635 or sport = :2049 )",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=10,
+    )
 
 
 def test_second_probe_reuses_the_connections_of_the_first(lab: Lab) -> None:

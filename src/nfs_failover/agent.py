@@ -123,8 +123,9 @@ class Agent:
             log.error("maps not applied: %s", exc)
             return desired, None
         if applied.changed:
-            log.info("maps rewritten (%s): %s", applied.reload,
-                     ", ".join(map(str, applied.changed)))  # fmt: skip
+            log.info(
+                "maps rewritten (%s): %s", applied.reload, ", ".join(map(str, applied.changed))
+            )
             self._on_action("steered", f"maps rewritten, {applied.reload}", time.time())
         await asyncio.to_thread(self._remember_applied, desired)
         self._shown = desired
@@ -197,8 +198,10 @@ class Agent:
             # No record, but this client last applied a fenced state: a store that lost
             # its records must never un-fence a replica. Only a record moves it.
             stored[volume.name] = kept
-            text = (f"store: no record of volume {volume.name}; keeping the state last applied"
-                    f" here ({', '.join(kept.fenced)} fenced, {kept.active} active)")  # fmt: skip
+            text = (
+                f"store: no record of volume {volume.name}; keeping the state last applied"
+                f" here ({', '.join(kept.fenced)} fenced, {kept.active} active)"
+            )
             problems.append(text)
             log.warning("%s", text)
         return autofs_files.desired_for(self.config, stored)
@@ -211,9 +214,12 @@ class Agent:
     def _applied(self) -> dict[str, VolumeDesired]:
         try:
             data = json.loads(self.applied_path.read_text())
-            return {name: VolumeDesired(**{**d, "offered": tuple(d["offered"]),
-                                           "fenced": tuple(d["fenced"])})
-                    for name, d in data.items()}  # fmt: skip
+            return {
+                name: VolumeDesired(
+                    **{**d, "offered": tuple(d["offered"]), "fenced": tuple(d["fenced"])}
+                )
+                for name, d in data.items()
+            }
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -241,6 +247,7 @@ class Agent:
                     await asyncio.to_thread(self.store.put_report, report)
         except (StoreError, TimeoutError) as exc:
             problems.append(f"store: reports not written ({exc or 'no answer'})")
-        self._up = frozenset(replica for (_, replica, _), result
-                             in zip(targets, results, strict=True) if result.up)  # fmt: skip
+        self._up = frozenset(
+            replica for (_, replica, _), result in zip(targets, results, strict=True) if result.up
+        )
         return tuple(results)

@@ -71,8 +71,13 @@ def _lab_addresses() -> set[str]:
         return found
     for name in names:
         try:
-            done = subprocess.run(["ip", "-n", name, "-j", "addr", "show"], capture_output=True,
-                                  text=True, timeout=5, check=False)  # fmt: skip
+            done = subprocess.run(
+                ["ip", "-n", name, "-j", "addr", "show"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            )
             for link in json.loads(done.stdout or "[]"):
                 found.update(str(a["local"]) for a in link.get("addr_info", []) if "local" in a)
         except (OSError, ValueError, subprocess.TimeoutExpired):

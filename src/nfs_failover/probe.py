@@ -285,9 +285,11 @@ class Prober:
             if port == 0:
                 walk.stages.pop()
                 raise walk.fail(
-                    Stage.GETPORT, time.monotonic(), Reason.NOT_REGISTERED,
+                    Stage.GETPORT,
+                    time.monotonic(),
+                    Reason.NOT_REGISTERED,
                     f"{name} v3 over TCP is not registered with the portmapper",
-                )  # fmt: skip
+                )
         return ports
 
     async def _mount(self, walk: _Walk, target: Export, port: int) -> bytes:

@@ -50,8 +50,18 @@ def test_each_problem_is_one_line_naming_file_and_line_and_the_exit_status_is_1(
     )
     assert lines[1] == f'{broken}:4: "lonely" has no location; autofs ignores the line'
     assert [line.split(":")[1] for line in lines] == [
-        "2", "4", "5", "6", "7", "8", "9", "10", "10", "12", "14",
-    ]  # fmt: skip
+        "2",
+        "4",
+        "5",
+        "6",
+        "7",
+        "8",
+        "9",
+        "10",
+        "10",
+        "12",
+        "14",
+    ]
 
 
 def test_master_flag_reads_files_as_master_maps(tmp_path: Path) -> None:

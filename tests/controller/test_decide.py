@@ -25,8 +25,15 @@ def health(replica: str, state: EndpointState, reason: str = "") -> EndpointHeal
 
 
 def mirrored(lag: timedelta = timedelta(minutes=3), **changes: object) -> ReplicationStatus:
-    status = ReplicationStatus(MirrorState.MIRRORED, RelationshipStatus.IDLE, True, "site1",
-                               "dest1", lag=lag, lag_source="snapshot")  # fmt: skip
+    status = ReplicationStatus(
+        MirrorState.MIRRORED,
+        RelationshipStatus.IDLE,
+        True,
+        "site1",
+        "dest1",
+        lag=lag,
+        lag_source="snapshot",
+    )
     return ReplicationStatus(**{**status.__dict__, **changes})  # type: ignore[arg-type]
 
 
@@ -44,12 +51,14 @@ def observed(
     volume = config.volumes[0].model_copy(update={"mode": mode})
     policy = config.effective_policy(volume).model_copy(update={"failback": failback})
     return Observed(
-        volume=volume, policy=policy, state=state,
+        volume=volume,
+        policy=policy,
+        state=state,
         source=health("site1", source, "down: 1 of 1 vantage points, grace 1m passed"),
         destination=health("dest1", destination),
         replication=replication if replication is not None else mirrored(),
         **extra,  # type: ignore[arg-type]
-    )  # fmt: skip
+    )
 
 
 def test_a_down_source_with_a_healthy_mirror_fails_over(config: Config) -> None:
@@ -67,13 +76,17 @@ def test_lag_above_max_lag_refuses_the_failover_and_says_why(config: Config) -> 
 @pytest.mark.parametrize(
     ("status", "reason"),
     [
-        (mirrored(mirror_state=MirrorState.BROKEN),
-         "no failover: replication is broken, not mirrored"),
-        (mirrored(healthy=False, error="transfer failed"),
-         "no failover: replication is unhealthy: transfer failed"),
+        (
+            mirrored(mirror_state=MirrorState.BROKEN),
+            "no failover: replication is broken, not mirrored",
+        ),
+        (
+            mirrored(healthy=False, error="transfer failed"),
+            "no failover: replication is unhealthy: transfer failed",
+        ),
         (mirrored(lag=None), "no failover: replication lag unknown"),
     ],
-)  # fmt: skip
+)
 def test_an_unhealthy_or_unmirrored_relationship_refuses_the_failover(
     config: Config, status: ReplicationStatus, reason: str
 ) -> None:
@@ -82,8 +95,9 @@ def test_an_unhealthy_or_unmirrored_relationship_refuses_the_failover(
 
 def test_no_replication_status_refuses_with_the_providers_words(config: Config) -> None:
     seen = observed(config)
-    seen = Observed(**{**seen.__dict__, "replication": None,
-                       "replication_error": "AuthorizationFailed"})  # fmt: skip
+    seen = Observed(
+        **{**seen.__dict__, "replication": None, "replication_error": "AuthorizationFailed"}
+    )
     assert decide(seen).reason == (
         "no failover: replication status unavailable (AuthorizationFailed)"
     )
@@ -115,11 +129,20 @@ def test_after_a_failover_the_back_source_waits_for_a_manual_failback(config: Co
 
 
 def test_automatic_failback_once_the_source_is_stable(config: Config) -> None:
-    seen = observed(config, source=EndpointState.UP, state=VolumeState.FAILED_OVER_RO,
-                    mode=Mode.READ_ONLY, failback=Failback.AUTOMATIC)  # fmt: skip
+    seen = observed(
+        config,
+        source=EndpointState.UP,
+        state=VolumeState.FAILED_OVER_RO,
+        mode=Mode.READ_ONLY,
+        failback=Failback.AUTOMATIC,
+    )
     assert decide(seen).action is Action.FAILBACK_READ_ONLY
-    recovering = observed(config, source=EndpointState.RECOVERING,
-                          state=VolumeState.FAILED_OVER, failback=Failback.AUTOMATIC)  # fmt: skip
+    recovering = observed(
+        config,
+        source=EndpointState.RECOVERING,
+        state=VolumeState.FAILED_OVER,
+        failback=Failback.AUTOMATIC,
+    )
     assert decide(recovering).action is Action.NONE
 
 

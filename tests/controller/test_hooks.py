@@ -11,9 +11,14 @@ import pytest
 from nfs_failover.config import Hook
 from nfs_failover.controller.hooks import MAX_OUTPUT, OUTPUT_GRACE, HookFailed, run_hook
 
-VALUES = {"volume": "crr", "event": "pre_failover", "from_replica": "site1",
-          "to_replica": "dest1", "from_export": "198.18.1.5:/crr-site1",
-          "to_export": "198.18.2.5:/crr-dest1"}  # fmt: skip
+VALUES = {
+    "volume": "crr",
+    "event": "pre_failover",
+    "from_replica": "site1",
+    "to_replica": "dest1",
+    "from_export": "198.18.1.5:/crr-site1",
+    "to_export": "198.18.2.5:/crr-dest1",
+}
 
 
 def test_a_hook_gets_its_placeholders_as_separate_arguments(tmp_path: Path) -> None:

@@ -117,8 +117,9 @@ def test_a_real_outage_fails_over_and_the_source_stays_fenced_across_a_restart(
 def test_a_lag_above_max_lag_refuses_and_status_says_why(
     replication_lab: Lab, volume: Volume, tmp_path: Path
 ) -> None:
-    config = config_for(replication_lab, volume, tmp_path, **FAST,
-                        max_lag=timedelta(milliseconds=1))  # fmt: skip
+    config = config_for(
+        replication_lab, volume, tmp_path, **FAST, max_lag=timedelta(milliseconds=1)
+    )
     engine = LocalProvider(config.volumes[0])
     asyncio.run(engine.transfer_now(timeout=T))
     asyncio.run(engine.close())
@@ -162,8 +163,12 @@ def test_a_read_only_volume_fails_over_and_fails_back_on_its_own(
     replication_lab: Lab, setup: tuple[Config, SqliteStore], volume: Volume, tmp_path: Path
 ) -> None:
     _, store = setup
-    read_only = volume.model_copy(update={"mode": Mode.READ_ONLY, "mount": volume.mount.model_copy(
-        update={"options": "ro,hard,tcp,vers=3,nolock"})})  # fmt: skip
+    read_only = volume.model_copy(
+        update={
+            "mode": Mode.READ_ONLY,
+            "mount": volume.mount.model_copy(update={"options": "ro,hard,tcp,vers=3,nolock"}),
+        }
+    )
     config = config_for(replication_lab, read_only, tmp_path, **FAST, failback=Failback.AUTOMATIC)
     run_controller(config, store, replication_lab, "outage:3.5")
     during = store.get_desired("crr")

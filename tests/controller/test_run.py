@@ -51,8 +51,9 @@ def test_run_fails_over_on_an_outage_and_the_api_needs_its_token_for_actions(
     base = f"http://{config.api.listen}"
     token = config.api.token_file.read_text().strip()
 
-    controller = subprocess.Popen([*CLI, "run", "--config", str(path)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    controller = subprocess.Popen(
+        [*CLI, "run", "--config", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         wait_until(lambda: httpx.get(f"{base}/health").status_code == 200, 20, "health 200")
         refused = httpx.post(f"{base}/volumes/crr/failover")
@@ -61,17 +62,29 @@ def test_run_fails_over_on_an_outage_and_the_api_needs_its_token_for_actions(
 
         replication_lab.outage("az1")
         try:
-            wait_until(lambda: httpx.get(f"{base}/status").json()[0]["state"] == "failed-over",
-                       20, "failed over")  # fmt: skip
+            wait_until(
+                lambda: httpx.get(f"{base}/status").json()[0]["state"] == "failed-over",
+                20,
+                "failed over",
+            )
         finally:
             replication_lab.restore("az1")
-        status = json.loads(subprocess.run([*CLI, "status", "--config", str(path), "--json"],
-                                           capture_output=True, text=True, timeout=60,
-                                           check=True).stdout)  # fmt: skip
+        status = json.loads(
+            subprocess.run(
+                [*CLI, "status", "--config", str(path), "--json"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout
+        )
         assert (status[0]["active"], status[0]["fenced"]) == ("dest1", ["site1"])
 
-        back = httpx.post(f"{base}/volumes/crr/failback",
-                          headers={"Authorization": f"Bearer {token}"}, timeout=120)  # fmt: skip
+        back = httpx.post(
+            f"{base}/volumes/crr/failback",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=120,
+        )
         assert back.status_code == 200, back.text
         after = httpx.get(f"{base}/status").json()[0]
         assert after["state"] == "normal"
@@ -88,8 +101,11 @@ def test_run_fails_over_on_an_outage_and_the_api_needs_its_token_for_actions(
     assert controller.returncode == 0, output
     history = subprocess.run(
         [*CLI, "history", "--config", str(path), "--volume", "crr"],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert "failover fence-source after" in history
     assert "failback steer-back after" in history
     assert os.path.exists(tmp_path / "state.db")

@@ -110,8 +110,11 @@ def test_a_failover_killed_at_any_step_resumes_breaks_once_and_never_offers_two_
     killed = subprocess.run(
         [sys.executable, "-c", _FAILOVER, str(saved)],
         env={**os.environ, CRASH_ENV: f"failover:{crash_at}"},
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert killed.returncode == CRASH_EXIT, killed.stderr
 
     store = SqliteStore(tmp_path / "state.db")  # the restarted controller
@@ -191,8 +194,11 @@ def test_a_failback_killed_at_any_step_resumes_and_completes(
     killed = subprocess.run(
         [sys.executable, "-c", _FAILBACK, str(saved)],
         env={**os.environ, CRASH_ENV: f"failback:{crash_at}"},
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert killed.returncode == CRASH_EXIT, killed.stderr
     running = store.running_workflow("crr")
     assert running is not None and (running.kind, running.step) == ("failback", crash_at)
@@ -204,8 +210,11 @@ def test_a_failback_killed_at_any_step_resumes_and_completes(
     assert (source / "after-failover").read_bytes() == b"written over NFS"
     assert tree(source) == tree(destination)
     events = store.events("crr")
-    breaks = [e.detail["break_changed"] for e in events if e.step == "break-reverse"
-              and e.phase == "after"]  # fmt: skip
+    breaks = [
+        e.detail["break_changed"]
+        for e in events
+        if e.step == "break-reverse" and e.phase == "after"
+    ]
     assert breaks == [True]  # the reverse relationship was broken exactly once
     offers = [e.detail["offered"] for e in events if e.kind == "desired"]
     assert all(len(offered) == 1 for offered in offers)  # type: ignore[arg-type]

@@ -143,8 +143,11 @@ def test_a_file_written_through_misc_crr_lands_in_zone_1(
     run_cycles(Agent(config, store, name=client.name, machine=GuestMachine(client)))
     GuestAutomount(client).wait_mounted_root(KEY.parent)
     name = f"written-by-{client.name}-{time.time_ns()}"
-    wrote = exec_sync(client, ["sh", "-c", 'echo "through the kernel client" > "$1"', "sh",
-                               str(KEY / name)], timeout=60)  # fmt: skip
+    wrote = exec_sync(
+        client,
+        ["sh", "-c", 'echo "through the kernel client" > "$1"', "sh", str(KEY / name)],
+        timeout=60,
+    )
     assert wrote.ok, wrote.why()
     source = lab.zone("az1")
     assert (source.folder / name).read_text() == "through the kernel client\n"
@@ -171,8 +174,9 @@ def test_an_outage_hangs_the_hard_mount_and_the_agent_heals_it_once_steered_away
     hung = exec_sync(client, ["stat", "-f", str(KEY)], timeout=3)
     assert hung.timed_out  # a hard mount of a dead zone does not answer
     # A writer stuck on the dead zone: its fsync never returns on its own.
-    stuck = exec_in_background(client, ["dd", "if=/dev/zero", f"of={KEY}/stuck", "bs=4k",
-                                        "count=1", "conv=fsync"])  # fmt: skip
+    stuck = exec_in_background(
+        client, ["dd", "if=/dev/zero", f"of={KEY}/stuck", "bs=4k", "count=1", "conv=fsync"]
+    )
 
     agent = Agent(config, store, name=client.name, machine=GuestMachine(client))
     timeout = agent.timeout.total_seconds()
@@ -267,11 +271,23 @@ def test_the_agent_command_steers_a_client_host(lab: Lab, client: ClientHost) ->
     daemon = GuestAutomount(client)
     before = len(daemon.text())
     done = subprocess.run(
-        [sys.executable, "-m", "nfs_failover", "agent", "--config", str(lab.config_path),
-         "--lab-client", client.name, "--once"],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "nfs_failover",
+            "agent",
+            "--config",
+            str(lab.config_path),
+            "--lab-client",
+            client.name,
+            "--once",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
         env={**os.environ, STATE_DIR_ENV: str(lab.state_dir)},
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "wrote /etc/auto.nfs-failover" in done.stdout
     assert f"in {client.name}" in done.stderr  # the reload went to the client host
@@ -281,11 +297,23 @@ def test_the_agent_command_steers_a_client_host(lab: Lab, client: ClientHost) ->
 
 def test_an_agent_for_a_client_host_that_is_not_running_says_so(lab: Lab) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "nfs_failover", "agent", "--config", str(lab.config_path),
-         "--lab-client", "client8", "--once"],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "nfs_failover",
+            "agent",
+            "--config",
+            str(lab.config_path),
+            "--lab-client",
+            "client8",
+            "--once",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         env={**os.environ, STATE_DIR_ENV: str(lab.state_dir)},
-    )  # fmt: skip
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         "nfs-failover: client host client8 is not running (nfs-failover lab up --clients N)"
@@ -298,8 +326,12 @@ def test_a_guest_reaches_the_zones_and_nothing_else(lab: Lab) -> None:
     assert exec_sync(host, ["bash", "-c", connect, "bash", lab.zones[1].address], timeout=10).ok
 
     def dropped() -> int:
-        rules = subprocess.run(["nft", "list", "table", "inet", lab.forward_table],
-                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+        rules = subprocess.run(
+            ["nft", "list", "table", "inet", lab.forward_table],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return sum(int(n) for n in re.findall(r"counter packets (\d+)", rules))
 
     before = dropped()

@@ -38,11 +38,26 @@ def test_lab_up_as_an_ordinary_user_says_it_needs_root_and_changes_nothing(
     done = subprocess.run(
         # Nobody, with only the right to read and search folders, so that it can import the
         # package wherever the checkout lives (often a folder only root may enter).
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
-         sys.executable, "-m", "nfs_failover", "lab", "up", "--state-dir", str(state)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=+dac_read_search",
+            "--ambient-caps=+dac_read_search",
+            sys.executable,
+            "-m",
+            "nfs_failover",
+            "lab",
+            "up",
+            "--state-dir",
+            str(state),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 1
     assert done.stderr.startswith("nfs-failover: the lab needs root")
     assert not state.exists()

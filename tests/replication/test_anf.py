@@ -645,8 +645,11 @@ def test_a_client_for_another_subscription_is_refused(server: ContractServer) ->
 def test_a_500_on_a_status_read_is_asked_again_within_the_deadline(
     server: ContractServer, provider: AnfProvider
 ) -> None:
-    server.answer_next("GET", "replicationStatus", Reply(500, {"error": {
-        "code": "InternalServerError", "message": "Something went wrong."}}))  # fmt: skip
+    server.answer_next(
+        "GET",
+        "replicationStatus",
+        Reply(500, {"error": {"code": "InternalServerError", "message": "Something went wrong."}}),
+    )
     status = run(provider.status(timeout=T))
     assert status.mirror_state is MirrorState.MIRRORED
     assert len([c for c in server.requests_to("replicationStatus") if c.method == "GET"]) == 2
@@ -686,8 +689,9 @@ class FailingCredential:
 
 
 def test_a_token_failure_names_its_cause(server: ContractServer) -> None:
-    failing = AnfProvider(make_volume(server.url), credential=FailingCredential(),
-                          polling_interval=0)  # type: ignore[arg-type]  # fmt: skip
+    failing = AnfProvider(
+        make_volume(server.url), credential=FailingCredential(), polling_interval=0
+    )  # type: ignore[arg-type]
     with pytest.raises(ProviderError) as caught:
         run(failing.status(timeout=T))
     assert "AADSTS7000215: Invalid client secret provided." in str(caught.value)
@@ -697,9 +701,17 @@ def test_a_token_failure_names_its_cause(server: ContractServer) -> None:
 
 @pytest.mark.parametrize(
     ("env", "said"),
-    [({"AZURE_TENANT_ID": "not a tenant!", "AZURE_CLIENT_ID": "x", "AZURE_CLIENT_SECRET": "y"},
-      "Invalid tenant ID provided")],
-)  # fmt: skip
+    [
+        (
+            {
+                "AZURE_TENANT_ID": "not a tenant!",
+                "AZURE_CLIENT_ID": "x",
+                "AZURE_CLIENT_SECRET": "y",
+            },
+            "Invalid tenant ID provided",
+        )
+    ],
+)
 def test_a_credential_that_cannot_be_set_up_is_one_provider_error(
     server: ContractServer, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], said: str
 ) -> None:
@@ -717,8 +729,7 @@ def test_a_token_endpoint_that_does_not_answer_is_named(server: ContractServer) 
             released.wait(30)
             raise ClientAuthenticationError("released")
 
-    hanging = AnfProvider(make_volume(server.url), credential=Hanging(),
-                          polling_interval=0)  # type: ignore[arg-type]  # fmt: skip
+    hanging = AnfProvider(make_volume(server.url), credential=Hanging(), polling_interval=0)  # type: ignore[arg-type]
     started = time.monotonic()
     try:
         with pytest.raises(ProviderTimeout) as caught:

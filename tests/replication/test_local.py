@@ -275,10 +275,22 @@ def test_the_replication_commands_drive_the_engine_and_print_json(
 
     def cli(*args: str) -> dict[str, object]:
         done = subprocess.run(
-            [sys.executable, "-m", "nfs_failover", "replication", *args, "crr",
-             "--config", config, "--json"],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "nfs_failover",
+                "replication",
+                *args,
+                "crr",
+                "--config",
+                config,
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)  # type: ignore[no-any-return]
 
@@ -287,8 +299,11 @@ def test_the_replication_commands_drive_the_engine_and_print_json(
     assert (destination / "via-cli").read_text() == "x"
     assert cli("break")["changed"] is True
     assert cli("status")["mirror_state"] == "broken"
-    assert cli("divergence") == {"since": cli("divergence")["since"], "source_only": [],
-                                 "destination_only": []}  # fmt: skip
+    assert cli("divergence") == {
+        "since": cli("divergence")["since"],
+        "source_only": [],
+        "destination_only": [],
+    }
     resynced = cli("resync")
     assert resynced["status"]["mirror_state"] == "mirrored"  # type: ignore[index]
 

@@ -111,8 +111,16 @@ def test_copying_out_never_writes_outside_its_folder_nor_through_a_symlink(
 
 @pytest.mark.parametrize(
     ("name", "safe"),
-    [("file", True), (".hidden", True), ("..", False), (".", False), ("", False),
-     ("a/b", False), ("../../../../x", False), ("nul\0", False)],
-)  # fmt: skip
+    [
+        ("file", True),
+        (".hidden", True),
+        ("..", False),
+        (".", False),
+        ("", False),
+        ("a/b", False),
+        ("../../../../x", False),
+        ("nul\0", False),
+    ],
+)
 def test_only_plain_names_from_a_server_are_safe(name: str, safe: bool) -> None:
     assert safe_name(name) is safe

@@ -903,8 +903,10 @@ def test_a_job_that_outlives_the_deadline_is_named_with_its_last_state(
     (job,) = server.jobs
     message = str(caught.value)
     # Its last state as read; on a loaded machine the last read may itself be cut short.
-    assert (f"ONTAP job {job} was still running (In progress)" in message
-            or f"ONTAP job {job} could not be read" in message), message  # fmt: skip
+    assert (
+        f"ONTAP job {job} was still running (In progress)" in message
+        or f"ONTAP job {job} could not be read" in message
+    ), message
     assert "may still complete on the cluster" in message
     assert "deadline passed" not in message
 

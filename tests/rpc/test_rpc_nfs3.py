@@ -49,9 +49,25 @@ ROOT = b"root-fh"
 
 def fattr(fileid: int = 7, ftype: int = 1, size: int = 100) -> bytes:
     return struct.pack(
-        ">IIIIIQQIIQQIIIIII", ftype, 0o644, 1, 0, 0, size, 4096, 0, 0, 99, fileid,
-        1, 2, 3, 4, 5, 6,
-    )  # fmt: skip
+        ">IIIIIQQIIQQIIIIII",
+        ftype,
+        0o644,
+        1,
+        0,
+        0,
+        size,
+        4096,
+        0,
+        0,
+        99,
+        fileid,
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    )
 
 
 def post_op(attrs: bytes | None) -> bytes:
@@ -92,9 +108,20 @@ def readdirplus_reply(names: list[str], eof: bool, first_id: int = 1) -> bytes:
 def test_getattr_decodes_every_attribute() -> None:
     attrs = decode_getattr(Unpacker(struct.pack(">I", 0) + fattr(fileid=42, ftype=2)))
     assert attrs == Fattr3(
-        Ftype3.DIR, 0o644, 1, 0, 0, 100, 4096, (0, 0), 99, 42,
-        NfsTime(1, 2), NfsTime(3, 4), NfsTime(5, 6),
-    )  # fmt: skip
+        Ftype3.DIR,
+        0o644,
+        1,
+        0,
+        0,
+        100,
+        4096,
+        (0, 0),
+        99,
+        42,
+        NfsTime(1, 2),
+        NfsTime(3, 4),
+        NfsTime(5, 6),
+    )
 
 
 def test_a_non_ok_status_raises_with_name_number_and_procedure() -> None:
@@ -206,8 +233,11 @@ def test_fsinfo_and_commit_decode() -> None:
     )
     info = decode_fsinfo(Unpacker(fsinfo))
     assert (info.rtmax, info.wtmax, info.maxfilesize, info.properties) == (
-        1 << 20, 1 << 20, 2**63, 0x1B,
-    )  # fmt: skip
+        1 << 20,
+        1 << 20,
+        2**63,
+        0x1B,
+    )
     assert info.time_delta == NfsTime(0, 1)
     assert decode_commit(Unpacker(struct.pack(">I", 0) + wcc() + VERF)) == VERF
 
@@ -243,8 +273,15 @@ def test_write_sends_offset_stability_and_data_with_auth_sys() -> None:
     seen: list[tuple[bytes, int, int, int, bytes]] = []
 
     def write(u: Unpacker) -> bytes:
-        seen.append((u.unpack_opaque(64), u.unpack_uhyper(), u.unpack_uint(), u.unpack_uint(),
-                     u.unpack_opaque()))  # fmt: skip
+        seen.append(
+            (
+                u.unpack_opaque(64),
+                u.unpack_uhyper(),
+                u.unpack_uint(),
+                u.unpack_uint(),
+                u.unpack_opaque(),
+            )
+        )
         u.done()
         return struct.pack(">I", 0) + wcc() + struct.pack(">II", 3, 1) + VERF
 

@@ -29,8 +29,12 @@ from nfs_failover.rpc.portmap import (
 )
 from nfs_failover.rpc.xdr import Packer, Unpacker
 
-REGISTRY = [Mapping(PMAP, 2, IPPROTO_TCP, 111), Mapping(MOUNT, 3, IPPROTO_TCP, 635),
-            Mapping(NFS, 3, IPPROTO_TCP, 2049), Mapping(NFS, 4, IPPROTO_TCP, 2049)]  # fmt: skip
+REGISTRY = [
+    Mapping(PMAP, 2, IPPROTO_TCP, 111),
+    Mapping(MOUNT, 3, IPPROTO_TCP, 635),
+    Mapping(NFS, 3, IPPROTO_TCP, 2049),
+    Mapping(NFS, 4, IPPROTO_TCP, 2049),
+]
 
 
 def _pack_mapping(p: Packer, m: Mapping) -> None:

@@ -41,8 +41,16 @@ class TestFs(mfusepy.Operations):
             _NEVER.wait()
         if self.mode == "stale":
             raise mfusepy.FuseOSError(errno.ESTALE)
-        return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": 1024, "f_bfree": 512,
-                "f_bavail": 512, "f_files": 100, "f_ffree": 50, "f_namemax": 255}  # fmt: skip
+        return {
+            "f_bsize": 4096,
+            "f_frsize": 4096,
+            "f_blocks": 1024,
+            "f_bfree": 512,
+            "f_bavail": 512,
+            "f_files": 100,
+            "f_ffree": 50,
+            "f_namemax": 255,
+        }
 
     def readdir(self, path: str, fh: int) -> list[str]:
         return [".", ".."]

@@ -79,8 +79,13 @@ def agent(
     if lab_client:
         loaded, machine = for_lab_client(loaded, lab_client)
     store = open_store(loaded.store)
-    worker = Agent(loaded, store, name=name or lab_client, machine=machine,
-                   heal_policy=HealPolicy(report_only=report_only))  # fmt: skip
+    worker = Agent(
+        loaded,
+        store,
+        name=name or lab_client,
+        machine=machine,
+        heal_policy=HealPolicy(report_only=report_only),
+    )
 
     async def main() -> None:
         try:

@@ -38,9 +38,12 @@ async def run_hook(hook: Hook, values: Mapping[str, str], timeout: float) -> str
         raise HookFailed(f"hook {hook.argv[0]}: its arguments do not fit ({exc})") from None
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
     except OSError as exc:
         raise HookFailed(f"hook {argv[0]}: cannot start ({exc.strerror or exc})") from None
     assert proc.stdout is not None

@@ -199,8 +199,9 @@ class Controller:
             decision = await self._decide(volume, now)
             if not self.leader:
                 holder = await asyncio.to_thread(self.store.lease_holder, LEASE)
-                decision = Decision(Action.NONE, f"standby: {holder or 'another controller'}"
-                                    " holds the lease")  # fmt: skip
+                decision = Decision(
+                    Action.NONE, f"standby: {holder or 'another controller'} holds the lease"
+                )
             await asyncio.to_thread(self._remember, volume.name, decision)
             decisions[volume.name] = decision
             if self.leader and decision.action is not Action.NONE:
@@ -223,8 +224,11 @@ class Controller:
         targets = [(v.name, r.name, r.export) for v in self.config.volumes for r in v.replicas]
         results = await asyncio.gather(*(self._prober.probe(e) for *_, e in targets))
         for (volume, replica, _), result in zip(targets, results, strict=True):
-            self.tracker.observe(Report(self.name, volume, replica, result.up, result.summary(),
-                                        result.latency_s, now))  # fmt: skip
+            self.tracker.observe(
+                Report(
+                    self.name, volume, replica, result.up, result.summary(), result.latency_s, now
+                )
+            )
             self._latencies[(volume, replica)] = result.latency_s
         for report in await asyncio.to_thread(self.store.reports):
             self.tracker.observe(report)
@@ -248,12 +252,15 @@ class Controller:
             volume=volume,
             policy=self.config.effective_policy(volume),
             state=volume_state(volume, desired, running.kind if running else None),
-            source=source, destination=destination,
-            replication=status, replication_error=error,
+            source=source,
+            destination=destination,
+            replication=status,
+            replication_error=error,
             paused=await asyncio.to_thread(self.paused, volume.name),
-            running_workflow=(f"{running.kind} at step {running.step}"
-                              if running and not in_flight else None),
-        )  # fmt: skip
+            running_workflow=(
+                f"{running.kind} at step {running.step}" if running and not in_flight else None
+            ),
+        )
         if in_flight:
             return Decision(Action.NONE, f"{running.kind if running else 'workflow'} in progress")
         return decide(seen)
@@ -277,24 +284,37 @@ class Controller:
         self._decisions[volume] = decision
         if before is None or str(before) != str(decision):
             log.info("%s: %s", volume, decision)
-            self.store.append(Event(volume, "decision", {"action": decision.action.value,
-                                                         "reason": decision.reason}))  # fmt: skip
+            self.store.append(
+                Event(
+                    volume, "decision", {"action": decision.action.value, "reason": decision.reason}
+                )
+            )
 
     async def _start(self, volume: Volume, decision: Decision, *, force: bool = False) -> None:
         running = await asyncio.to_thread(self.store.running_workflow, volume.name)
-        kind = running.kind if decision.action is Action.RESUME and running else (
-            ACTION_WORKFLOW.get(decision.action))  # fmt: skip
+        kind = (
+            running.kind
+            if decision.action is Action.RESUME and running
+            else (ACTION_WORKFLOW.get(decision.action))
+        )
         if kind is None:
             return
-        self._launch(volume, kind, resume=running if running and running.kind == kind else None,
-                     force=force)  # fmt: skip
+        self._launch(
+            volume, kind, resume=running if running and running.kind == kind else None, force=force
+        )
 
     def _launch(
         self, volume: Volume, kind: str, *, resume: Workflow | None = None, force: bool = False
     ) -> asyncio.Task[None]:
-        ctx = workflows.Context(self.config, volume, self.providers[volume.name], self.store,
-                                force=force, step_timeout=self.step_timeout,
-                                on_desired=self._wake)  # fmt: skip
+        ctx = workflows.Context(
+            self.config,
+            volume,
+            self.providers[volume.name],
+            self.store,
+            force=force,
+            step_timeout=self.step_timeout,
+            on_desired=self._wake,
+        )
 
         async def go() -> None:
             try:

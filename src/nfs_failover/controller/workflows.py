@@ -114,8 +114,12 @@ async def steer_to_destination(ctx: Context) -> None:
 
 async def steer_back(ctx: Context) -> None:
     policy = ctx.config.effective_policy(ctx.volume)
-    await _set_desired(ctx, lambda current: _with_generation(
-        normal(ctx.volume, policy.read_only_fallback), current.generation + 1))  # fmt: skip
+    await _set_desired(
+        ctx,
+        lambda current: _with_generation(
+            normal(ctx.volume, policy.read_only_fallback), current.generation + 1
+        ),
+    )
 
 
 def _hooks(kind: str) -> StepFn:
@@ -126,10 +130,13 @@ def _hooks(kind: str) -> StepFn:
         if kind.endswith("failback"):
             leave, go = go, leave
         values = {
-            "volume": ctx.volume.name, "event": kind,
-            "from_replica": leave.name, "to_replica": go.name,
-            "from_export": str(leave.export), "to_export": str(go.export),
-        }  # fmt: skip
+            "volume": ctx.volume.name,
+            "event": kind,
+            "from_replica": leave.name,
+            "to_replica": go.name,
+            "from_export": str(leave.export),
+            "to_export": str(go.export),
+        }
         for hook in getattr(hooks, kind):
             try:
                 await run_hook(hook, values, hooks.timeout_for(hook).total_seconds())
@@ -149,14 +156,26 @@ async def _set_desired(ctx: Context, make: Callable[[VolumeDesired], VolumeDesir
     current = stored or normal(ctx.volume, policy.read_only_fallback)
     wanted = make(current)
     if (wanted.offered, wanted.active, wanted.fenced) == (
-        current.offered, current.active, current.fenced) and stored is not None:  # fmt: skip
+        current.offered,
+        current.active,
+        current.fenced,
+    ) and stored is not None:
         return
     expected = None if stored is None else stored.generation
     if not await asyncio.to_thread(ctx.store.set_desired, wanted, expected_generation=expected):
         raise NfsFailoverError(f"volume {ctx.volume.name}: desired state changed meanwhile")
-    await asyncio.to_thread(ctx.store.append, Event(ctx.volume.name, "desired", {
-        "offered": list(wanted.offered), "fenced": list(wanted.fenced),
-        "generation": wanted.generation}))  # fmt: skip
+    await asyncio.to_thread(
+        ctx.store.append,
+        Event(
+            ctx.volume.name,
+            "desired",
+            {
+                "offered": list(wanted.offered),
+                "fenced": list(wanted.fenced),
+                "generation": wanted.generation,
+            },
+        ),
+    )
     if ctx.on_desired is not None:
         ctx.on_desired()
 
@@ -166,8 +185,9 @@ def _offer(ctx: Context, offered: tuple[str, ...], generation: int) -> VolumeDes
 
 
 def _with_generation(desired: VolumeDesired, generation: int) -> VolumeDesired:
-    return VolumeDesired(desired.volume, desired.offered, desired.active, desired.fenced,
-                         generation)  # fmt: skip
+    return VolumeDesired(
+        desired.volume, desired.offered, desired.active, desired.fenced, generation
+    )
 
 
 async def check_source_answers(ctx: Context) -> None:
@@ -195,8 +215,11 @@ def _preserve(label: str) -> StepFn:
             export, list(found.source_only), target, timeout=ctx.step_timeout
         )
         ctx.data[f"preserved_{label}"] = {
-            "from": status.source, "folder": str(target), "files": copied, "deleted": missing,
-        }  # fmt: skip
+            "from": status.source,
+            "folder": str(target),
+            "files": copied,
+            "deleted": missing,
+        }
 
     return run
 
@@ -274,13 +297,9 @@ WORKFLOWS: dict[str, tuple[tuple[str, StepFn], ...]] = {
         ("fence-source", fence_source),
         ("post-hooks", _hooks("post_failover")),
     ),
-    "failover-read-only": (
-        ("steer-to-destination", steer_to_destination),
-    ),
-    "failback-read-only": (
-        ("steer-back", steer_back),
-    ),
-}  # fmt: skip
+    "failover-read-only": (("steer-to-destination", steer_to_destination),),
+    "failback-read-only": (("steer-back", steer_back),),
+}
 
 
 # The first step after which stopping a workflow leaves the storage changed: an abort
@@ -313,19 +332,23 @@ async def run(ctx: Context, kind: str, *, resume: Workflow | None = None) -> Wor
     ctx.data = {**workflow.data, "workflow": workflow.id}
     for index in range(workflow.step, len(steps)):
         name, step = steps[index]
-        await _journal(store, Event(volume, kind, {}, workflow=workflow.id, step=name,
-                                    phase="before"))  # fmt: skip
+        await _journal(
+            store, Event(volume, kind, {}, workflow=workflow.id, step=name, phase="before")
+        )
         _crash_here(kind, index)
         try:
             await step(ctx)
         except Refused as exc:
             refused: dict[str, object] = {"refused": str(exc)}
-            await _journal(store, Event(volume, kind, refused, workflow=workflow.id, step=name,
-                                        phase="after"))  # fmt: skip
+            await _journal(
+                store, Event(volume, kind, refused, workflow=workflow.id, step=name, phase="after")
+            )
             await asyncio.to_thread(store.finish_workflow, workflow.id, "refused")
             raise
-        await _journal(store, Event(volume, kind, dict(ctx.data), workflow=workflow.id,
-                                    step=name, phase="after"))  # fmt: skip
+        await _journal(
+            store,
+            Event(volume, kind, dict(ctx.data), workflow=workflow.id, step=name, phase="after"),
+        )
         await asyncio.to_thread(store.advance_workflow, workflow.id, index + 1, ctx.data)
     await asyncio.to_thread(store.finish_workflow, workflow.id, "done")
     return workflow

@@ -43,8 +43,7 @@ from nfs_failover.replication.base import (
 from nfs_failover.replication.manifest import Manifest, changed_since
 
 DEFAULT_STATE_ROOT = Path("/var/lib/nfs-failover/local")
-RSYNC = ("rsync", "-a", "--delete", "--inplace", "--numeric-ids", "--stats",
-         "--out-format=%i %n")  # fmt: skip
+RSYNC = ("rsync", "-a", "--delete", "--inplace", "--numeric-ids", "--stats", "--out-format=%i %n")
 # File timestamps come from a coarse clock that may lag time.time() by a tick (<= 10 ms).
 CTIME_MARGIN_NS = 20_000_000
 HISTORY = 50
@@ -289,8 +288,9 @@ class LocalProvider(Provider):
             due = max(due, retry_at)
             if state.mirror_state != MirrorState.BROKEN and time.time() >= due:
                 try:
-                    await self.transfer_now(timeout=max(interval, SCHEDULED_TIMEOUT),
-                                            progress=progress)  # fmt: skip
+                    await self.transfer_now(
+                        timeout=max(interval, SCHEDULED_TIMEOUT), progress=progress
+                    )
                 except ProviderError:
                     # Not at once again: a retry loop would starve a break of the lock.
                     retry_at = time.time() + min(interval, RETRY_AFTER)
@@ -420,9 +420,14 @@ class LocalProvider(Provider):
                     )
 
     def _result(
-        self, operation: str, state: RelationshipState, changed: bool, *,
-        overwritten: tuple[str, ...] = (), transfer: Transfer | None = None,
-    ) -> OperationResult:  # fmt: skip
+        self,
+        operation: str,
+        state: RelationshipState,
+        changed: bool,
+        *,
+        overwritten: tuple[str, ...] = (),
+        transfer: Transfer | None = None,
+    ) -> OperationResult:
         return OperationResult(
             operation=operation,
             status=self._status(state),

@@ -130,9 +130,12 @@ def reload_automount(pidfile: Path, *, systemd: bool = True) -> str:
     (said, not raised)."""
     if systemd and _systemd_runs_autofs():
         done = subprocess.run(
-            ["systemctl", "reload", "autofs"], capture_output=True, text=True, timeout=30,
+            ["systemctl", "reload", "autofs"],
+            capture_output=True,
+            text=True,
+            timeout=30,
             check=False,
-        )  # fmt: skip
+        )
         if done.returncode != 0:
             raise SteeringError(f"systemctl reload autofs failed: {done.stderr.strip()}")
         return "systemctl reload autofs"
@@ -165,7 +168,9 @@ def _systemd_runs_autofs() -> bool:
     if not Path("/run/systemd/system").is_dir() or shutil.which("systemctl") is None:
         return False
     done = subprocess.run(
-        ["systemctl", "is-active", "--quiet", "autofs"], timeout=10, check=False,
+        ["systemctl", "is-active", "--quiet", "autofs"],
+        timeout=10,
+        check=False,
         capture_output=True,
-    )  # fmt: skip
+    )
     return done.returncode == 0

@@ -297,12 +297,14 @@ async def fetch_token(credential: TokenCredential, scope: str, deadline: Deadlin
     named as such (not "no answer from ANF"); the credential caches it for the request."""
     what = "getting a token from Microsoft Entra ID"
     try:
-        await _in_thread(what, deadline, lambda: credential.get_token(scope),
-                         who="the identity endpoint")  # fmt: skip
+        await _in_thread(
+            what, deadline, lambda: credential.get_token(scope), who="the identity endpoint"
+        )
     except ClientAuthenticationError as exc:
         cause = _auth_cause(exc)
-        raise ProviderError(f"no Azure token: {cause}", code="credentials",
-                            provider_message=cause) from None  # fmt: skip
+        raise ProviderError(
+            f"no Azure token: {cause}", code="credentials", provider_message=cause
+        ) from None
 
 
 async def _in_thread(

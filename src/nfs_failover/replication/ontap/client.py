@@ -38,11 +38,22 @@ from nfs_failover.pacing import Deadline
 USERNAME_ENV = "NFS_FAILOVER_ONTAP_USERNAME"
 PASSWORD_ENV = "NFS_FAILOVER_ONTAP_PASSWORD"  # noqa: S105 - the variable's name, not a secret
 CONNECT_TIMEOUT = 10.0  # seconds; never more than what is left of the deadline
-RELATIONSHIP_FIELDS = ",".join((
-    "uuid", "state", "healthy", "unhealthy_reason", "lag_time", "exported_snapshot",
-    "source.path", "destination.path", "transfer.state", "transfer.bytes_transferred",
-    "transfer.end_time", "transfer.uuid",
-))  # fmt: skip
+RELATIONSHIP_FIELDS = ",".join(
+    (
+        "uuid",
+        "state",
+        "healthy",
+        "unhealthy_reason",
+        "lag_time",
+        "exported_snapshot",
+        "source.path",
+        "destination.path",
+        "transfer.state",
+        "transfer.bytes_transferred",
+        "transfer.end_time",
+        "transfer.uuid",
+    )
+)
 JOB_FIELDS = "uuid,state,message,code,error"
 RELATIONSHIPS_PATH = "/api/snapmirror/relationships"
 JOBS_PATH = "/api/cluster/jobs"
