@@ -296,10 +296,7 @@ class Lab:
         if not saved.exists():
             _write_if_changed(saved, IP_FORWARD.read_text())
         IP_FORWARD.write_text("1\n")
-        if not hosts.MOUNT_ROOT.exists():
-            # The guests' root is the host's, read-only: autofs needs the folder there.
-            hosts.MOUNT_ROOT.mkdir(mode=0o755)
-            _write_if_changed(self._run_marker("mount_root"), f"{hosts.MOUNT_ROOT}\n")
+        claim_mount_root(self._run_marker("mount_root"))
 
     def _run_marker(self, what: str) -> Path:
         return RUN_DIR / f"lab-{self.tag or 'default'}-{self.slot}.{what}"
@@ -516,11 +513,7 @@ class Lab:
         if saved.exists():
             IP_FORWARD.write_text(saved.read_text())
             saved.unlink()
-        created = self._run_marker("mount_root")
-        if created.exists():
-            with contextlib.suppress(OSError):  # left if something is mounted or put there
-                hosts.MOUNT_ROOT.rmdir()
-            created.unlink()
+        release_mount_root(self._run_marker("mount_root"))
         for zone in self.zones:
             if _netns_exists(zone.namespace):
                 say(f"{zone.name}: stopping its processes and removing {zone.namespace}")
@@ -591,3 +584,24 @@ def _is_zombie(pid: int) -> bool:
 def _write_if_changed(path: Path, text: str) -> bool:
     """The lab's files are readable by root only."""
     return files.write_atomically(path, text, mode=0o600)
+
+
+# The guests' root is the host's, read-only: autofs needs its mount root (/misc) there.
+# Labs share it: each one up says so with its marker, and the last one down removes the
+# folder if a lab made it (never one that was there before any lab).
+
+
+def claim_mount_root(marker: Path, root: Path = hosts.MOUNT_ROOT) -> None:
+    if not root.exists():
+        root.mkdir(mode=0o755)
+        _write_if_changed(marker.with_name("mount_root.made"), f"{root}\n")
+    _write_if_changed(marker, f"{root}\n")
+
+
+def release_mount_root(marker: Path, root: Path = hosts.MOUNT_ROOT) -> None:
+    marker.unlink(missing_ok=True)
+    made = marker.with_name("mount_root.made")
+    if made.exists() and not any(marker.parent.glob("lab-*.mount_root")):
+        with contextlib.suppress(OSError):  # left if something is mounted or put there
+            root.rmdir()
+        made.unlink()
