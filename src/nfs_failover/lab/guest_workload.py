@@ -278,7 +278,7 @@ class App:
 
     def start(self) -> subprocess.Popen[bytes]:
         process = self.spare if self.spare is not None else self.spawn(spare=False)
-        self.spare = None  # the next one is started once this one works (see relay)
+        self.spare = None  # the next one is started once this one is going (see relay)
         assert process.stdin is not None
         process.stdin.write(f"go {self.next_seq}\n".encode())
         process.stdin.close()
@@ -312,7 +312,9 @@ class App:
             elif record.get("ev") == "begin" and record.get("op") == "write":
                 self.next_seq = max(self.next_seq, int(record["seq"]) + 1)
         self.sup.records.write({**record, "app": self.name, "pid": pid})
-        if self.spare is None and record.get("ev") == "end" and not self.sup.stopping.is_set():
+        # At the first thing this one says, not at its first answer: on a dead server
+        # there is no answer, and its successor would start cold, seconds late.
+        if self.spare is None and not self.sup.stopping.is_set():
             self.spare = self.spawn(spare=True)
 
     def hung_for(self, now: float) -> float:
