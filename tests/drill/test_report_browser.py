@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from nfs_failover.drill.report import FAILED, PHASE_COLOURS, REPLICA_COLOURS, write_report
-from tests.drill.test_report import clients_drill
+from tests.drill.report_helpers import clients_drill
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
 SCREENSHOT_REPORT = Path(__file__).parents[2] / "scripts" / "screenshot-report"

@@ -6,7 +6,7 @@ import re
 
 from nfs_failover.drill.seed import seed_map_lines
 from nfs_failover.drill.verify import compare
-from tests.drill.test_report import client_figures
+from tests.drill.report_helpers import client_figures
 
 
 def test_the_seed_setup_is_the_articles_master_line_and_map_line() -> None:
