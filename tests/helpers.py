@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: the lab a test builds, and the rule for when it may skip.
+"""Helpers shared by the tests: the checkout's folders, the lab a test builds, and the rule
+for when it may skip.
 
 Lab tests skip with the reason on a machine without root or the lab's packages, except
 when NFS_FAILOVER_REQUIRE_LAB=1 (scripts/test, CI): there a lab that cannot be built fails.
@@ -14,6 +15,11 @@ import pytest
 from nfs_failover.lab import Lab
 from nfs_failover.lab.clients import missing_client_tools
 from nfs_failover.lab.system import missing_tools
+
+# The checkout, found from this file: tests run from any working directory.
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+DOCS = REPO / "docs"
 
 # Test labs take their own tags and subnets, so a lab left running is never touched.
 TEST_LAB_TAG = "t"

@@ -8,7 +8,7 @@ import pytest
 
 from nfs_failover.config import parse_config
 from nfs_failover.errors import ConfigError
-from tests.config.conftest import VALID
+from tests.config.helpers import VALID
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ import yaml
 
 from nfs_failover.config import load_config, summary, validate_config
 from nfs_failover.errors import ConfigError
-from tests.config.conftest import EXAMPLES, FULL, VALID
+from tests.config.helpers import FULL, VALID
+from tests.helpers import EXAMPLES
 
 
 def test_a_missing_file_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

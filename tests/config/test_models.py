@@ -22,7 +22,8 @@ from nfs_failover.config import (
     StoreUrl,
     parse_config,
 )
-from tests.config.conftest import FULL, VALID
+from tests.config.helpers import FULL, VALID
+from tests.helpers import DOCS
 
 
 def test_a_full_example_is_read_into_typed_values() -> None:
@@ -109,5 +110,5 @@ def test_the_json_schema_documents_every_field() -> None:
 def test_the_committed_config_reference_matches_the_models() -> None:
     from nfs_failover.config_reference import render
 
-    committed = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text()
+    committed = (DOCS / "config.md").read_text()
     assert committed == render(), "run: nfs-failover config-reference > docs/config.md"

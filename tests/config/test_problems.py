@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from nfs_failover.config import load_config, parse_config
 from nfs_failover.errors import ConfigError
-from tests.config.conftest import ANF_SOURCE, FULL, VALID
+from tests.config.helpers import ANF_SOURCE, FULL, VALID
 
 
 def _with(old: str, new: str, text: str = VALID) -> str:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ANF_SOURCE = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg-crr/providers"
     "/Microsoft.NetApp/netAppAccounts/anf-az01/capacityPools/pool1/volumes/crr-site1"
