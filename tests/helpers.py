@@ -1,5 +1,5 @@
-"""Helpers shared by the tests: the checkout's folders, the lab a test builds, and the rule
-for when it may skip.
+"""Helpers shared by the tests: the checkout's folders, the API's token and a free port, the
+lab a test builds, and the rule for when it may skip.
 
 Lab tests skip with the reason on a machine without root or the lab's packages, except
 when NFS_FAILOVER_REQUIRE_LAB=1 (scripts/test, CI): there a lab that cannot be built fails.
@@ -8,6 +8,7 @@ when NFS_FAILOVER_REQUIRE_LAB=1 (scripts/test, CI): there a lab that cannot be b
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,20 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 DOCS = REPO / "docs"
 
+# The bearer token of the API the tests build.
+TOKEN = "s3cret-token-0123456789abcdef"
+
 # Test labs take their own tags and subnets, so a lab left running is never touched.
 TEST_LAB_TAG = "t"
 TEST_LAB_SLOT = 40
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (at the moment it is asked)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def lab_unavailable() -> str | None:

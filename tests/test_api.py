@@ -29,8 +29,8 @@ from nfs_failover.config import HostPort
 from nfs_failover.controller.snapshot import ActionResult, VolumeState, action_result
 from nfs_failover.errors import ConfigError
 from tests.fake_controller import RecordingController, as_handle, changed, reply_to
+from tests.helpers import TOKEN, free_port
 
-TOKEN = "s3cret-token-0123456789abcdef"
 UNAUTHORIZED = {"error": "a bearer token is required"}
 
 T = TypeVar("T")
@@ -704,13 +704,6 @@ def test_an_oversized_token_file_is_refused(tmp_path: Path) -> None:
 
 
 # -- serve -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def until_answered(url: str, deadline: float) -> httpx.Response:

@@ -19,9 +19,7 @@ from nfs_failover.api import build_app, serve
 from nfs_failover.config import HostPort
 from nfs_failover.controller.snapshot import VolumeStatus
 from tests.fake_controller import RecordingController, as_handle
-from tests.test_api import TOKEN, free_port
-
-EXAMPLES = Path(__file__).parent.parent / "examples"
+from tests.helpers import EXAMPLES, TOKEN, free_port
 
 
 def nfs_failover(*args: str) -> subprocess.CompletedProcess[str]:
