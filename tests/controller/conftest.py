@@ -1,3 +1,3 @@
 """Controller tests use the replication tests' lab and volume fixtures."""
 
-from tests.replication.conftest import provider, replication_lab, volume  # noqa: F401
+from tests.replication.fixtures import provider, replication_lab, volume  # noqa: F401

@@ -27,17 +27,10 @@ from nfs_failover.lab import Lab
 from nfs_failover.replication import MirrorState
 from nfs_failover.replication.local import LocalProvider
 from nfs_failover.store import SqliteStore
-from tests.controller.test_workflows import config_for
-from tests.replication.conftest import T, folders
+from tests.controller.helpers import FAST, config_for
+from tests.replication.helpers import T, folders
 
 pytestmark = pytest.mark.lab
-
-FAST = {
-    "probe_interval": timedelta(milliseconds=200),
-    "probe_timeout": timedelta(milliseconds=500),
-    "failover_after": timedelta(seconds=2),
-    "recover_after": timedelta(seconds=1),
-}
 
 
 @pytest.fixture

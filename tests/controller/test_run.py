@@ -18,9 +18,8 @@ import yaml
 from nfs_failover.config import Volume
 from nfs_failover.lab import Lab
 from nfs_failover.replication.local import LocalProvider
-from tests.controller.test_loop import FAST
-from tests.controller.test_workflows import config_for
-from tests.replication.conftest import T, folders
+from tests.controller.helpers import FAST, config_for
+from tests.replication.helpers import T, folders
 
 pytestmark = pytest.mark.lab
 CLI = [sys.executable, "-m", "nfs_failover"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nfs_failover.config import Config, Hook, StoreUrl, Volume, load_config
+from nfs_failover.config import Config, Hook, Volume
 from nfs_failover.controller.workflows import (
     CRASH_ENV,
     CRASH_EXIT,
@@ -28,18 +28,10 @@ from nfs_failover.probe import Prober
 from nfs_failover.replication import MirrorState
 from nfs_failover.replication.local import LocalProvider
 from nfs_failover.store import SqliteStore
-from tests.replication.conftest import T, folders, settle, tree
-from tests.replication.test_local import nfs_write
+from tests.controller.helpers import config_for
+from tests.replication.helpers import T, folders, nfs_write, settle, tree
 
 pytestmark = pytest.mark.lab
-
-
-def config_for(lab: Lab, volume: Volume, tmp_path: Path, **policy: object) -> Config:
-    config = load_config(lab.config_path)
-    if policy:
-        volume = volume.model_copy(update={"policy": volume.policy.model_copy(update=policy)})
-    store = StoreUrl.parse(f"sqlite://{tmp_path / 'state.db'}")
-    return config.model_copy(update={"volumes": (volume,), "store": store})
 
 
 def failover(config: Config, provider: LocalProvider, store: SqliteStore) -> None:

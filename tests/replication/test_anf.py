@@ -30,7 +30,6 @@ from nfs_failover.replication import MirrorState, RelationshipStatus
 from nfs_failover.replication.anf import AnfProvider
 from nfs_failover.replication.nfs_divergence import CLOCK_MARGIN
 from tests.replication.anf_contract_server import (
-    SUBSCRIPTION,
     TOKEN,
     ContractServer,
     Reply,
@@ -39,37 +38,17 @@ from tests.replication.anf_contract_server import (
     contract_server,
     volume_id,
 )
-from tests.replication.conftest import folders
+from tests.replication.anf_helpers import (
+    DESTINATION_VOLUME,
+    SOURCE_VOLUME,
+    make_volume,
+    sdk_client,
+)
+from tests.replication.helpers import folders
 
-SOURCE_VOLUME = "vol-site1"
-DESTINATION_VOLUME = "vol-dest1"
 T = 5.0  # the deadline of operations that are expected to finish
 
 run = asyncio.run
-
-
-# The seed's addresses, for configuration only: no test reaches them (divergence, the one
-# operation that talks NFS, is tested against the lab's exports).
-SEED_EXPORTS = ("10.1.13.5:/crr-site1", "10.2.13.5:/crr-dest1")
-
-
-def make_volume(endpoint: str, exports: tuple[str, str] = SEED_EXPORTS) -> Volume:
-    return Volume.model_validate(
-        {
-            "name": "crr",
-            "mode": "read-write",
-            "replicas": [
-                {"name": "site1", "export": exports[0]},
-                {"name": "dest1", "export": exports[1]},
-            ],
-            "replication": {
-                "provider": "anf",
-                "source": volume_id(SOURCE_VOLUME),
-                "destination": volume_id(DESTINATION_VOLUME),
-                "management_endpoint": endpoint,
-            },
-        }
-    )
 
 
 @pytest.fixture(scope="module")
@@ -87,16 +66,6 @@ def server(ca: tuple[trustme.CA, Path]) -> Iterator[ContractServer]:
         authority, path, volume_id(SOURCE_VOLUME), volume_id(DESTINATION_VOLUME)
     ) as started:
         yield started
-
-
-def sdk_client(base_url: str, ca_path: Path) -> NetAppManagementClient:
-    return NetAppManagementClient(
-        StaticTokenCredential(),
-        SUBSCRIPTION,
-        base_url=base_url,
-        credential_scopes=[f"{base_url}/.default"],
-        connection_verify=str(ca_path),
-    )
 
 
 @pytest.fixture
@@ -465,7 +434,7 @@ def test_an_operation_abandoned_at_the_deadline_does_not_hold_up_process_exit(
         import asyncio
         from nfs_failover.errors import ProviderTimeout
         from nfs_failover.replication.anf import AnfProvider
-        from tests.replication.test_anf import make_volume, sdk_client
+        from tests.replication.anf_helpers import make_volume, sdk_client
 
         client = sdk_client({server.url!r}, {str(server.ca_path)!r})
         provider = AnfProvider(make_volume({server.url!r}), client=client, polling_interval=0)

@@ -13,28 +13,14 @@ from datetime import timedelta
 
 import pytest
 
-from nfs_failover.config import Export, Volume
+from nfs_failover.config import Volume
 from nfs_failover.errors import PreconditionError, ProtocolStatusError, ProviderError
 from nfs_failover.lab import Lab
 from nfs_failover.replication import MirrorState, RelationshipStatus
 from nfs_failover.replication.local import LocalProvider
-from nfs_failover.rpc.mount import MountClient
-from nfs_failover.rpc.nfs3 import Nfs3Client
-from nfs_failover.rpc.portmap import PortmapClient
-from tests.replication.conftest import T, folders, settle, tree
+from tests.replication.helpers import T, folders, nfs_write, settle, tree
 
 pytestmark = pytest.mark.lab
-
-
-async def nfs_write(export: Export, name: str) -> None:
-    host, path = export.host, export.path
-    async with await PortmapClient.connect(host, timeout=2) as pmap:
-        port = await pmap.getport(100005, 3)
-    async with await MountClient.connect(host, port, timeout=2) as mountd:
-        root = (await mountd.mnt(path)).fhandle
-    async with await Nfs3Client.connect(host, timeout=2) as nfs:
-        fh = await nfs.create(root, name)
-        await nfs.write(fh, 0, b"written over NFS")
 
 
 def test_baseline_then_incremental_carries_creates_changes_renames_and_deletes(

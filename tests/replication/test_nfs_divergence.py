@@ -15,7 +15,7 @@ from nfs_failover.lab import Lab
 from nfs_failover.nfs_tree import copy_out, safe_name, walk_export
 from nfs_failover.replication.local import LocalProvider
 from nfs_failover.replication.nfs_divergence import divergence_over_nfs
-from tests.replication.conftest import T, folders, settle
+from tests.replication.helpers import T, folders, settle
 
 pytestmark = pytest.mark.lab
 

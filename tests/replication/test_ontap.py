@@ -23,7 +23,7 @@ from nfs_failover.replication import MirrorState, RelationshipStatus
 from nfs_failover.replication.nfs_divergence import CLOCK_MARGIN
 from nfs_failover.replication.ontap import OntapProvider, parse_lag_time
 from nfs_failover.replication.ontap.client import PASSWORD_ENV, USERNAME_ENV
-from tests.replication.conftest import folders
+from tests.replication.helpers import folders
 from tests.replication.ontap_contract_server import (
     JOBS,
     RELATIONSHIPS,
