@@ -11,10 +11,6 @@ import pytest
 from nfs_failover.lab import Lab
 from tests.helpers import TEST_LAB_SLOT, TEST_LAB_TAG, fresh_lab, require_lab
 
-# The lab helpers stay importable from here as well: tests/drill and tests/replication
-# import them so.
-__all__ = ["fresh_lab", "lab", "require_lab"]
-
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:

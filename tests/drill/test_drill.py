@@ -22,7 +22,7 @@ from nfs_failover.drill.run import Drill
 from nfs_failover.lab import Lab
 from nfs_failover.lab.lab import MARKER, STATE_DIR_ENV
 from nfs_failover.store import SqliteStore
-from tests.conftest import fresh_lab, require_lab
+from tests.helpers import fresh_lab, require_lab
 
 DRILL_TAG, DRILL_SLOT = "d", 44
 pytestmark = pytest.mark.lab
