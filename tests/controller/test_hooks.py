@@ -10,6 +10,7 @@ import pytest
 
 from nfs_failover.config import Hook
 from nfs_failover.controller.hooks import MAX_OUTPUT, OUTPUT_GRACE, HookFailed, run_hook
+from tests.helpers import EXAMPLES
 
 VALUES = {
     "volume": "crr",
@@ -67,7 +68,7 @@ def test_hook_placeholders_name_the_replica_clients_leave_and_the_one_they_go_to
     from nfs_failover.config import load_config
     from nfs_failover.controller.workflows import Context, _hooks
 
-    config = load_config("examples/local-lab.yaml")
+    config = load_config(EXAMPLES / "local-lab.yaml")
     hook = Hook(argv=("/usr/bin/touch", str(tmp_path / "{event}-{from_replica}-{to_replica}")))
     hooks = config.hooks.model_copy(update={kind: (hook,)})
     config = config.model_copy(update={"hooks": hooks})
