@@ -1,5 +1,5 @@
-"""Helpers shared by the tests: the checkout's folders, the API's token and a free port, the
-lab a test builds, and the rule for when it may skip.
+"""Helpers shared by the tests: the checkout's folders, the command line as a child process,
+the API's token and a free port, the lab a test builds, and the rule for when it may skip.
 
 Lab tests skip with the reason on a machine without root or the lab's packages, except
 when NFS_FAILOVER_REQUIRE_LAB=1 (scripts/test, CI): there a lab that cannot be built fails.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,12 @@ from nfs_failover.lab.system import missing_tools
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 DOCS = REPO / "docs"
+
+# Python for a child process: -P keeps the working directory off the child's sys.path (as
+# the installed nfs-failover script does), so that a module lying there (a timeit.py, say)
+# shadows none the child imports.
+PYTHON = (sys.executable, "-P")
+CLI = (*PYTHON, "-m", "nfs_failover")
 
 # The bearer token of the API the tests build.
 TOKEN = "s3cret-token-0123456789abcdef"

@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,12 +18,12 @@ from nfs_failover.api import build_app, serve
 from nfs_failover.config import HostPort
 from nfs_failover.controller.snapshot import VolumeStatus
 from tests.fake_controller import RecordingController, as_handle
-from tests.helpers import EXAMPLES, TOKEN, free_port
+from tests.helpers import CLI, EXAMPLES, TOKEN, free_port
 
 
 def nfs_failover(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "nfs_failover", *args],
+        [*CLI, *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -135,7 +134,7 @@ def test_status_prints_a_row_per_volume_from_the_controllers_snapshot(
     config, _ = served
 
     done = subprocess.run(
-        [sys.executable, "-m", "nfs_failover", "status", "--config", str(config)],
+        [*CLI, "status", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=60,

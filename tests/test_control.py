@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from nfs_failover import control
 from nfs_failover.control import ControlError
+from tests.helpers import CLI, PYTHON
 
 NOBODY = 65534
 # Nobody, who may still read the checkout wherever it lives (see lab/test_lab_errors.py).
@@ -61,7 +61,7 @@ def test_the_token_is_not_sent_to_a_socket_another_user_listens_on(folder: Path)
     bound.bind(str(path))
     os.chmod(path, 0o666)
     with subprocess.Popen(
-        [*AS_NOBODY, sys.executable, "-c", LISTEN_AND_TELL, str(bound.fileno())],
+        [*AS_NOBODY, *PYTHON, "-c", LISTEN_AND_TELL, str(bound.fileno())],
         pass_fds=[bound.fileno()],
         stdout=subprocess.PIPE,
         text=True,
@@ -142,9 +142,12 @@ def test_with_no_controller_the_cli_says_so_in_one_line(tmp_path: Path) -> None:
         f"api: {{ token_file: '{token}', socket: '{tmp_path / 'api.sock'}' }}\n"
     )
     done = subprocess.run(
-        [sys.executable, "-m", "nfs_failover", "pause", "crr", "--config", str(config)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [*CLI, "pause", "crr", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"nfs-failover: no controller answers at {tmp_path / 'api.sock'}")

@@ -32,6 +32,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
         capture_output=True,
         timeout=600,
+        cwd=work,
     )
     (wheel,) = (work / "dist").glob("nfs_failover-*.whl")
     venv.create(work / "venv", with_pip=True)
@@ -40,6 +41,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
         capture_output=True,
         timeout=600,
+        cwd=work,
     )
     return work / "venv/bin/nfs-failover"
 

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,10 +18,10 @@ from nfs_failover.config import Volume
 from nfs_failover.lab import Lab
 from nfs_failover.replication.local import LocalProvider
 from tests.controller.helpers import FAST, config_for
+from tests.helpers import CLI
 from tests.replication.helpers import T, folders
 
 pytestmark = pytest.mark.lab
-CLI = [sys.executable, "-m", "nfs_failover"]
 
 
 def wait_until(check: object, timeout: float, what: str) -> None:
@@ -40,6 +39,7 @@ def wait_until(check: object, timeout: float, what: str) -> None:
 def test_run_fails_over_on_an_outage_and_the_api_needs_its_token_for_actions(
     replication_lab: Lab, volume: Volume, tmp_path: Path
 ) -> None:
+
     (folders(volume)[0] / "base").write_text("replicated")
     config = config_for(replication_lab, volume, tmp_path, **FAST)
     engine = LocalProvider(config.volumes[0])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from nfs_failover.replication import MirrorState
 from nfs_failover.replication.local import LocalProvider
 from nfs_failover.store import SqliteStore
 from tests.controller.helpers import config_for
+from tests.helpers import PYTHON
 from tests.replication.helpers import T, folders, nfs_write, settle, tree
 
 pytestmark = pytest.mark.lab
@@ -100,7 +100,7 @@ def test_a_failover_killed_at_any_step_resumes_breaks_once_and_never_offers_two_
     saved = tmp_path / "config.json"
     saved.write_text(config.model_dump_json())
     killed = subprocess.run(
-        [sys.executable, "-c", _FAILOVER, str(saved)],
+        [*PYTHON, "-c", _FAILOVER, str(saved)],
         env={**os.environ, CRASH_ENV: f"failover:{crash_at}"},
         capture_output=True,
         text=True,
@@ -184,7 +184,7 @@ def test_a_failback_killed_at_any_step_resumes_and_completes(
     saved = tmp_path / "config.json"
     saved.write_text(config.model_dump_json())
     killed = subprocess.run(
-        [sys.executable, "-c", _FAILBACK, str(saved)],
+        [*PYTHON, "-c", _FAILBACK, str(saved)],
         env={**os.environ, CRASH_ENV: f"failback:{crash_at}"},
         capture_output=True,
         text=True,

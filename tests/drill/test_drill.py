@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from nfs_failover.drill.run import Drill
 from nfs_failover.lab import Lab
 from nfs_failover.lab.lab import MARKER, STATE_DIR_ENV
 from nfs_failover.store import SqliteStore
-from tests.helpers import fresh_lab, require_lab
+from tests.helpers import CLI, fresh_lab, require_lab
 
 DRILL_TAG, DRILL_SLOT = "d", 44
 pytestmark = pytest.mark.lab
@@ -122,9 +121,7 @@ def test_the_cli_prints_the_stable_json_and_writes_the_report(tmp_path: Path) ->
     report_dir = tmp_path / "report"
     done = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "nfs_failover",
+            *CLI,
             "drill",
             "--json",
             "--grace",
@@ -173,7 +170,7 @@ def test_the_cli_prints_the_stable_json_and_writes_the_report(tmp_path: Path) ->
 )
 def test_bad_options_are_refused_naming_the_option(args: list[str], named: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "nfs_failover", "drill", *args],
+        [*CLI, "drill", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -190,13 +187,14 @@ def run_drill(drill: Drill) -> DrillReport:
 def test_a_drill_whose_client_host_cannot_be_had_says_why_in_one_line_with_a_report(
     tmp_path: Path,
 ) -> None:
+
     require_lab()
     state = tmp_path / "lab"
     state.mkdir()
     (state / MARKER).write_text(json.dumps({"tag": DRILL_TAG, "slot": DRILL_SLOT}))
     report_dir = tmp_path / "report"
     done = subprocess.run(
-        [sys.executable, "-m", "nfs_failover", "drill", "--report", str(report_dir)],
+        [*CLI, "drill", "--report", str(report_dir)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -11,7 +11,6 @@ import asyncio
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +30,7 @@ from nfs_failover.lab.lab import STATE_DIR_ENV
 from nfs_failover.steering.healing import HealOutcome
 from nfs_failover.steering.verdicts import Verdict
 from nfs_failover.store import SqliteStore
+from tests.helpers import CLI
 
 pytestmark = pytest.mark.lab
 
@@ -272,9 +272,7 @@ def test_the_agent_command_steers_a_client_host(lab: Lab, client: ClientHost) ->
     before = len(daemon.text())
     done = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "nfs_failover",
+            *CLI,
             "agent",
             "--config",
             str(lab.config_path),
@@ -298,9 +296,7 @@ def test_the_agent_command_steers_a_client_host(lab: Lab, client: ClientHost) ->
 def test_an_agent_for_a_client_host_that_is_not_running_says_so(lab: Lab) -> None:
     done = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "nfs_failover",
+            *CLI,
             "agent",
             "--config",
             str(lab.config_path),

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,11 +18,9 @@ from nfs_failover.probe import Reason, Stage, probe_export
 from nfs_failover.rpc.mount import MountClient
 from nfs_failover.rpc.nfs3 import Nfs3Client, StableHow
 from nfs_failover.rpc.portmap import PortmapClient
-from tests.helpers import fresh_lab, require_lab
+from tests.helpers import CLI, fresh_lab, require_lab
 
 pytestmark = pytest.mark.lab
-
-CLI = [sys.executable, "-m", "nfs_failover"]
 
 
 async def _root_handle(host: str, path: str) -> bytes:
@@ -249,6 +246,7 @@ def test_lab_up_without_the_client_kernel_says_how_to_get_it_and_builds_nothing(
 def test_a_missing_virtme_ng_is_named_with_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+
     monkeypatch.setattr(clients.sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(LabError, match=r"virtme-ng \(vng\): pip install 'nfs-failover\[lab\]'"):

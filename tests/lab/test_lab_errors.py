@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from nfs_failover.errors import LabError
 from nfs_failover.lab import Lab, system
+from tests.helpers import CLI
 
 
 def test_a_missing_tool_is_named_with_its_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,9 +45,7 @@ def test_lab_up_as_an_ordinary_user_says_it_needs_root_and_changes_nothing(
             "--clear-groups",
             "--inh-caps=+dac_read_search",
             "--ambient-caps=+dac_read_search",
-            sys.executable,
-            "-m",
-            "nfs_failover",
+            *CLI,
             "lab",
             "up",
             "--state-dir",

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import timedelta
 
@@ -18,6 +17,7 @@ from nfs_failover.errors import PreconditionError, ProtocolStatusError, Provider
 from nfs_failover.lab import Lab
 from nfs_failover.replication import MirrorState, RelationshipStatus
 from nfs_failover.replication.local import LocalProvider
+from tests.helpers import CLI, PYTHON
 from tests.replication.helpers import T, folders, nfs_write, settle, tree
 
 pytestmark = pytest.mark.lab
@@ -171,7 +171,7 @@ def test_a_transfer_killed_half_way_is_unhealthy_and_the_next_one_completes_it(
         (source / f"f{i:03}").write_bytes(os.urandom(256 * 1024))
     state_dir = volume.replication.state_dir  # type: ignore[union-attr]
     crashing = subprocess.Popen(
-        [sys.executable, "-c", _TRANSFER, str(replication_lab.config_path), str(state_dir)],
+        [*PYTHON, "-c", _TRANSFER, str(replication_lab.config_path), str(state_dir)],
         start_new_session=True,
     )
     while not any(destination.iterdir()):  # rsync has started writing
@@ -262,9 +262,7 @@ def test_the_replication_commands_drive_the_engine_and_print_json(
     def cli(*args: str) -> dict[str, object]:
         done = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "nfs_failover",
+                *CLI,
                 "replication",
                 *args,
                 "crr",
@@ -303,7 +301,7 @@ def test_a_forced_break_stops_a_running_transfer(
         (source / f"f{i:03}").write_bytes(os.urandom(256 * 1024))
     state_dir = volume.replication.state_dir  # type: ignore[union-attr]
     transferring = subprocess.Popen(
-        [sys.executable, "-c", _TRANSFER, str(replication_lab.config_path), str(state_dir)],
+        [*PYTHON, "-c", _TRANSFER, str(replication_lab.config_path), str(state_dir)],
         stderr=subprocess.PIPE,
     )
     try:
