@@ -18,8 +18,9 @@ from typer.exceptions import TyperException
 
 from nfs_failover import cli
 from nfs_failover.config import Mode, load_config
+from tests.helpers import REPO
 
-DEPLOY = Path(__file__).parent.parent / "deploy"
+DEPLOY = REPO / "deploy"
 UNITS = {
     "nfs-failover.service": "run",
     "nfs-failover-agent.service": "agent",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-deps",
             "-w",
             str(work / "dist"),
-            str(ROOT),
+            str(REPO),
         ],
         check=True,
         capture_output=True,
@@ -59,12 +59,12 @@ def test_the_installed_cli_prints_its_help(installed: Path) -> None:
 
 
 def test_the_installed_cli_checks_a_config(installed: Path) -> None:
-    done = run(installed, "check-config", str(ROOT / "deploy/config.example.yaml"))
+    done = run(installed, "check-config", str(REPO / "deploy/config.example.yaml"))
     assert done.returncode == 0, done.stderr
 
 
 def test_the_installed_cli_lints_autofs_maps(installed: Path) -> None:
-    data = ROOT / "tests/steering/data"
+    data = REPO / "tests/steering/data"
     done = run(installed, "autofs", "lint", str(data / "seed-auto.misc"))
     assert done.returncode == 0, done.stdout + done.stderr
     broken = run(installed, "autofs", "lint", str(data / "broken.misc"))

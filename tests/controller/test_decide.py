@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -11,8 +10,7 @@ from nfs_failover.config import Config, Failback, Mode, load_config
 from nfs_failover.controller.decide import Action, Observed, VolumeState, decide
 from nfs_failover.health import EndpointHealth, EndpointState
 from nfs_failover.replication import MirrorState, RelationshipStatus, ReplicationStatus
-
-EXAMPLES = Path(__file__).parent.parent.parent / "examples"
+from tests.helpers import EXAMPLES
 
 
 @pytest.fixture

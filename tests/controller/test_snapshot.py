@@ -26,8 +26,9 @@ from nfs_failover.controller.snapshot import (
 from nfs_failover.desired import failed_over
 from nfs_failover.replication import Provider
 from nfs_failover.store import Event, SqliteStore
+from tests.helpers import DOCS, EXAMPLES
 
-EXAMPLE = Path(__file__).parents[2] / "examples" / "crr.yaml"
+EXAMPLE = EXAMPLES / "crr.yaml"
 STATUS_KEYS = [
     "name",
     "mode",
@@ -187,8 +188,6 @@ def test_metrics_state_follows_status(controller: Controller, store: SqliteStore
 
 
 # -- the docs say what the models are -------------------------------------------------------
-
-DOCS = Path(__file__).parents[2] / "docs"
 
 
 def table_rows(text: str, header: str) -> list[list[str]]:

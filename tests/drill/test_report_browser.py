@@ -20,9 +20,10 @@ import pytest
 
 from nfs_failover.drill.report import FAILED, PHASE_COLOURS, REPLICA_COLOURS, write_report
 from tests.drill.report_helpers import clients_drill
+from tests.helpers import REPO
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
-SCREENSHOT_REPORT = Path(__file__).parents[2] / "scripts" / "screenshot-report"
+SCREENSHOT_REPORT = REPO / "scripts" / "screenshot-report"
 TIMEOUT = 60.0  # seconds for one headless run
 WINDOW = (1280, 2000)
 # Chromium (156 at least) logs every console message, whatever its level, as

@@ -29,6 +29,7 @@ from nfs_failover.lab import Lab
 from nfs_failover.replication import MirrorState, RelationshipStatus
 from nfs_failover.replication.anf import AnfProvider
 from nfs_failover.replication.nfs_divergence import CLOCK_MARGIN
+from tests.helpers import REPO
 from tests.replication.anf_contract_server import (
     TOKEN,
     ContractServer,
@@ -444,11 +445,10 @@ def test_an_operation_abandoned_at_the_deadline_does_not_hold_up_process_exit(
             print("timeout:", exc)
         """
     )
-    root = Path(__file__).resolve().parents[2]
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-c", script],
-        cwd=root,
+        cwd=REPO,  # where the child imports tests.replication from
         capture_output=True,
         text=True,
         timeout=30,
