@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import pytest
@@ -15,12 +16,22 @@ import pytest
 from nfs_failover.config import Volume
 from nfs_failover.errors import PreconditionError, ProtocolStatusError, ProviderError
 from nfs_failover.lab import Lab
-from nfs_failover.replication import MirrorState, RelationshipStatus
+from nfs_failover.pacing import Deadline, Pacer
+from nfs_failover.replication import MirrorState, OperationResult, Progress, RelationshipStatus
 from nfs_failover.replication.local import LocalProvider
 from tests.helpers import CLI, PYTHON
 from tests.replication.helpers import T, folders, nfs_write, settle, tree
 
 pytestmark = pytest.mark.lab
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Return once ``check()`` holds, looking every 0.05 s; fail, naming ``what``, at the
+    deadline."""
+    pacer = Pacer.every(0.05, Deadline(timeout))
+    while not await check():
+        if not await pacer.pause():
+            raise AssertionError(f"not within {timeout}s: {what}")
 
 
 def test_baseline_then_incremental_carries_creates_changes_renames_and_deletes(
@@ -174,16 +185,17 @@ def test_a_transfer_killed_half_way_is_unhealthy_and_the_next_one_completes_it(
         [*PYTHON, "-c", _TRANSFER, str(replication_lab.config_path), str(state_dir)],
         start_new_session=True,
     )
+    deadline = Deadline(T)
     while not any(destination.iterdir()):  # rsync has started writing
         assert crashing.poll() is None, "the transfer ended before it could be killed"
+        assert not deadline.passed(), f"rsync wrote nothing within {T}s"
         time.sleep(0.005)
     os.killpg(crashing.pid, signal.SIGKILL)  # the whole process group, like a crash
     crashing.wait()
 
     status = asyncio.run(provider.status(timeout=T))
-    for _ in range(100):  # the killed rsync may take a moment to be reaped
-        if status.relationship_status is not RelationshipStatus.TRANSFERRING:
-            break
+    reaped = Deadline(5.0)  # the killed rsync may take a moment to be reaped
+    while status.relationship_status is RelationshipStatus.TRANSFERRING and not reaped.passed():
         time.sleep(0.05)
         status = asyncio.run(provider.status(timeout=T))
     assert not status.healthy
@@ -198,23 +210,26 @@ def test_the_schedule_transfers_new_files_without_being_asked(volume: Volume) ->
     settings = volume.replication.model_copy(update={"schedule": timedelta(seconds=1)})
     engine = LocalProvider(volume.model_copy(update={"replication": settings}))
 
-    async def scenario() -> bool:
+    async def baseline_done() -> bool:
+        return (await engine.status(timeout=T)).last_transfer_end is not None
+
+    async def arrived() -> bool:
+        return (destination / "arrives-by-schedule").exists()
+
+    async def scenario() -> None:
         stop = asyncio.Event()
         serving = asyncio.create_task(engine.serve(stop))
         try:
-            await asyncio.sleep(0.5)  # the first scheduled transfer is the baseline
+            # The first scheduled transfer is the baseline: the file must come by a later one.
+            await until(baseline_done, T, "the scheduled baseline")
             (source / "arrives-by-schedule").write_text("x")
-            for _ in range(60):
-                if (destination / "arrives-by-schedule").exists():
-                    return True
-                await asyncio.sleep(0.1)
-            return False
+            await until(arrived, 6.0, "the new file, by a scheduled transfer")
         finally:
             stop.set()
             await asyncio.wait_for(serving, 10)
             await engine.close()
 
-    assert asyncio.run(scenario())
+    asyncio.run(scenario())
 
 
 def test_a_cut_off_source_replicates_nothing_and_never_keeps_a_break_waiting(
@@ -222,7 +237,25 @@ def test_a_cut_off_source_replicates_nothing_and_never_keeps_a_break_waiting(
 ) -> None:
     source, destination = folders(volume)
     settings = volume.replication.model_copy(update={"schedule": timedelta(seconds=1)})
-    engine = LocalProvider(volume.model_copy(update={"replication": settings}))
+    failures: list[str | None] = []
+    retrying = asyncio.Event()
+
+    class Watched(LocalProvider):
+        """The engine, telling when a transfer starts after two have failed: the refused
+        call below and a scheduled one, so the schedule is trying again."""
+
+        async def transfer_now(
+            self, *, timeout: float, progress: Progress | None = None
+        ) -> OperationResult:
+            if len(failures) >= 2:
+                retrying.set()
+            try:
+                return await super().transfer_now(timeout=timeout, progress=progress)
+            except ProviderError as exc:
+                failures.append(exc.code)
+                raise
+
+    engine = Watched(volume.model_copy(update={"replication": settings}))
     asyncio.run(engine.transfer_now(timeout=T))
     (source / "written-before-the-outage").write_text("not replicated")
 
@@ -232,7 +265,7 @@ def test_a_cut_off_source_replicates_nothing_and_never_keeps_a_break_waiting(
         try:
             with pytest.raises(ProviderError) as refused:
                 await engine.transfer_now(timeout=T)
-            await asyncio.sleep(3)  # the schedule keeps trying, and failing
+            await asyncio.wait_for(retrying.wait(), T)  # the schedule keeps trying, and failing
             started = time.monotonic()
             await engine.break_(timeout=T)
             return refused.value.code, time.monotonic() - started
@@ -305,8 +338,10 @@ def test_a_forced_break_stops_a_running_transfer(
         stderr=subprocess.PIPE,
     )
     try:
+        deadline = Deadline(T)
         while not any(destination.iterdir()):
             assert transferring.poll() is None, "the transfer ended before the break"
+            assert not deadline.passed(), f"rsync wrote nothing within {T}s"
             time.sleep(0.005)
         broken = asyncio.run(provider.break_(force=True, timeout=T))
         assert broken.status.mirror_state is MirrorState.BROKEN
