@@ -28,6 +28,7 @@ from nfs_failover.api import MAX_HISTORY_LIMIT, build_app, read_token, serve
 from nfs_failover.config import HostPort
 from nfs_failover.controller.snapshot import ActionResult, VolumeState, action_result
 from nfs_failover.errors import ConfigError
+from nfs_failover.pacing import Deadline, Pacer
 from tests.fake_controller import RecordingController, as_handle, changed, reply_to
 from tests.helpers import TOKEN, free_port
 
@@ -497,10 +498,12 @@ def test_an_action_whose_request_goes_away_still_runs_to_its_end(
     app: FastAPI, controller: RecordingController, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="nfs_failover.api")
-    release = asyncio.Event()
+    arrived, release = asyncio.Event(), asyncio.Event()
     finished: list[str] = []
+    done = "API: failover of volume 'crr' done"
 
     async def slow_request(action: str, volume: str | None, *, force: bool = False) -> ActionResult:
+        arrived.set()
         await release.wait()
         finished.append(action)
         return reply_to(action, volume)
@@ -512,17 +515,19 @@ def test_an_action_whose_request_goes_away_still_runs_to_its_end(
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
             headers = {"Authorization": f"Bearer {TOKEN}"}
             request = asyncio.create_task(client.post("/volumes/crr/failover", headers=headers))
-            await asyncio.sleep(0.1)
+            await asyncio.wait_for(arrived.wait(), 5)  # the action runs
             request.cancel()
             await asyncio.wait({request})
         assert request.cancelled()
         release.set()
-        await asyncio.sleep(0.05)
+        pacer = Pacer.every(0.01, Deadline(5.0))
+        while done not in caplog.messages and await pacer.pause():
+            pass
 
     asyncio.run(main())
 
     assert finished == ["failover"]
-    assert "API: failover of volume 'crr' done" in caplog.messages
+    assert done in caplog.messages
 
 
 def test_gets_are_the_only_open_method(app: FastAPI, controller: RecordingController) -> None:
@@ -762,7 +767,10 @@ def test_serve_stops_within_its_bounded_wait_while_an_action_hangs(
     monkeypatch.setattr(api.server, "SHUTDOWN_WAIT_SECONDS", 2.0)
     listen = HostPort("127.0.0.1", free_port())
 
+    arrived = asyncio.Event()
+
     async def hang(action: str, volume: str | None, *, force: bool = False) -> ActionResult:
+        arrived.set()
         await asyncio.Event().wait()
         return reply_to(action, volume)
 
@@ -775,7 +783,7 @@ def test_serve_stops_within_its_bounded_wait_while_an_action_hangs(
         async with httpx.AsyncClient() as client:
             headers = {"Authorization": f"Bearer {TOKEN}"}
             action = asyncio.create_task(client.post(f"http://{listen}/pause", headers=headers))
-            await asyncio.sleep(0.2)
+            await asyncio.wait_for(arrived.wait(), 5)  # the action hangs in the controller
             stop.set()
             stopped_at = time.monotonic()
             await asyncio.wait_for(server, timeout=10)
