@@ -66,13 +66,15 @@ def test_hook_placeholders_name_the_replica_clients_leave_and_the_one_they_go_to
     tmp_path: Path, kind: str, leave: str, go: str
 ) -> None:
     from nfs_failover.config import load_config
-    from nfs_failover.controller.workflows import Context, _hooks
+    from nfs_failover.controller.workflows import WORKFLOWS, Context
 
+    phase, workflow = kind.split("_")  # pre_failover: the failover's pre-hooks step
+    step = dict(WORKFLOWS[workflow])[f"{phase}-hooks"]
     config = load_config(EXAMPLES / "local-lab.yaml")
     hook = Hook(argv=("/usr/bin/touch", str(tmp_path / "{event}-{from_replica}-{to_replica}")))
     hooks = config.hooks.model_copy(update={kind: (hook,)})
     config = config.model_copy(update={"hooks": hooks})
     volume = config.volumes[0]
     ctx = Context(config, volume, provider=None, store=None)  # type: ignore[arg-type]
-    asyncio.run(_hooks(kind)(ctx))
+    asyncio.run(step(ctx))
     assert (tmp_path / f"{kind}-{leave}-{go}").exists()
