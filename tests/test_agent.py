@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,8 +149,8 @@ def test_a_corrupt_row_is_named_and_leaves_the_map_as_it_was(
     volume = config.volumes[0]
     store.set_desired(failed_over(volume, generation=1), expected_generation=None)
     fenced_map = cycle(config, store)
-    store._db.execute("UPDATE desired SET state = 'not json' WHERE volume = 'crr'")
-    store._db.commit()
+    with contextlib.closing(sqlite3.connect(store.path)) as db, db:  # behind the store's back
+        db.execute("UPDATE desired SET state = 'not json' WHERE volume = 'crr'")
     with pytest.raises(StoreError, match="desired state of volume crr: unreadable row"):
         store.get_desired("crr")
     assert store.all_desired() == {}

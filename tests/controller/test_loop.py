@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -270,8 +272,8 @@ def test_a_corrupt_desired_state_row_is_named_in_the_decision_and_status(
     setup: tuple[Config, SqliteStore],
 ) -> None:
     config, store = setup
-    store._db.execute("INSERT INTO desired VALUES ('crr', 1, '{\"volume\": \"crr\"}', 0)")
-    store._db.commit()
+    with contextlib.closing(sqlite3.connect(store.path)) as db, db:  # behind the store's back
+        db.execute("INSERT INTO desired VALUES ('crr', 1, '{\"volume\": \"crr\"}', 0)")
 
     async def look() -> tuple[dict[str, Decision], list[VolumeStatus]]:
         controller = Controller(config, store, name="ctl-test", step_timeout=T)
