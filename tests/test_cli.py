@@ -17,6 +17,7 @@ import pytest
 from nfs_failover.api import build_app, serve
 from nfs_failover.config import HostPort
 from nfs_failover.controller.snapshot import VolumeStatus
+from nfs_failover.pacing import Deadline
 from tests.fake_controller import RecordingController, as_handle
 from tests.helpers import CLI, EXAMPLES, TOKEN, free_port
 
@@ -103,6 +104,18 @@ def config_file(tmp_path: Path) -> Path:
     return config
 
 
+def _answers(path: Path) -> bool:
+    """Whether the API answers an HTTP request on the Unix socket at ``path``."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(2.0)
+            probe.connect(str(path))
+            probe.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
+            return probe.recv(12).startswith(b"HTTP/1.1 ")
+    except OSError:
+        return False
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Path, RecordingController]]:
     """The API over the recording fake, on the socket of ``config_file``, in a thread."""
@@ -116,9 +129,11 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, RecordingController]]:
     serving = loop.create_task(serve(app, listen, stop, control_socket=socket_path))
     thread = threading.Thread(target=loop.run_until_complete, args=(serving,), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not socket_path.exists():
-        assert time.monotonic() < deadline, "the API did not start"
+    # The socket file appears at bind, before the server listens and serves on it: wait
+    # for an answer, not for the file.
+    deadline = Deadline(10)
+    while not _answers(socket_path):
+        assert not deadline.passed(), "the API did not start"
         time.sleep(0.05)
     try:
         yield config, fake
