@@ -278,7 +278,7 @@ class App:
 
     def start(self) -> subprocess.Popen[bytes]:
         process = self.spare if self.spare is not None else self.spawn(spare=False)
-        self.spare = None  # the next one is started once this one is going (see relay)
+        self.spare = None  # the next one: after this one's first answer, or when it waits
         assert process.stdin is not None
         process.stdin.write(f"go {self.next_seq}\n".encode())
         process.stdin.close()
@@ -312,10 +312,17 @@ class App:
             elif record.get("ev") == "begin" and record.get("op") == "write":
                 self.next_seq = max(self.next_seq, int(record["seq"]) + 1)
         self.sup.records.write({**record, "app": self.name, "pid": pid})
-        # At the first thing this one says, not at its first answer: on a dead server
-        # there is no answer, and its successor would start cold, seconds late.
-        if self.spare is None and not self.sup.stopping.is_set():
-            self.spare = self.spawn(spare=True)
+        if record.get("ev") == "end":
+            self.warm()
+
+    def warm(self) -> None:
+        """Start the spare, if there is none: once this process has answered (so that the
+        spare's start-up never slows its first operation), or once it has waited half the
+        watchdog's limit (on a dead server there is no answer, and a successor started
+        only at the kill would start cold, seconds late)."""
+        with self.lock:
+            if self.spare is None and not self.sup.stopping.is_set():
+                self.spare = self.spawn(spare=True)
 
     def hung_for(self, now: float) -> float:
         with self.lock:
@@ -342,8 +349,10 @@ class Sqlite(App):
         database = os.path.join(self.sup.args.mount, database_name(self.sup.args.prefix))
         return ["sqlite3", "-bail", "-batch", database]
 
+    def warm(self) -> None:
+        """sqlite3 starts in milliseconds: no spare."""
+
     def start(self) -> subprocess.Popen[bytes]:
-        # sqlite3 starts in milliseconds: no spare.
         process = subprocess.Popen(
             self.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
@@ -460,8 +469,11 @@ class Supervisor:
         while not stop_file.exists():
             now = time.time()
             for app in self.apps:
-                if app.hung_for(now) > self.args.hang_after:
+                waited = app.hung_for(now)
+                if waited > self.args.hang_after:
                     app.kill(f"no answer in {self.args.hang_after:g}s")
+                elif waited > self.args.hang_after / 2:
+                    app.warm()
             time.sleep(0.1)
         self.stop()
 
