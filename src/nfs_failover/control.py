@@ -88,6 +88,31 @@ def request(
     """The controller's JSON answer to ``method path``; ControlError with one line when no
     controller answers, it is not trusted (then nothing was sent), or it refuses."""
     check_folder(socket_path)
+    try:
+        return _request_once(socket_path, method, path, token=token, body=body, timeout=timeout)
+    except _NotDelivered:
+        # The controller closed the connection before it read the request, so it did
+        # nothing with it: one more try, on a fresh connection checked as the first was.
+        pass
+    try:
+        return _request_once(socket_path, method, path, token=token, body=body, timeout=timeout)
+    except _NotDelivered as exc:
+        raise ControlError(f"the controller at {socket_path} did not answer: {exc}") from None
+
+
+class _NotDelivered(Exception):
+    """The request could not be sent: the peer had closed the connection."""
+
+
+def _request_once(
+    socket_path: Path,
+    method: str,
+    path: str,
+    *,
+    token: str | None,
+    body: object,
+    timeout: float,
+) -> Any:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -133,6 +158,11 @@ def _exchange(
         headers["Authorization"] = f"Bearer {token}"
     try:
         connection.request(method, path, body=data, headers=headers)
+    except (BrokenPipeError, ConnectionResetError) as exc:
+        raise _NotDelivered(exc) from None
+    except OSError as exc:
+        raise ControlError(f"the controller at {socket_path} did not answer: {exc}") from None
+    try:
         reply = connection.getresponse()
         raw = reply.read(MAX_REPLY)
     except (OSError, http.client.HTTPException) as exc:
