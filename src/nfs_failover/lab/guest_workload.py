@@ -255,6 +255,7 @@ class App:
         self.begun: float | None = None  # when the operation in flight began
         self.next_seq = 1
         self.spare: subprocess.Popen[bytes] | None = None
+        self.killed = False  # the last process was killed as hung
         self.lock = threading.Lock()
 
     def argv(self) -> list[str]:
@@ -279,6 +280,11 @@ class App:
     def start(self) -> subprocess.Popen[bytes]:
         process = self.spare if self.spare is not None else self.spawn(spare=False)
         self.spare = None  # the next one: after this one's first answer, or when it waits
+        if self.killed:
+            # Its predecessor hung, so this one likely will too (the server is still dead
+            # until the mount moves): its successor cannot wait for an answer to warm.
+            self.killed = False
+            self.spare = self.spawn(spare=True)
         assert process.stdin is not None
         process.stdin.write(f"go {self.next_seq}\n".encode())
         process.stdin.close()
@@ -332,6 +338,7 @@ class App:
         with self.lock:
             process, since = self.process, self.begun
             self.begun = None
+            self.killed = True
         if process is None or process.poll() is not None:
             return
         self.sup.records.write(
