@@ -13,7 +13,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -67,6 +67,7 @@ class Records:
     hangs: list[Hang] = field(default_factory=list)
     mounts: list[MountChange] = field(default_factory=list)
     stopped: bool = False
+    warm: bool = False  # every application's spare processes are ready
 
 
 class GuestWorkload:
@@ -207,6 +208,19 @@ class GuestWorkload:
         return guest - offset
 
 
+async def until_warm(workloads: Sequence[GuestWorkload], timeout: float) -> None:
+    """Until every client's applications have their spare processes ready: a service that
+    has run a while, as the one an outage strikes in production."""
+    pacer = Pacer.every(0.1, Deadline(timeout))
+    while not all(w.records().warm for w in workloads):
+        if not await pacer.pause():
+            cold = [w.client.name for w in workloads if not w.records().warm]
+            raise GuestWorkloadError(
+                f"the applications' spare processes were not ready within {timeout:g}s in "
+                f"{', '.join(cold)}"
+            )
+
+
 def parse(
     client: str, lines: Iterable[dict[str, object]], to_host: Callable[[float], float]
 ) -> Records:
@@ -233,6 +247,8 @@ def parse(
         elif ev == "mount":
             server = line.get("server")
             out.mounts.append(MountChange(client, at, str(server) if server else None))
+        elif ev == "warm":
+            out.warm = bool(line.get("warm"))
         elif ev == "stopped":
             out.stopped = True
     out.ops.sort(key=lambda op: op.begin)

@@ -36,7 +36,7 @@ from nfs_failover.agent import Agent
 from nfs_failover.config import Config, Mode, Volume, validate_config
 from nfs_failover.controller.loop import Controller
 from nfs_failover.drill import figures, journal, verify
-from nfs_failover.drill.guests import GuestWorkload, Op
+from nfs_failover.drill.guests import GuestWorkload, Op, until_warm
 from nfs_failover.drill.journal import FAILOVER_KINDS
 from nfs_failover.drill.model import (
     Check,
@@ -346,6 +346,7 @@ class Drill:
                 )
                 self.mark("client-start", "clients on zone 1", first)
                 self.say(f"every client works on {source}")
+                await until_warm(self.workloads, startup)
                 # The outage comes at a random moment of the probe cycle, as real ones do.
                 await asyncio.sleep(o.steady + random.uniform(0, o.probe_interval))  # noqa: S311
             await self._flaps(controller, name)

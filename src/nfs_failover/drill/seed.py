@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from nfs_failover.config import Mode
 from nfs_failover.drill import figures
-from nfs_failover.drill.guests import GuestWorkload, GuestWorkloadError
+from nfs_failover.drill.guests import GuestWorkload, GuestWorkloadError, until_warm
 from nfs_failover.drill.model import ClientFigures
 from nfs_failover.lab.automount import GuestAutomount
 from nfs_failover.lab.guest_machine import GuestMachine
@@ -84,6 +84,7 @@ class SeedRun:
             # Not "working on zone 1": as written, automount picks the server that answers
             # its ping first, and that may be the read-only destination.
             await _until_answered(workloads, max(120.0, o.phase_timeout))
+            await until_warm(workloads, max(120.0, o.phase_timeout))
             await asyncio.sleep(o.steady)
             await asyncio.to_thread(self.lab.outage, "az1")
             at["outage"] = time.time()

@@ -31,17 +31,24 @@ import contextlib
 import errno
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 BLOCK = 4096
 VERSION_EVERY = 5  # writes between rewrites of the version file
 EXIT_PAUSE = 0.2  # seconds before an application that exited is started again
 STOP_GRACE = 5.0  # seconds an application has to finish after the stop
+# Spare processes kept per application: a failover usually hangs two in a row (the one on
+# the dead server, then its successor until the mount moves).
+SPARES = 2
 
 
 def content(prefix: str, seq: int) -> bytes:
@@ -108,9 +115,7 @@ def mounted_at(point: str) -> tuple[int, str] | None:
 # -- the applications ----------------------------------------------------------------------
 
 
-def emit(record: dict[str, object]) -> None:
-    sys.stdout.write(json.dumps(record) + "\n")
-    sys.stdout.flush()
+Emit = Callable[[dict[str, object]], None]
 
 
 def _error(exc: OSError) -> str:
@@ -135,7 +140,7 @@ def _write_file(path: str, data: bytes, *, replace: bool = False) -> dict[str, o
     return at
 
 
-def writer(mount: str, prefix: str, start: int, interval: float) -> None:
+def writer(mount: str, prefix: str, start: int, interval: float, emit: Emit) -> None:
     """Writes ``prefix``w<seq> files from ``start`` on, forever; see the module docstring."""
     seq = start
     while True:
@@ -168,7 +173,7 @@ def _writes(prefix: str, seq: int) -> list[tuple[str, str, bytes]]:
     return writes
 
 
-def reader(mount: str, prefix: str, interval: float) -> None:
+def reader(mount: str, prefix: str, interval: float, emit: Emit) -> None:
     """Lists the folder and reads the version file and the newest file back, forever."""
     while True:
         emit({"ev": "begin", "op": "read", "t": time.time()})
@@ -245,49 +250,189 @@ class Records:
             self._file.write(json.dumps(record) + "\n")
 
 
+@dataclass(frozen=True)
+class Job:
+    """What a forked application runs (sent to the fork server, so it is picklable)."""
+
+    role: str  # writer or reader
+    mount: str
+    prefix: str
+    interval: float
+
+
+class Zygote:
+    """A fork of the supervisor, made before it starts any thread, that forks the
+    applications' processes on request.
+
+    Under software emulation an interpreter's start costs seconds of CPU (its imports are
+    read through the guest's view of the host) and multiprocessing's fork server half a
+    second a process (pickling, preparing the child), while a real application's
+    successor starts in milliseconds: that start is no part of what a client sees of a
+    failover. A plain fork costs some 15 ms there. The zygote is single-threaded, so
+    forking it is safe, where forking the threaded supervisor is not; its children are
+    reaped by the kernel (SIGCHLD ignored), so the supervisor follows each one through a
+    pidfd, and their exit status is not known."""
+
+    def __init__(self) -> None:
+        self._socket, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._lock = threading.Lock()
+        pid = os.fork()
+        if pid == 0:
+            self._socket.close()
+            _zygote(theirs)
+        theirs.close()
+
+    def fork(self, job: Job) -> Forked:
+        with self._lock:
+            self._socket.sendall(json.dumps(asdict(job)).encode())
+            answer, fds, _, _ = socket.recv_fds(self._socket, 64, 2)
+        if len(fds) != 2:
+            raise OSError(f"the zygote did not fork {job.role}: {answer!r}")
+        return Forked(int(answer), records=fds[0], go=fds[1])
+
+
+def _zygote(requests: socket.socket) -> None:
+    """The zygote's loop: a process for each request, until the supervisor goes away."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        while request := requests.recv(4096):
+            job = Job(**json.loads(request))
+            records, sink = os.pipe()
+            start, go = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                requests.close()
+                os.close(records)
+                os.close(go)
+                _run_job(job, start, sink)
+            os.close(sink)
+            os.close(start)
+            socket.send_fds(requests, [str(pid).encode()], [records, go])
+            os.close(records)
+            os.close(go)
+    finally:
+        os._exit(0)
+
+
+def _run_job(job: Job, start: int, sink: int) -> None:
+    """A forked application's body: ready, its go, then its records to ``sink``, one JSON
+    line each. It leaves by ``os._exit``, so that nothing the supervisor had buffered is
+    written twice."""
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+
+    def emit(record: dict[str, object]) -> None:
+        data = memoryview((json.dumps(record) + "\n").encode())
+        while data:
+            data = data[os.write(sink, data) :]
+
+    with contextlib.suppress(OSError, ValueError):
+        emit({"ev": "ready", "t": time.time()})
+        with open(start, "rb") as go_file:
+            go = go_file.readline().split()  # EOF: the supervisor went away
+        if len(go) == 2 and go[0] == b"go":
+            if job.role == "writer":
+                writer(job.mount, job.prefix, int(go[1]), job.interval, emit)
+            else:
+                reader(job.mount, job.prefix, job.interval, emit)
+    os._exit(0)
+
+
+class Forked:
+    """One forked process of an application, waiting for its ``go``, with the calls of
+    ``subprocess.Popen`` the supervisor uses (``wait`` cannot say how it ended: that is
+    the zygote's to know)."""
+
+    def __init__(self, pid: int, *, records: int, go: int) -> None:
+        self.pid = pid
+        self._pidfd = os.pidfd_open(pid)  # it waits for its go: it is alive
+        self.records = open(records, "rb")  # noqa: SIM115 - read for its life
+        self._go = go
+        self._ready = False
+        self._lock = threading.Lock()  # the first record is read by whoever asks first
+
+    def ready(self) -> bool:
+        """Whether it has said it is ready (its first record), without waiting."""
+        with self._lock:
+            if not self._ready and select.select([self.records], [], [], 0)[0]:
+                self._ready = bool(self.records.readline())
+            return self._ready
+
+    def go(self, seq: int) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._go, f"go {seq}\n".encode())
+        os.close(self._go)
+
+    def lines(self) -> Iterator[bytes]:
+        """Its records after its "ready", until it exits."""
+        with self._lock:
+            if not self._ready and not self.records.readline():
+                return
+            self._ready = True
+        yield from self.records
+        self.records.close()
+
+    def poll(self) -> int | None:
+        """None while it runs; then 0, whatever its status was."""
+        with self._lock:
+            if self._pidfd >= 0 and select.select([self._pidfd], [], [], 0)[0]:
+                self._close()
+            return 0 if self._pidfd < 0 else None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """None once it has ended (how, the zygote knows). Called once its records have
+        ended, or at the stop, so the lock is held for moments."""
+        with self._lock:
+            if self._pidfd >= 0:
+                if not select.select([self._pidfd], [], [], timeout)[0]:
+                    raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+                self._close()
+        return None
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def _signal(self, number: int) -> None:
+        with self._lock, contextlib.suppress(OSError):
+            if self._pidfd >= 0:  # a pidfd, not a pid: never a process that took its number
+                signal.pidfd_send_signal(self._pidfd, number)
+
+    def _close(self) -> None:
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+
 class App:
     """One application the supervisor keeps running, and the operation it is in."""
 
     def __init__(self, name: str, supervisor: Supervisor) -> None:
         self.name = name
         self.sup = supervisor
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: Forked | subprocess.Popen[bytes] | None = None
         self.begun: float | None = None  # when the operation in flight began
         self.next_seq = 1
-        self.spare: subprocess.Popen[bytes] | None = None
+        self.spares: list[Forked] = []
         self.killed = False  # the last process was killed as hung
         self.lock = threading.Lock()
 
-    def argv(self) -> list[str]:
-        me = [sys.executable, "-I", "-S", os.path.abspath(__file__)]
-        common = ["--mount", self.sup.args.mount, "--prefix", self.sup.args.prefix]
-        interval = self.sup.args.interval * (1 if self.name == "writer" else 2)
-        return [*me, self.name, *common, "--interval", str(interval), "--spare"]
+    def fork(self) -> Forked:
+        args = self.sup.args
+        interval = args.interval * (1 if self.name == "writer" else 2)
+        return self.sup.zygote.fork(Job(self.name, args.mount, args.prefix, interval))
 
-    def spawn(self, *, spare: bool) -> subprocess.Popen[bytes]:
-        """A process of the application, started and waiting for its go. Python under
-        software emulation takes seconds to start, and that is no part of what a client
-        sees of a failover, so a restart takes a spare started beforehand: niced while it
-        waits, so as not to slow the running ones, and back to full priority at its go."""
-        nice = ["nice", "-n", "15"] if spare else []
-        return subprocess.Popen(
-            [*nice, *self.argv()],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def start(self) -> subprocess.Popen[bytes]:
-        process = self.spare if self.spare is not None else self.spawn(spare=False)
-        self.spare = None  # the next one: after this one's first answer, or when it waits
+    def start(self) -> Forked:
+        process = self.spares.pop(0) if self.spares else self.fork()
+        process.go(self.next_seq)
+        # The next ones: after this one's first answer, or when it waits. But if its
+        # predecessor hung, this one likely will too (the server is still dead until the
+        # mount moves): its successors cannot wait for an answer to warm.
         if self.killed:
-            # Its predecessor hung, so this one likely will too (the server is still dead
-            # until the mount moves): its successor cannot wait for an answer to warm.
             self.killed = False
-            self.spare = self.spawn(spare=True)
-        assert process.stdin is not None
-        process.stdin.write(f"go {self.next_seq}\n".encode())
-        process.stdin.close()
+            self.top_up()
         self.sup.records.write({"ev": "started", "app": self.name, "pid": process.pid})
         return process
 
@@ -297,8 +442,7 @@ class App:
             with self.lock:
                 self.process = process = self.start()
                 self.begun = None
-            assert process.stdout is not None
-            for line in process.stdout:
+            for line in process.lines():
                 self.relay(process.pid, line)
             code = process.wait()
             with self.lock:
@@ -306,7 +450,7 @@ class App:
             self.sup.records.write({"ev": "exit", "app": self.name, "pid": process.pid, "rc": code})
             self.sup.stopping.wait(EXIT_PAUSE)
 
-    def relay(self, pid: int, line: bytes) -> None:
+    def relay(self, pid: int | None, line: bytes) -> None:
         try:
             record = json.loads(line)
         except ValueError:
@@ -322,13 +466,22 @@ class App:
             self.warm()
 
     def warm(self) -> None:
-        """Start the spare, if there is none: once this process has answered (so that the
-        spare's start-up never slows its first operation), or once it has waited half the
-        watchdog's limit (on a dead server there is no answer, and a successor started
-        only at the kill would start cold, seconds late)."""
+        """Fork the spares that are missing: once this process has answered (so that their
+        start never slows its first operation), or once it has waited half the watchdog's
+        limit (on a dead server there is no answer, and a successor forked only at the
+        kill would be late)."""
         with self.lock:
-            if self.spare is None and not self.sup.stopping.is_set():
-                self.spare = self.spawn(spare=True)
+            self.top_up()
+
+    def top_up(self) -> None:
+        while len(self.spares) < SPARES and not self.sup.stopping.is_set():
+            self.spares.append(self.fork())
+
+    def warmed(self) -> bool:
+        """Whether all its spares are ready: a hang now costs no start."""
+        with self.lock:
+            spares = list(self.spares)
+        return len(spares) >= SPARES and all(spare.ready() for spare in spares)
 
     def hung_for(self, now: float) -> float:
         with self.lock:
@@ -338,9 +491,9 @@ class App:
         with self.lock:
             process, since = self.process, self.begun
             self.begun = None
+            if process is None or process.poll() is not None:
+                return
             self.killed = True
-        if process is None or process.poll() is not None:
-            return
         self.sup.records.write(
             {"ev": "hung", "app": self.name, "pid": process.pid, "since": since, "why": why}
         )
@@ -352,16 +505,19 @@ class Sqlite(App):
     """``sqlite3`` itself, fed one transaction per row; its ``select`` after the ``COMMIT``
     is the acknowledgement (``-bail`` stops it at the first error, before the select)."""
 
-    def argv(self) -> list[str]:
-        database = os.path.join(self.sup.args.mount, database_name(self.sup.args.prefix))
-        return ["sqlite3", "-bail", "-batch", database]
-
     def warm(self) -> None:
         """sqlite3 starts in milliseconds: no spare."""
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def warmed(self) -> bool:
+        return True
+
+    def start(self) -> subprocess.Popen[bytes]:  # type: ignore[override]
+        database = os.path.join(self.sup.args.mount, database_name(self.sup.args.prefix))
         process = subprocess.Popen(
-            self.argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            ["sqlite3", "-bail", "-batch", database],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         self.sup.records.write({"ev": "started", "app": self.name, "pid": process.pid})
         return process
@@ -458,6 +614,8 @@ class Supervisor:
         self.stopping = threading.Event()
         names = ["reader"] if args.mode == "ro" else ["writer", "reader", "sqlite"]
         self.apps = [Sqlite(n, self) if n == "sqlite" else App(n, self) for n in names]
+        self.zygote = Zygote()  # now, before any thread
+        self.warm: bool | None = None
 
     def run(self) -> None:
         self.records.write(
@@ -481,8 +639,17 @@ class Supervisor:
                     app.kill(f"no answer in {self.args.hang_after:g}s")
                 elif waited > self.args.hang_after / 2:
                     app.warm()
+            self.note_warmth()
             time.sleep(0.1)
         self.stop()
+
+    def note_warmth(self) -> None:
+        """Record when every application has its spares ready ("warm": the steady state a
+        failover is measured from), and when that stops being so."""
+        warm = all(app.warmed() for app in self.apps)
+        if warm != self.warm:
+            self.warm = warm
+            self.records.write({"ev": "warm", "warm": warm})
 
     def stop(self) -> None:
         self.stopping.set()
@@ -499,9 +666,10 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 app.kill("still running at the stop")
         for app in self.apps:
-            if app.spare is not None:
-                app.spare.kill()
-                app.spare.wait()
+            for spare in app.spares:
+                spare.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    spare.wait(STOP_GRACE)
         self.records.write({"ev": "stopped"})
 
     def watch_mount(self) -> None:
@@ -524,36 +692,17 @@ class Supervisor:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="guest_workload")
     sub = parser.add_subparsers(dest="role", required=True)
-    for role in ("supervise", "writer", "reader"):
-        p = sub.add_parser(role)
-        p.add_argument("--mount", required=True)
-        p.add_argument("--prefix", required=True)
-        p.add_argument("--interval", type=float, default=0.5)
-        if role == "supervise":
-            p.add_argument("--out", required=True)
-            p.add_argument("--mode", choices=("rw", "ro"), default="rw")
-            p.add_argument("--hang-after", type=float, default=3.0)
-        else:
-            p.add_argument("--spare", action="store_true", help="wait for 'go SEQ' on stdin")
+    p = sub.add_parser("supervise")
+    p.add_argument("--mount", required=True)
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--interval", type=float, default=0.5)
+    p.add_argument("--out", required=True)
+    p.add_argument("--mode", choices=("rw", "ro"), default="rw")
+    p.add_argument("--hang-after", type=float, default=3.0)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        if args.role == "supervise":
-            Supervisor(args).run()
-            return
-        start = 1
-        if args.spare:
-            go = sys.stdin.readline().split()
-            if len(go) != 2 or go[0] != "go":
-                return  # the supervisor went away: never started
-            start = int(go[1])
-            os.setpriority(os.PRIO_PROCESS, 0, 0)
-        if args.role == "writer":
-            writer(args.mount, args.prefix, start, args.interval)
-        else:
-            reader(args.mount, args.prefix, args.interval)
-    except (KeyboardInterrupt, BrokenPipeError):
-        pass
+    with contextlib.suppress(KeyboardInterrupt):
+        Supervisor(args).run()
 
 
 if __name__ == "__main__":
