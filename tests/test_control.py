@@ -151,3 +151,36 @@ def test_with_no_controller_the_cli_says_so_in_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"nfs-failover: no controller answers at {tmp_path / 'api.sock'}")
+
+
+def test_a_request_the_controller_closed_unread_is_sent_once_more(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder.chmod(0o700)
+    tries: list[int] = []
+
+    def closed_unread_once(*args: object, **kwargs: object) -> object:
+        tries.append(1)
+        if len(tries) == 1:
+            raise control._NotDelivered("broken pipe")
+        return {"ok": True}
+
+    monkeypatch.setattr(control, "_request_once", closed_unread_once)
+    assert control.request(folder / "api.sock", "GET", "/v1/status") == {"ok": True}
+    assert len(tries) == 2
+
+
+def test_a_controller_that_closes_every_request_unread_is_named(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder.chmod(0o700)
+    tries: list[int] = []
+
+    def always_closed(*args: object, **kwargs: object) -> object:
+        tries.append(1)
+        raise control._NotDelivered("broken pipe")
+
+    monkeypatch.setattr(control, "_request_once", always_closed)
+    with pytest.raises(ControlError, match=r"api\.sock did not answer: broken pipe"):
+        control.request(folder / "api.sock", "GET", "/v1/status")
+    assert len(tries) == 2

@@ -88,16 +88,17 @@ def request(
     """The controller's JSON answer to ``method path``; ControlError with one line when no
     controller answers, it is not trusted (then nothing was sent), or it refuses."""
     check_folder(socket_path)
-    try:
-        return _request_once(socket_path, method, path, token=token, body=body, timeout=timeout)
-    except _NotDelivered:
-        # The controller closed the connection before it read the request, so it did
-        # nothing with it: one more try, on a fresh connection checked as the first was.
-        pass
-    try:
-        return _request_once(socket_path, method, path, token=token, body=body, timeout=timeout)
-    except _NotDelivered as exc:
-        raise ControlError(f"the controller at {socket_path} did not answer: {exc}") from None
+    # A controller that closed the connection before it read the request did nothing with
+    # it: one more try then, on a fresh connection checked as the first was.
+    for last in (False, True):
+        try:
+            return _request_once(socket_path, method, path, token=token, body=body, timeout=timeout)
+        except _NotDelivered as exc:
+            if last:
+                raise ControlError(
+                    f"the controller at {socket_path} did not answer: {exc}"
+                ) from None
+    raise AssertionError("unreachable")
 
 
 class _NotDelivered(Exception):
