@@ -289,13 +289,8 @@ class Lab:
         )
         system.run(["nft", "delete", "table", "inet", self.forward_table], check=False)
         system.run(["nft", "-f", str(rules)])
-        # Routing between the client network and the zones; put back by `down`.
-        # What it was is kept under /run, which lives as long as the sysctl does, so that
-        # `down` puts it back even when the state folder is gone.
-        saved = self._run_marker("ip_forward")
-        if not saved.exists():
-            _write_if_changed(saved, IP_FORWARD.read_text())
-        IP_FORWARD.write_text("1\n")
+        # Routing between the client network and the zones; put back by the last `down`.
+        claim_ip_forward(self._run_marker("ip_forward"))
         claim_mount_root(self._run_marker("mount_root"))
 
     def _run_marker(self, what: str) -> Path:
@@ -509,10 +504,7 @@ class Lab:
         _remove_link(self.bridge)
         if self.forward_table in system.run(["nft", "list", "tables"], check=False).split():
             system.run(["nft", "delete", "table", "inet", self.forward_table])
-        saved = self._run_marker("ip_forward")
-        if saved.exists():
-            IP_FORWARD.write_text(saved.read_text())
-            saved.unlink()
+        release_ip_forward(self._run_marker("ip_forward"))
         release_mount_root(self._run_marker("mount_root"))
         for zone in self.zones:
             if _netns_exists(zone.namespace):
@@ -605,3 +597,37 @@ def release_mount_root(marker: Path, root: Path = hosts.MOUNT_ROOT) -> None:
         with contextlib.suppress(OSError):  # left if something is mounted or put there
             root.rmdir()
         made.unlink()
+
+
+# Routing (net.ipv4.ip_forward) is shared by labs too: the first one up keeps what it was,
+# under /run, which lives as long as the sysctl does (so that `down` puts it back even when
+# the state folder is gone), and the last one down puts it back.
+
+
+def claim_ip_forward(marker: Path, sysctl: Path = IP_FORWARD) -> None:
+    saved = _saved_ip_forward(marker)
+    if not saved.exists():
+        _write_if_changed(saved, sysctl.read_text())
+    _write_if_changed(marker, "claimed\n")
+    sysctl.write_text("1\n")
+
+
+def release_ip_forward(marker: Path, sysctl: Path = IP_FORWARD) -> None:
+    saved = _saved_ip_forward(marker)
+    marker.unlink(missing_ok=True)
+    if saved.exists() and not any(marker.parent.glob("lab-*.ip_forward")):
+        sysctl.write_text(saved.read_text())
+        saved.unlink()
+
+
+def _saved_ip_forward(marker: Path) -> Path:
+    """The file with the value before the first lab. A lab up under an earlier version
+    kept that value in its own marker (a number, where a claim says "claimed"), which then
+    stands for it."""
+    saved = marker.with_name("ip_forward.saved")
+    if not saved.exists():
+        for old in marker.parent.glob("lab-*.ip_forward"):
+            if old.read_text().strip().isdigit():
+                _write_if_changed(saved, old.read_text())
+                break
+    return saved
