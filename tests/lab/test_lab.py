@@ -125,6 +125,9 @@ def test_lab_status_json_names_each_zone_and_the_config(lab: Lab) -> None:
     assert [(c["name"], c["address"], c["state"]) for c in status["clients"]] == [
         (name, lab.client(name).address, "up") for name in ("client1", "client2")
     ]
+    assert [(m["name"], m["address"], m["state"]) for m in status["etcd"]] == [
+        (m.name, m.address, "up") for m in lab.etcd_members[:3]
+    ]
 
 
 def test_lab_config_is_valid_and_names_both_replicas(lab: Lab) -> None:
@@ -174,7 +177,11 @@ def _leftovers(lab: Lab) -> list[str]:
             found.append(f"namespace {zone.namespace}")
         if Path("/sys/class/net", zone.host_veth).exists():
             found.append(f"link {zone.host_veth}")
-    for link in (lab.bridge, *(c.tap for c in lab.clients)):
+    for member in lab.etcd_members:
+        if member.namespace in netns.split():
+            found.append(f"namespace {member.namespace}")
+    links = (lab.bridge, lab.etcd_bridge, *(m.host_veth for m in lab.etcd_members))
+    for link in (*links, *(c.tap for c in lab.clients)):
         if Path("/sys/class/net", link).exists():
             found.append(f"link {link}")
     found += [f"VM {pid}" for c in lab.clients for pid in qemu_pids(c.tap)]
@@ -202,10 +209,11 @@ def test_down_leaves_nothing_behind_even_after_the_state_folder_is_lost(
         assert lab.status().up
         lab.down()
         assert _leftovers(lab) == []
-        # A crash that lost the state folder: namespaces, servers, the client host's VM and
-        # its links are still found by name, and the forwarding sysctl is put back.
-        lab.up(clients=1)
+        # A crash that lost the state folder: namespaces, servers, etcd, the client host's
+        # VM and its links are still found by name, and the forwarding sysctl is put back.
+        lab.up(clients=1, etcd_members=1)
         assert [c.state for c in lab.status().clients] == ["up"]
+        assert [m.state for m in lab.status().etcd] == ["up"]
         subprocess.run(["rm", "-rf", str(lab.state_dir)], check=True)
         Lab(lab.state_dir, tag="d", slot=41).down()
         assert _leftovers(lab) == []

@@ -17,6 +17,7 @@ from nfs_failover.durations import parse_duration
 from nfs_failover.lab import Lab, LabStatus, system
 from nfs_failover.lab import clients as clients_mod
 from nfs_failover.lab.clients import MAX_CLIENTS
+from nfs_failover.lab.etcd import MAX_MEMBERS as MAX_ETCD_MEMBERS
 from nfs_failover.lab.lab import STATE_DIR_ENV
 
 app = typer.Typer(help="The two-zone NFS lab on this machine (needs root).", no_args_is_help=True)
@@ -32,7 +33,12 @@ StateDir = Annotated[
         show_default=False,
     ),
 ]
-ZoneArg = Annotated[str, typer.Argument(help="The zone: az1 (source) or az2 (destination).")]
+ZoneArg = Annotated[
+    str,
+    typer.Argument(
+        help="The zone: az1 (source) or az2 (destination); or an etcd member, etcd1..N."
+    ),
+]
 
 
 @app.callback()
@@ -59,9 +65,19 @@ def up(
             "NFS client): client1..N; 0 for the zones only.",
         ),
     ] = 1,
+    etcd_members: Annotated[
+        int,
+        typer.Option(
+            "--etcd",
+            min=0,
+            max=MAX_ETCD_MEMBERS,
+            help="etcd members to start (Debian's etcd, each in a namespace of its own, "
+            "etcd1..N; cut one off with `lab outage etcdN`); 0 for none.",
+        ),
+    ] = 0,
 ) -> None:
     """Build the lab (or check the one that is up) and write its config file."""
-    status = Lab.from_state_dir(state_dir).up(_progress, clients=clients)
+    status = Lab.from_state_dir(state_dir).up(_progress, clients=clients, etcd_members=etcd_members)
     _print_status(status)
 
 
@@ -113,7 +129,8 @@ def status(
 
 @app.command()
 def outage(zone: ZoneArg, state_dir: StateDir = None) -> None:
-    """Cut a zone off: drop ports 111, 635 and 2049 like the seed's NSG rule."""
+    """Cut a zone off: drop ports 111, 635 and 2049 like the seed's NSG rule (an etcd
+    member: everything on its link)."""
     lab = Lab.from_state_dir(state_dir)
     changed = lab.outage(zone)
     err.print(f"lab: {zone} {'cut off' if changed else 'was already cut off'}")
@@ -121,7 +138,7 @@ def outage(zone: ZoneArg, state_dir: StateDir = None) -> None:
 
 @app.command()
 def restore(zone: ZoneArg, state_dir: StateDir = None) -> None:
-    """Lift a zone's outage."""
+    """Lift a zone's outage (or an etcd member's cut-off)."""
     lab = Lab.from_state_dir(state_dir)
     changed = lab.restore(zone)
     err.print(f"lab: {zone} {'restored' if changed else 'was not cut off'}")
@@ -156,4 +173,11 @@ def _print_status(status: LabStatus) -> None:
                 c.accel or "-",
             )
         console.print(hosts)
+    if status.etcd:
+        members = Table(title="etcd")
+        for column in ("member", "address", "state"):
+            members.add_column(column, no_wrap=True)
+        for m in status.etcd:
+            members.add_row(m.name, m.address, f"[{colours.get(m.state, 'yellow')}]{m.state}[/]")
+        console.print(members)
     console.print(f"config: {status.config or '(none: run `nfs-failover lab up`)'}")

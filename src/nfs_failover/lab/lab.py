@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -27,7 +26,7 @@ from nfs_failover import aio, files
 from nfs_failover.errors import LabError
 from nfs_failover.ganesha import export_access
 from nfs_failover.lab import clients as hosts
-from nfs_failover.lab import ganesha, system
+from nfs_failover.lab import etcd, ganesha, netns, system
 from nfs_failover.lab.clients import ClientHost, ClientStatus
 from nfs_failover.pacing import Deadline
 from nfs_failover.probe import probe_many
@@ -101,6 +100,7 @@ class LabStatus:
     config: str | None
     zones: list[ZoneStatus]
     clients: list[ClientStatus]
+    etcd: list[etcd.MemberStatus]
 
     @property
     def up(self) -> bool:
@@ -129,6 +129,8 @@ class Lab:
         self.bridge = f"nfo{self.tag}-cbr"
         self.forward_table = f"nfo{self.tag}_clients"
         self.clients = tuple(self._client(i) for i in range(1, hosts.MAX_CLIENTS + 1))
+        self.etcd_bridge = f"nfo{self.tag}-ebr"
+        self.etcd_members = etcd.members(self.tag, self.slot, self.state_dir)
 
     @classmethod
     def from_state_dir(cls, state_dir: Path | None = None) -> Lab:
@@ -180,23 +182,37 @@ class Lab:
     def running_clients(self) -> list[ClientHost]:
         return [c for c in self.clients if hosts.qemu_pids(c.tap)]
 
+    def _etcd_member(self, name: str) -> etcd.Member | None:
+        return next((m for m in self.etcd_members if m.name == name), None)
+
+    def running_etcd(self) -> list[etcd.Member]:
+        """The lab's etcd members that exist (up or cut off)."""
+        return [m for m in self.etcd_members if netns.exists(m.namespace)]
+
     def zone(self, name: str) -> Zone:
         for zone in self.zones:
             if name in (zone.name, zone.replica):
                 return zone
         names = ", ".join(z.name for z in self.zones)
-        raise LabError(f"unknown zone {name!r}: expected one of {names}")
+        raise LabError(f"unknown zone {name!r}: expected one of {names} (or an etcd member)")
 
     # -- up --------------------------------------------------------------------------
 
-    def up(self, progress: Progress | None = None, *, clients: int = 0) -> LabStatus:
-        """Build whatever is missing, with client hosts client1..``clients``; a lab that is
-        already up is left as it is (client hosts beyond ``clients`` too)."""
+    def up(
+        self, progress: Progress | None = None, *, clients: int = 0, etcd_members: int = 0
+    ) -> LabStatus:
+        """Build whatever is missing, with client hosts client1..``clients`` and an etcd
+        cluster of ``etcd_members``; a lab that is already up is left as it is (client
+        hosts and members beyond those asked for too)."""
         say = progress or (lambda _msg: None)
         system.require_root()
         system.require_tools()
         if not 0 <= clients <= hosts.MAX_CLIENTS:
             raise LabError(f"--clients {clients}: expected 0 to {hosts.MAX_CLIENTS}")
+        if not 0 <= etcd_members <= etcd.MAX_MEMBERS:
+            raise LabError(f"--etcd {etcd_members}: expected 0 to {etcd.MAX_MEMBERS} members")
+        if etcd_members and system.which("etcd") is None:
+            raise LabError("etcd is not installed (package etcd-server); run scripts/setup")
         kernel = None
         if clients:
             hosts.require_client_tools()
@@ -212,6 +228,11 @@ class Lab:
             for zone in self.zones:
                 self._ensure_network(zone, say)
                 self._ensure_server(zone, say)
+            if etcd_members:
+                routes = [self.client_network]
+                etcd.ensure(
+                    self.etcd_members[:etcd_members], self.etcd_bridge, self.slot, routes, say
+                )
             self._write_config(say)
         self.wait_ready(READY_TIMEOUT, say)
         if kernel is not None:
@@ -231,7 +252,7 @@ class Lab:
         kvm = hosts.kvm_works(kernel, RUN_DIR)
         booted = []
         for client in booting:
-            if not _link_exists(client.tap):
+            if not netns.link_exists(client.tap):
                 system.run(["ip", "tuntap", "add", "dev", client.tap, "mode", "tap"])
             system.run(["ip", "link", "set", client.tap, "master", self.bridge])
             system.run(["ip", "link", "set", client.tap, "up"])
@@ -251,7 +272,7 @@ class Lab:
             hosts.start_automount(client)
 
     def _ensure_client_network(self, say: Progress) -> None:
-        if not _link_exists(self.bridge):
+        if not netns.link_exists(self.bridge):
             say(f"client network {self.client_network} on bridge {self.bridge}")
             system.run(["ip", "link", "add", self.bridge, "type", "bridge"])
         system.run(["ip", "addr", "replace", f"{self.client_gateway}/24", "dev", self.bridge])
@@ -271,10 +292,11 @@ class Lab:
                     zone.gateway,
                 ]
             )
-        # The host forwards between the client network and the zones, and nothing else: a
-        # guest's packet to any other address (in 198.18.0.0/15 or not) is dropped here
-        # instead of leaving by the host's default route.
-        veths = ", ".join(f'"{z.host_veth}"' for z in self.zones)
+        # The host forwards between the client network and the zones (and the lab's etcd),
+        # and nothing else: a guest's packet to any other address (in 198.18.0.0/15 or
+        # not) is dropped here instead of leaving by the host's default route.
+        peers = [*(z.host_veth for z in self.zones), self.etcd_bridge]
+        veths = ", ".join(f'"{name}"' for name in peers)
         rules = self.state_dir / "clients.nft"
         rules.write_text(
             f"table inet {self.forward_table} {{\n"
@@ -297,10 +319,10 @@ class Lab:
         return RUN_DIR / f"lab-{self.tag or 'default'}-{self.slot}.{what}"
 
     def _ensure_network(self, zone: Zone, say: Progress) -> None:
-        if not _netns_exists(zone.namespace):
+        if not netns.exists(zone.namespace):
             say(f"{zone.name}: creating network namespace {zone.namespace}")
             system.run(["ip", "netns", "add", zone.namespace])
-        if not _link_exists(zone.host_veth):
+        if not netns.link_exists(zone.host_veth):
             say(f"{zone.name}: linking {zone.host_veth} <-> {zone.namespace}/eth0")
             system.run(
                 [
@@ -333,12 +355,12 @@ class Lab:
             zone.conf.write_text(
                 ganesha.render_config(zone.address, [spec], zone.zone_dir / "recovery")
             )
-        pids = _netns_pids(zone.namespace)
+        pids = netns.pids(zone.namespace)
         if ganesha.running_pid(zone.pidfile, pids) is not None:
             return
         # A half-started zone (rpcbind without Ganesha) must go: a fresh Ganesha beside
         # an old rpcbind registers with the wrong one (docs/lab.md).
-        _stop_pids(pids)
+        netns.stop_pids(pids)
         say(f"{zone.name}: starting rpcbind and NFS-Ganesha on {zone.address}")
         ganesha.start(zone.namespace, zone.conf, zone.log, zone.pidfile)
 
@@ -426,10 +448,14 @@ class Lab:
     # -- outage and restore -------------------------------------------------------------
 
     def outage(self, name: str) -> bool:
-        """Drop the NFS ports in a zone, like the seed's NSG rule. False if already cut."""
-        zone = self.zone(name)
+        """Drop the NFS ports in a zone, like the seed's NSG rule; or cut an etcd member
+        off (everything on its link). False if already cut."""
         system.require_root()
-        if not _netns_exists(zone.namespace):
+        member = self._etcd_member(name)
+        if member is not None:
+            return etcd.cut(member)
+        zone = self.zone(name)
+        if not netns.exists(zone.namespace):
             raise LabError(f"{zone.name}: the lab is not up (run `nfs-failover lab up`)")
         if _outage_active(zone.namespace):
             return False
@@ -449,10 +475,13 @@ class Lab:
         return True
 
     def restore(self, name: str) -> bool:
-        """Lift a zone's outage. False if it was not cut off."""
-        zone = self.zone(name)
+        """Lift a zone's outage or an etcd member's cut-off. False if it was not cut off."""
         system.require_root()
-        if not _netns_exists(zone.namespace) or not _outage_active(zone.namespace):
+        member = self._etcd_member(name)
+        if member is not None:
+            return etcd.restore(member)
+        zone = self.zone(name)
+        if not netns.exists(zone.namespace) or not _outage_active(zone.namespace):
             return False
         system.run(
             ["ip", "netns", "exec", zone.namespace, "nft", "delete", "table", "inet", OUTAGE_TABLE]
@@ -465,16 +494,19 @@ class Lab:
         zones = [self._zone_status(z) for z in self.zones]
         config = str(self.config_path) if self.config_path.exists() else None
         clients = [
-            hosts.status(c) for c in self.clients if c.folder.exists() or _link_exists(c.tap)
+            hosts.status(c) for c in self.clients if c.folder.exists() or netns.link_exists(c.tap)
         ]
-        return LabStatus(state_dir=str(self.state_dir), config=config, zones=zones, clients=clients)
+        members = [etcd.status(m) for m in self.running_etcd()]
+        return LabStatus(
+            state_dir=str(self.state_dir), config=config, zones=zones, clients=clients, etcd=members
+        )
 
     def _zone_status(self, zone: Zone) -> ZoneStatus:
         pid: int | None = None
-        if not _netns_exists(zone.namespace):
+        if not netns.exists(zone.namespace):
             state = "absent"
         else:
-            pid = ganesha.running_pid(zone.pidfile, _netns_pids(zone.namespace))
+            pid = ganesha.running_pid(zone.pidfile, netns.pids(zone.namespace))
             if pid is None:
                 state = "stopped"
             else:
@@ -500,18 +532,21 @@ class Lab:
             if hosts.qemu_pids(client.tap):
                 say(f"{client.name}: powering off")
                 hosts.stop(client.tap)
-            _remove_link(client.tap)
-        _remove_link(self.bridge)
+            netns.remove_link(client.tap)
+        netns.remove_link(self.bridge)
         if self.forward_table in system.run(["nft", "list", "tables"], check=False).split():
             system.run(["nft", "delete", "table", "inet", self.forward_table])
+        for member in self.etcd_members:
+            etcd.remove(member, say)
+        netns.remove_link(self.etcd_bridge)
         release_ip_forward(self._run_marker("ip_forward"))
         release_mount_root(self._run_marker("mount_root"))
         for zone in self.zones:
-            if _netns_exists(zone.namespace):
+            if netns.exists(zone.namespace):
                 say(f"{zone.name}: stopping its processes and removing {zone.namespace}")
-                _stop_pids(_netns_pids(zone.namespace))
+                netns.stop_pids(netns.pids(zone.namespace))
                 system.run(["ip", "netns", "del", zone.namespace])
-            _remove_link(zone.host_veth)
+            netns.remove_link(zone.host_veth)
         if (self.state_dir / MARKER).exists():
             say(f"removing {self.state_dir}")
             shutil.rmtree(self.state_dir)
@@ -523,54 +558,9 @@ class Lab:
             yield
 
 
-def _netns_exists(name: str) -> bool:
-    return Path("/run/netns", name).exists()
-
-
-def _link_exists(name: str) -> bool:
-    return Path("/sys/class/net", name).exists()
-
-
-def _remove_link(name: str, wait: float = 3.0) -> None:
-    """Delete the host end of a zone's veth pair; the kernel may already be removing it."""
-    deadline = Deadline(wait)
-    while _link_exists(name):
-        system.run(["ip", "link", "del", name], check=False)
-        if deadline.passed():
-            raise LabError(f"link {name} is still there {wait:g}s after deleting it")
-        time.sleep(0.05)
-
-
-def _netns_pids(name: str) -> set[int]:
-    out = system.run(["ip", "netns", "pids", name], check=False)
-    return {int(p) for p in out.split() if p.isdigit()}
-
-
 def _outage_active(namespace: str) -> bool:
     out = system.run(["ip", "netns", "exec", namespace, "nft", "list", "tables"], check=False)
     return f"inet {OUTAGE_TABLE}" in out
-
-
-def _stop_pids(pids: set[int], grace: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL whatever is still there after the grace period."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = Deadline(grace)
-        while pids and not deadline.passed():
-            pids = {p for p in pids if Path(f"/proc/{p}").exists() and not _is_zombie(p)}
-            time.sleep(0.05)
-        if not pids:
-            return
-    raise LabError(f"processes {sorted(pids)} did not exit after SIGKILL")
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _write_if_changed(path: Path, text: str) -> bool:
