@@ -31,7 +31,7 @@ from nfs_failover.steering.healing import HealAction, HealOutcome, HealPolicy
 from nfs_failover.steering.machine import Machine
 from nfs_failover.steering.mountinfo import MOUNTINFO
 from nfs_failover.steering.this_host import ThisHost
-from nfs_failover.store import Report, SqliteStore, StoreError
+from nfs_failover.store import Report, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Agent:
     def __init__(
         self,
         config: Config,
-        store: SqliteStore,
+        store: Store,
         *,
         name: str | None = None,
         store_timeout: float = 5.0,

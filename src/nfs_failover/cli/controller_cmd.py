@@ -59,7 +59,7 @@ def run(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     loaded = _config(config)
     token = None if no_api else read_token(loaded.api.token_file)
-    store = open_store(loaded.store)
+    store = open_store(loaded.store, etcd=loaded.etcd)
     if lab_client:
         client_view, machine = for_lab_client(loaded, lab_client)
         agent = Agent(client_view, store, name=lab_client, machine=machine)
@@ -92,7 +92,7 @@ def plan(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     loaded = _config(config)
 
     async def once() -> dict[str, str]:
-        store = open_store(loaded.store)
+        store = open_store(loaded.store, etcd=loaded.etcd)
         controller = Controller(loaded, store, name="plan")
         try:
             return {name: str(d) for name, d in (await controller.plan()).items()}
@@ -142,7 +142,7 @@ def history(
 ) -> None:
     """The journal as a timeline (read from the store; no controller needed)."""
     loaded = _config(config)
-    store = open_store(loaded.store)
+    store = open_store(loaded.store, etcd=loaded.etcd)
     try:
         events = store.recent_events(volume, limit=limit)
     finally:
