@@ -4,6 +4,7 @@ prefix so that tests stay independent of each other on the shared server."""
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,7 +13,29 @@ from pathlib import Path
 
 import pytest
 
-from nfs_failover.store import SqliteStore, Store
+from nfs_failover.store import EtcdStore, SqliteStore, Store
+from tests.store.etcd_server import EtcdServer, TlsFiles
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    server = EtcdServer(tmp_path_factory.mktemp("etcd"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    folder = tmp_path_factory.mktemp("etcd-tls")
+    server = EtcdServer(folder / "server", tls=TlsFiles.make(folder / "tls"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -46,9 +69,30 @@ def sqlite_backend(folder: Path) -> Backend:
     return Backend("sqlite", lambda: SqliteStore(path), corrupt)
 
 
-@pytest.fixture(params=["sqlite"])
+def etcd_backend(server: EtcdServer, prefix: str, name: str) -> Backend:
+    def corrupt(volume: str, text: str) -> None:
+        key = f"{prefix}desired/{volume}".encode()
+        server.post(
+            "/v3/kv/put",
+            {
+                "key": base64.b64encode(key).decode(),
+                "value": base64.b64encode(text.encode()).decode(),
+            },
+        )
+
+    def opener() -> Store:
+        return EtcdStore([server.endpoint], settings=server.settings(prefix), timeout=5.0)
+
+    return Backend(name, opener, corrupt)
+
+
+@pytest.fixture(params=["sqlite", "etcd", "etcd-tls"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> Iterator[Backend]:
-    made = sqlite_backend(tmp_path)
+    if request.param == "sqlite":
+        made = sqlite_backend(tmp_path)
+    else:
+        fixture = "etcd_server" if request.param == "etcd" else "etcd_tls_server"
+        made = etcd_backend(request.getfixturevalue(fixture), prefix, request.param)
     try:
         yield made
     finally:

@@ -18,10 +18,12 @@ from nfs_failover.store.contract import (
     Workflow,
     watch_desired_async,
 )
+from nfs_failover.store.etcd import EtcdStore
 from nfs_failover.store.sqlite import SqliteStore
 
 __all__ = [
     "REPORT_TTL",
+    "EtcdStore",
     "Event",
     "Report",
     "SqliteStore",
@@ -39,4 +41,6 @@ def open_store(url: StoreUrl, *, etcd: EtcdSettings | None = None, timeout: floa
     raises within ``timeout`` seconds."""
     if url.scheme == "sqlite" and url.sqlite_path is not None:
         return SqliteStore(url.sqlite_path, timeout=timeout)
+    if url.scheme == "etcd" and url.etcd_endpoints:
+        return EtcdStore(url.etcd_endpoints, settings=etcd or EtcdSettings(), timeout=timeout)
     raise StoreError(f"{url}: not a store this version can open")
