@@ -228,6 +228,11 @@ def _answer(response: requests.Response) -> dict[str, Any]:
         answer = None
     if response.status_code == requests.codes.ok and isinstance(answer, dict):
         return answer
+    if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+        # A streaming call's error: {"error": {"grpc_code": 14, "message": ...}}.
+        inner = answer["error"]
+        message = inner.get("message", "unknown error")
+        return {"error": message, "message": message, "code": inner.get("grpc_code")}
     if isinstance(answer, dict) and ("error" in answer or "message" in answer):
         return {"error": answer.get("error", ""), **answer}
     shown = response.text[:200].strip() or "no body"
