@@ -144,7 +144,7 @@ def test_the_parser_used_on_exec_start_refuses_an_agent_without_its_config() -> 
 
 def test_the_parser_used_on_exec_start_refuses_an_unknown_subcommand() -> None:
     with pytest.raises(TyperException, match="No such command"):
-        parse_invocation(["controller", "--config", str(CONFIG_PATH)])
+        parse_invocation(["daemon", "--config", str(CONFIG_PATH)])
 
 
 @pytest.mark.parametrize("name", UNITS)

@@ -1,10 +1,13 @@
 """The agent: on each NFS client, apply the desired state and report what it sees.
 
-Each cycle it reads the desired state from the store and renders the autofs maps from
-it, heals mounts that point at a fenced or dead replica, and probes every replica of
-its volumes as one vantage point, writing the results to the store. A store that does
-not answer leaves the maps exactly as they are (never back to a default that would
-un-fence a replica) until it answers again.
+Each cycle it renders the autofs maps from the desired state, heals mounts that point
+at a fenced or dead replica, and probes every replica of its volumes as one vantage
+point, writing the results to the store. While it runs it follows the store's watch of
+the desired state: a change is applied the moment it arrives, not at the next cycle, and
+the cycles apply the newest state the watch gave instead of reading the store again (a
+single cycle, ``--once``, reads it). A store that does not answer leaves the maps
+exactly as they are (never back to a default that would un-fence a replica) until it
+answers again.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from nfs_failover.steering.healing import HealAction, HealOutcome, HealPolicy
 from nfs_failover.steering.machine import Machine
 from nfs_failover.steering.mountinfo import MOUNTINFO
 from nfs_failover.steering.this_host import ThisHost
-from nfs_failover.store import Report, SqliteStore, StoreError
+from nfs_failover.store import Report, Store, StoreError, watch_desired_async
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ class Agent:
     def __init__(
         self,
         config: Config,
-        store: SqliteStore,
+        store: Store,
         *,
         name: str | None = None,
         store_timeout: float = 5.0,
@@ -75,13 +78,14 @@ class Agent:
         self.timeout = max(p.probe_timeout for p in map(config.effective_policy, config.volumes))
         self._prober = Prober(timeout=self.timeout.total_seconds())
         self._up: frozenset[str] = frozenset()  # replicas seen up at the last probe
+        self._watched: dict[str, VolumeDesired] | None = None  # the watch's newest, in run()
 
     async def close(self) -> None:
         await self._prober.close()
 
     async def cycle(self) -> Cycle:
         problems: list[str] = []
-        desired, applied = await self._steer(problems)
+        desired, applied = await self._steer(problems, self._watched)
         heals = await self._heal(problems)
         probes = await self._probe_and_report(problems)
         return Cycle(desired, applied, probes, heals, tuple(problems))
@@ -93,24 +97,25 @@ class Agent:
         hung mount of the fenced source for up to a probe deadline more; the forced
         unmount frees them at once. No probes: the cycle does those."""
         problems: list[str] = []
-        desired, applied = await self._steer(problems)
+        desired, applied = await self._steer(problems, None)
         heals: tuple[HealAction, ...] = ()
         if applied is not None and applied.changed:
             heals = await self._heal(problems)
         return Cycle(desired, applied, (), heals, tuple(problems))
 
     async def _steer(
-        self, problems: list[str]
+        self, problems: list[str], watched: dict[str, VolumeDesired] | None
     ) -> tuple[dict[str, VolumeDesired] | None, Applied | None]:
-        # One steering at a time: a cycle and a steer() woken by a workflow must not both
-        # write the maps and both reload automount for one change.
+        """The maps from ``watched`` (a snapshot of the watch), or from the store when
+        None. One steering at a time: a cycle, a watched change and a steer() woken by a
+        workflow must not both write the maps and both reload automount for one change."""
         async with self._steering:
-            return await self._steer_once(problems)
+            return await self._steer_once(problems, watched)
 
     async def _steer_once(
-        self, problems: list[str]
+        self, problems: list[str], watched: dict[str, VolumeDesired] | None
     ) -> tuple[dict[str, VolumeDesired] | None, Applied | None]:
-        desired = await self._read_desired(problems)
+        desired = await self._read_desired(problems, watched)
         if desired is None:
             return None, None
         try:
@@ -172,24 +177,52 @@ class Agent:
         return tuple(actions)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Cycle every probe interval until ``stop`` is set."""
-        policies = [self.config.effective_policy(v) for v in self.config.volumes]
-        interval = min(p.probe_interval for p in policies).total_seconds()
-        while not stop.is_set():
-            started = time.monotonic()
-            await self.cycle()
-            wait = max(interval - (time.monotonic() - started), 0.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
-
-    async def _read_desired(self, problems: list[str]) -> dict[str, VolumeDesired] | None:
+        """Cycle every probe interval until ``stop`` is set, following the desired
+        state's watch meanwhile."""
+        follower = asyncio.create_task(self._follow(stop))
         try:
-            async with asyncio.timeout(self.store_timeout):
-                stored = await asyncio.to_thread(self.store.all_desired)
-        except (StoreError, TimeoutError) as exc:
-            problems.append(f"store: {exc or 'no answer'}; maps left as they are")
-            log.warning("store unavailable, maps left as they are: %s", exc)
-            return None
+            while not stop.is_set():
+                started = time.monotonic()
+                await self.cycle()
+                wait = max(self._interval() - (time.monotonic() - started), 0.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait)
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+            self._watched = None
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        """Apply each snapshot of the watch as it arrives, and heal the mounts the maps no
+        longer allow, as steer() does. A watch that ended on its own (a bug, logged
+        where it happened) is opened again after a probe interval."""
+        while not stop.is_set():
+            async for snapshot in watch_desired_async(self.store, stop):
+                self._watched = snapshot
+                problems: list[str] = []
+                _, applied = await self._steer(problems, snapshot)
+                if applied is not None and applied.changed:
+                    await self._heal(problems)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval())
+
+    def _interval(self) -> float:
+        policies = [self.config.effective_policy(v) for v in self.config.volumes]
+        return min(p.probe_interval for p in policies).total_seconds()
+
+    async def _read_desired(
+        self, problems: list[str], watched: dict[str, VolumeDesired] | None = None
+    ) -> dict[str, VolumeDesired] | None:
+        if watched is not None:
+            stored = dict(watched)
+        else:
+            try:
+                async with asyncio.timeout(self.store_timeout):
+                    stored = await asyncio.to_thread(self.store.all_desired)
+            except (StoreError, TimeoutError) as exc:
+                problems.append(f"store: {exc or 'no answer'}; maps left as they are")
+                log.warning("store unavailable, maps left as they are: %s", exc)
+                return None
         applied = self._applied()
         for volume in self.config.volumes:
             kept = applied.get(volume.name)

@@ -22,6 +22,8 @@ _ORDER = [
     "PolicyOverride",
     "AutofsSettings",
     "ApiSettings",
+    "EtcdSettings",
+    "EtcdTls",
     "Hooks",
     "Hook",
 ]

@@ -71,6 +71,25 @@ def test_a_minimal_config_gets_the_documented_defaults() -> None:
     assert str(config.store) == "sqlite:///var/lib/nfs-failover/state.db"
 
 
+def test_an_etcd_store_names_its_members_in_order_with_its_prefix_and_tls() -> None:
+    text = VALID + (
+        'store: "etcd://10.0.0.7:2379,etcd2.example:2379,[fd00::9]:2379"\n'
+        "etcd: {prefix: /site-a/nfs/, tls: {ca_file: /etc/nfs-failover/etcd-ca.pem,"
+        " cert_file: /etc/nfs-failover/etcd.pem, key_file: /etc/nfs-failover/etcd.key}}\n"
+    )
+    config = parse_config(text, "crr.yaml")
+    assert config.store.etcd_endpoints == (
+        HostPort("10.0.0.7", 2379),
+        HostPort("etcd2.example", 2379),
+        HostPort("fd00::9", 2379),
+    )
+    assert str(config.store) == "etcd://10.0.0.7:2379,etcd2.example:2379,[fd00::9]:2379"
+    assert config.etcd.prefix == "/site-a/nfs/"
+    assert config.etcd.tls is not None
+    assert config.etcd.tls.key_file == Path("/etc/nfs-failover/etcd.key")
+    assert parse_config(VALID, "crr.yaml").etcd.tls is None
+
+
 def test_a_dumped_config_validates_back_to_the_same_values() -> None:
     config = parse_config(FULL, "crr.yaml")
     dumped = config.model_dump(mode="json")

@@ -390,10 +390,47 @@ BAD_CONFIGS = [
     pytest.param(
         VALID + 'store: "postgres://db/nfo"\n',
         [
-            "crr.yaml: store: expected sqlite:///ABSOLUTE/PATH or etcd://HOST:PORT,"
-            ' got "postgres://db/nfo"'
+            "crr.yaml: store: expected sqlite:///ABSOLUTE/PATH or"
+            ' etcd://HOST:PORT[,HOST:PORT...], got "postgres://db/nfo"'
         ],
         id="store-unknown-scheme",
+    ),
+    pytest.param(
+        VALID + 'store: "etcd://10.0.0.7:2379,10.0.0.7:2379"\n',
+        ['crr.yaml: store: etcd members must differ, got "etcd://10.0.0.7:2379,10.0.0.7:2379"'],
+        id="store-etcd-member-twice",
+    ),
+    pytest.param(
+        VALID + 'store: "etcd://10.0.0.7:2379,10.0.0.8"\n',
+        [
+            "crr.yaml: store: expected sqlite:///ABSOLUTE/PATH or"
+            ' etcd://HOST:PORT[,HOST:PORT...], got "etcd://10.0.0.7:2379,10.0.0.8"'
+        ],
+        id="store-etcd-member-without-port",
+    ),
+    pytest.param(
+        VALID + 'etcd: {prefix: "nfs-failover"}\n',
+        [
+            'crr.yaml: etcd.prefix: expected a key prefix such as "/nfs-failover/": segments'
+            ' of letters, digits, ".", "_" and "-", each between slashes, got "nfs-failover"'
+        ],
+        id="etcd-prefix-without-slashes",
+    ),
+    pytest.param(
+        VALID + "etcd: {tls: {ca_file: /etc/ca.pem, cert_file: /etc/client.pem}}\n",
+        [
+            "crr.yaml: etcd.tls.key_file: required when cert_file is set (a client"
+            " certificate and its key)"
+        ],
+        id="etcd-client-certificate-without-key",
+    ),
+    pytest.param(
+        VALID + "etcd: {tls: {ca_file: /etc/ca.pem, key_file: not-a-path}}\n",
+        [
+            "crr.yaml: etcd.tls.key_file: expected the absolute path of the file holding the"
+            " secret (value not shown)"
+        ],
+        id="etcd-key-not-a-path-is-not-echoed",
     ),
     pytest.param(
         VALID + 'api: {listen: "127.0.0.1"}\n',

@@ -48,7 +48,7 @@ def render(config: ConfigOpt, root: RootOpt = None) -> None:
     """Write the managed autofs files from the desired state and print what changed."""
     loaded = _with_root(load_config(config), root)
     try:
-        store = open_store(loaded.store)
+        store = open_store(loaded.store, etcd=loaded.etcd)
         stored = store.all_desired()
         store.close()
     except StoreError as exc:
@@ -78,7 +78,7 @@ def agent(
     machine = None
     if lab_client:
         loaded, machine = for_lab_client(loaded, lab_client)
-    store = open_store(loaded.store)
+    store = open_store(loaded.store, etcd=loaded.etcd)
     worker = Agent(
         loaded,
         store,

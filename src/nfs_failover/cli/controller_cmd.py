@@ -1,5 +1,5 @@
-"""The operator's commands: ``run``, ``status``, ``plan``, ``history`` and the manual
-actions (``failover``, ``failback``, ``switchover``, ``pause``, ``resume``).
+"""The operator's commands: ``run``, ``controller``, ``status``, ``plan``, ``history`` and
+the manual actions (``failover``, ``failback``, ``switchover``, ``pause``, ``resume``).
 
 Manual actions go to the running controller over its HTTP API with the bearer token, so
 there is only ever one actor; ``plan`` and ``history`` also work with no controller.
@@ -56,31 +56,51 @@ def run(
     lab_client: LabClientOpt = None,
 ) -> None:
     """Run the controller and this host's agent (the single-host mode) until stopped."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    _serve(_config(config), no_api=no_api, lab_client=lab_client, with_agent=True)
+
+
+def controller(
+    config: ConfigOpt = None,
+    no_api: Annotated[bool, typer.Option("--no-api", help="Do not serve the HTTP API.")] = False,
+) -> None:
+    """Run the controller alone, without an agent on this host: the NFS clients run
+    `nfs-failover agent`, sharing an etcd store with it."""
     loaded = _config(config)
+    if loaded.store.scheme != "etcd":
+        err.print(
+            f"[yellow]{loaded.store}: agents on other hosts cannot share this store; only an"
+            " agent on this host will see its desired state[/]"
+        )
+    _serve(loaded, no_api=no_api, lab_client=None, with_agent=False)
+
+
+def _serve(loaded: Config, *, no_api: bool, lab_client: str | None, with_agent: bool) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     token = None if no_api else read_token(loaded.api.token_file)
-    store = open_store(loaded.store)
+    store = open_store(loaded.store, etcd=loaded.etcd)
+    agents = []
     if lab_client:
         client_view, machine = for_lab_client(loaded, lab_client)
-        agent = Agent(client_view, store, name=lab_client, machine=machine)
-    else:
-        agent = Agent(loaded, store)
-    controller = Controller(loaded, store, agents=[agent])
+        agents.append(Agent(client_view, store, name=lab_client, machine=machine))
+    elif with_agent:
+        agents.append(Agent(loaded, store))
+    running = Controller(loaded, store, agents=agents)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        jobs = [controller.run(stop)]
+        jobs = [running.run(stop)]
         if token is not None:
-            app = build_app(controller, token)
+            app = build_app(running, token)
             jobs.append(serve(app, loaded.api.listen, stop, control_socket=loaded.api.socket))
         try:
             await asyncio.gather(*jobs)
         finally:
-            await controller.close()
-            await agent.close()
+            await running.close()
+            for agent in agents:
+                await agent.close()
             store.close()
 
     with contextlib.suppress(KeyboardInterrupt):
@@ -92,7 +112,7 @@ def plan(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     loaded = _config(config)
 
     async def once() -> dict[str, str]:
-        store = open_store(loaded.store)
+        store = open_store(loaded.store, etcd=loaded.etcd)
         controller = Controller(loaded, store, name="plan")
         try:
             return {name: str(d) for name, d in (await controller.plan()).items()}
@@ -142,7 +162,7 @@ def history(
 ) -> None:
     """The journal as a timeline (read from the store; no controller needed)."""
     loaded = _config(config)
-    store = open_store(loaded.store)
+    store = open_store(loaded.store, etcd=loaded.etcd)
     try:
         events = store.recent_events(volume, limit=limit)
     finally:
@@ -214,7 +234,19 @@ def resume(
     _action("resume", volume, False, config)
 
 
-COMMANDS = (run, status, plan, history, failover, failback, switchover, abort, pause, resume)
+COMMANDS = (
+    run,
+    controller,
+    status,
+    plan,
+    history,
+    failover,
+    failback,
+    switchover,
+    abort,
+    pause,
+    resume,
+)
 
 
 def _api(

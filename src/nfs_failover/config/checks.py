@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         AnfReplication,
         AutofsSettings,
         Config,
+        EtcdTls,
         LocalReplication,
         Policy,
         Replica,
@@ -38,6 +39,7 @@ __all__ = [
     "autofs_problems",
     "check_replicas",
     "config_problems",
+    "etcd_tls_problems",
     "local_path_problems",
     "policy_problems",
     "volume_problems",
@@ -222,3 +224,15 @@ def _volume_policy_conflicts(config: Config, index: int, volume: Volume) -> list
         )
         problems.append((("volumes", index, "replication", "schedule"), text))
     return problems
+
+
+# -- the etcd store ----------------------------------------------------------------------
+
+
+def etcd_tls_problems(tls: EtcdTls) -> list[tuple[Loc, str]]:
+    """A client certificate without its key, or a key without its certificate."""
+    if (tls.cert_file is None) == (tls.key_file is None):
+        return []
+    missing = "key_file" if tls.key_file is None else "cert_file"
+    given = "cert_file" if missing == "key_file" else "key_file"
+    return [((missing,), f"required when {given} is set (a client certificate and its key)")]

@@ -34,6 +34,7 @@ __all__ = [
     "HOOK_PLACEHOLDERS",
     "AbsolutePath",
     "Argv",
+    "EtcdPrefix",
     "HostName",
     "HttpsUrl",
     "MapKey",
@@ -56,6 +57,8 @@ HOOK_PLACEHOLDERS = ("volume", "event", "from_replica", "to_replica", "from_expo
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _MAP_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _ZONE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+# Whole path segments of letters, digits, ".", "_" and "-", between slashes: "/a/b/".
+_ETCD_PREFIX = re.compile(r"/(?:[A-Za-z0-9._-]+/){1,8}")
 _OPTION_CHAR = re.compile(r"[A-Za-z0-9_.:/@+=,-]")
 _OPTION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(?:=[A-Za-z0-9_.:/@+-]+)?")
 _ONTAP_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,46}:[A-Za-z_][A-Za-z0-9_]{0,202}")
@@ -175,6 +178,16 @@ Zone = Annotated[
     str,
     _pattern(_ZONE, 'a zone name of letters, digits, ".", "_" and "-"'),
     _string_schema(_ZONE),
+]
+
+EtcdPrefix = Annotated[
+    str,
+    _pattern(
+        _ETCD_PREFIX,
+        'a key prefix such as "/nfs-failover/": segments of letters, digits, ".", "_" and'
+        ' "-", each between slashes',
+    ),
+    _string_schema(_ETCD_PREFIX),
 ]
 
 

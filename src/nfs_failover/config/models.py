@@ -30,6 +30,7 @@ from nfs_failover.config.fields import (
     HOOK_PLACEHOLDERS,
     AbsolutePath,
     Argv,
+    EtcdPrefix,
     HostName,
     HttpsUrl,
     MapKey,
@@ -62,6 +63,8 @@ __all__ = [
     "ApiSettings",
     "AutofsSettings",
     "Config",
+    "EtcdSettings",
+    "EtcdTls",
     "GaneshaExport",
     "Hook",
     "Hooks",
@@ -468,6 +471,39 @@ class Hooks(_Model):
         return hook.timeout if hook.timeout is not None else self.timeout
 
 
+class EtcdTls(_Model):
+    """TLS to the etcd members. Only the files named here are trusted and sent: no
+    environment variable (REQUESTS_CA_BUNDLE, ...) and no system CA is read."""
+
+    ca_file: AbsolutePath = Field(
+        description="The CA that signed the members' certificates; the only one trusted."
+    )
+    cert_file: AbsolutePath | None = Field(
+        None, description="This host's client certificate (PEM), when the members ask for one."
+    )
+    key_file: SecretFilePath | None = Field(
+        None, description="The private key of cert_file (PEM, unencrypted, mode 0600)."
+    )
+
+    @model_validator(mode="after")
+    def _check_pair(self) -> Self:
+        report(checks.etcd_tls_problems(self))
+        return self
+
+
+class EtcdSettings(_Model):
+    """The etcd store (``store: etcd://...``): where its keys live and how to reach it."""
+
+    prefix: EtcdPrefix = Field(
+        "/nfs-failover/",
+        description="Every key of this installation starts with it: one prefix per set of"
+        " controllers and agents that share a desired state.",
+    )
+    tls: EtcdTls | None = Field(
+        None, description="TLS settings; without them the members are reached over plain HTTP."
+    )
+
+
 def _at_least_one(volumes: tuple[Volume, ...]) -> tuple[Volume, ...]:
     if not volumes:
         raise ValueError("expected at least one volume")
@@ -488,7 +524,11 @@ class Config(_Model):
     )
     store: StoreUrl = Field(
         default_factory=lambda: StoreUrl.parse("sqlite:///var/lib/nfs-failover/state.db"),
-        description="Journal and desired state: sqlite:///ABSOLUTE/PATH or etcd://HOST:PORT.",
+        description="Journal and desired state: sqlite:///ABSOLUTE/PATH (one host) or"
+        " etcd://HOST:PORT[,HOST:PORT...] (controllers and agents on many hosts).",
+    )
+    etcd: EtcdSettings = Field(
+        default_factory=EtcdSettings, description="The etcd store's prefix and TLS."
     )
     api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP API.")
     hooks: Hooks = Field(default_factory=Hooks, description="Programs run around transitions.")

@@ -276,26 +276,31 @@ class AnfVolumeId(TextValue):
 
 @dataclass(frozen=True, slots=True)
 class StoreUrl(TextValue):
-    """Where the journal and desired state live: ``sqlite:///ABS/PATH`` or ``etcd://HOST:PORT``.
+    """Where the journal and desired state live: ``sqlite:///ABS/PATH``, or the members of
+    one etcd cluster, ``etcd://HOST:PORT[,HOST:PORT...]``.
 
-    Exactly one of ``sqlite_path`` and ``etcd_endpoint`` is set, matching ``scheme``.
+    Exactly one of ``sqlite_path`` and ``etcd_endpoints`` is set, matching ``scheme``.
     """
 
     scheme: Literal["sqlite", "etcd"]
     sqlite_path: Path | None = None
-    etcd_endpoint: HostPort | None = None
+    etcd_endpoints: tuple[HostPort, ...] = ()
 
-    _EXPECTED: ClassVar[str] = "expected sqlite:///ABSOLUTE/PATH or etcd://HOST:PORT"
+    _EXPECTED: ClassVar[str] = "expected sqlite:///ABSOLUTE/PATH or etcd://HOST:PORT[,HOST:PORT...]"
     _JSON_SCHEMA: ClassVar[dict[str, Any]] = {
         "type": "string",
-        "description": "sqlite:///ABSOLUTE/PATH, or etcd://HOST:PORT (accepted, not yet used).",
-        "examples": ["sqlite:///var/lib/nfs-failover/state.db", "etcd://10.0.0.7:2379"],
+        "description": "sqlite:///ABSOLUTE/PATH, or etcd://HOST:PORT[,HOST:PORT...] (the"
+        " members of one etcd cluster; see the etcd section).",
+        "examples": [
+            "sqlite:///var/lib/nfs-failover/state.db",
+            "etcd://10.0.0.7:2379,10.0.0.8:2379,10.0.0.9:2379",
+        ],
     }
 
     def __str__(self) -> str:
         if self.scheme == "sqlite":
             return f"sqlite://{self.sqlite_path}"
-        return f"etcd://{self.etcd_endpoint}"
+        return "etcd://" + ",".join(map(str, self.etcd_endpoints))
 
     @classmethod
     def parse(cls, text: str) -> StoreUrl:
@@ -309,11 +314,14 @@ class StoreUrl(TextValue):
                 raise ValueError(f"sqlite path {problem}, got {describe(text)}")
             return cls("sqlite", sqlite_path=Path(path))
         if text.startswith("etcd://"):
+            members = text.removeprefix("etcd://").split(",")
             try:
-                endpoint = HostPort.parse(text.removeprefix("etcd://"))
+                endpoints = tuple(HostPort.parse(member) for member in members)
             except ValueError:
                 raise ValueError(f"{cls._EXPECTED}, got {describe(text)}") from None
-            return cls("etcd", etcd_endpoint=endpoint)
+            if len(set(endpoints)) != len(endpoints):
+                raise ValueError(f"etcd members must differ, got {describe(text)}")
+            return cls("etcd", etcd_endpoints=endpoints)
         raise ValueError(f"{cls._EXPECTED}, got {describe(text)}")
 
 

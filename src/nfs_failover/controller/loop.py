@@ -40,7 +40,7 @@ from nfs_failover.errors import NfsFailoverError
 from nfs_failover.health import EndpointHealth, HealthSettings, HealthTracker
 from nfs_failover.probe import Prober
 from nfs_failover.replication import MirrorState, Provider, ReplicationStatus, open_provider
-from nfs_failover.store import Event, Report, SqliteStore, StoreError, Workflow
+from nfs_failover.store import Event, Report, Store, StoreError, Workflow
 
 log = logging.getLogger(__name__)
 LEASE = "controller"
@@ -82,7 +82,7 @@ class Controller:
     def __init__(
         self,
         config: Config,
-        store: SqliteStore,
+        store: Store,
         *,
         name: str | None = None,
         providers: Mapping[str, Provider] | None = None,
@@ -192,7 +192,13 @@ class Controller:
         # The store is called from a worker thread: a locked database waits there, never
         # on the event loop (the API, the agent and the probes go on meanwhile).
         ttl = max(3 * self.interval, 5.0)
-        self.leader = await asyncio.to_thread(self.store.acquire_lease, LEASE, self.name, ttl=ttl)
+        try:
+            self.leader = await asyncio.to_thread(
+                self.store.acquire_lease, LEASE, self.name, ttl=ttl
+            )
+        except StoreError:
+            self.leader = False  # a renewal without an answer is a lease lost
+            raise
         await self._observe(now)
         decisions: dict[str, Decision] = {}
         for volume in self.config.volumes:

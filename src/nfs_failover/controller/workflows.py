@@ -25,7 +25,7 @@ from nfs_failover.nfs_tree import copy_out
 from nfs_failover.pacing import Deadline, Pacer
 from nfs_failover.probe import Prober
 from nfs_failover.replication import Progress, Provider
-from nfs_failover.store import Event, SqliteStore, Workflow
+from nfs_failover.store import Event, Store, Workflow
 
 CRASH_ENV = "NFS_FAILOVER_CRASH_AT"  # "KIND:STEP": exit hard before that step (tests)
 CRASH_EXIT = 70
@@ -40,7 +40,7 @@ class Context:
     config: Config
     volume: Volume
     provider: Provider
-    store: SqliteStore
+    store: Store
     force: bool = False
     step_timeout: float = 300.0
     progress: Progress | None = None
@@ -354,7 +354,7 @@ async def run(ctx: Context, kind: str, *, resume: Workflow | None = None) -> Wor
     return workflow
 
 
-async def _journal(store: SqliteStore, event: Event) -> None:
+async def _journal(store: Store, event: Event) -> None:
     await asyncio.to_thread(store.append, event)
 
 

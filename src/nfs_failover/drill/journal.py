@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from nfs_failover.store import Event, SqliteStore
+from nfs_failover.store import Event, Store
 
 FAILOVER_KINDS = ("failover", "failover-read-only", "switchover")
 FAILBACK_KINDS = ("failback", "failback-read-only")
@@ -25,7 +25,7 @@ FAILBACK_STEPS = (
 ALL = 100_000  # a drill's journal is far shorter
 
 
-def events(store: SqliteStore, volume: str) -> list[Event]:
+def events(store: Store, volume: str) -> list[Event]:
     """The volume's whole journal, oldest first."""
     return list(store.events(volume, after=0, limit=ALL))
 
@@ -91,7 +91,7 @@ def step_marks(
     return detected, marks
 
 
-def preserved(store: SqliteStore, volume: str) -> tuple[dict[str, list[Path]], str]:
+def preserved(store: Store, volume: str) -> tuple[dict[str, list[Path]], str]:
     """The copies the last failback preserved, by name (one name may be kept in several
     folders: the old source's and the late writes'), and where they are."""
     last = store.last_workflow(volume)

@@ -57,7 +57,7 @@ from nfs_failover.lab.guest_machine import GuestMachine, client_config
 from nfs_failover.lab.lab import Lab
 from nfs_failover.pacing import Deadline, Pacer
 from nfs_failover.replication.local import LocalProvider
-from nfs_failover.store import Event, SqliteStore
+from nfs_failover.store import Event, SqliteStore, Store
 
 PREFIX = "drill-"
 SEED_FILES = 40  # files a read-only drill writes first, to read them back later
@@ -509,9 +509,7 @@ class Drill:
 
     # -- verification and figures ------------------------------------------------------
 
-    async def _report(
-        self, volume: Volume, store: SqliteStore, provider: LocalProvider
-    ) -> DrillReport:
+    async def _report(self, volume: Volume, store: Store, provider: LocalProvider) -> DrillReport:
         o = self.options
         self.live.phase = "verifying"
         source, destination = (str(r.export) for r in volume.replicas)

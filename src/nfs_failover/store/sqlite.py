@@ -1,15 +1,10 @@
-"""The store: the desired state, the vantage points' reports, the journal of workflow
-steps and the leader lease, shared by the controller and the agents.
+"""The sqlite store: the whole ``Store`` contract in one sqlite file (WAL) on one host.
 
-The contract (kept by every implementation; sqlite now, etcd later):
-- ``set_desired`` is a compare-and-swap on the volume's generation, so two writers never
-  silently overwrite each other; readers always see a whole state, never half of one.
-- The journal is append-only; each workflow step is recorded before and after it runs,
-  so a controller killed at any point finds where it was.
-- At most one running workflow per volume; ``acquire_lease`` is a compare-and-swap with
-  an expiry, so two controllers on one store never both act.
-- Every call finishes within the store's ``timeout`` or raises ``StoreError``: a store
-  that is briefly unavailable costs a caller one failed call, never a hang.
+Each operation is one statement under the store's lock, so each is atomic by sqlite's own
+transactions: the compare-and-swaps are an UPDATE or INSERT whose WHERE (or unique index)
+is the comparison, and ``rowcount`` says whether it won. The watch is a poll of
+``PRAGMA data_version`` every 0.1 s on a connection of its own: sqlite has no change
+notification, and the poll is a cheap local read.
 """
 
 from __future__ import annotations
@@ -21,59 +16,17 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from nfs_failover.config import StoreUrl
 from nfs_failover.desired import VolumeDesired
-from nfs_failover.errors import NfsFailoverError
+from nfs_failover.store.codec import desired_json, parse_desired
+from nfs_failover.store.contract import REPORT_TTL, Event, Report, Store, StoreError, Workflow
 
 log = logging.getLogger(__name__)
-
-
-class StoreError(NfsFailoverError):
-    """The store could not be read or written within its deadline."""
-
-
-@dataclass(frozen=True)
-class Report:
-    """What one vantage point saw of one replica."""
-
-    agent: str
-    volume: str
-    replica: str
-    up: bool
-    detail: str
-    latency_s: float
-    at: float
-
-
-@dataclass(frozen=True)
-class Event:
-    """One journal entry. ``phase`` is "before" or "after" for a workflow step, else ""."""
-
-    volume: str
-    kind: str
-    detail: dict[str, object]
-    workflow: int | None = None
-    step: str = ""
-    phase: str = ""
-    at: float = 0.0
-    id: int = 0
-
-
-@dataclass(frozen=True)
-class Workflow:
-    id: int
-    volume: str
-    kind: str
-    status: str  # running, done, failed
-    step: int  # the index of the next step to run
-    data: dict[str, object]
-    started: float
-    updated: float
+WATCH_POLL = 0.1  # seconds between two looks at data_version
 
 
 _SCHEMA = """
@@ -105,11 +58,12 @@ CREATE TABLE IF NOT EXISTS leases (
 """
 
 
-class SqliteStore:
+class SqliteStore(Store):
     """The store in one sqlite file (WAL), readable by root only."""
 
     def __init__(self, path: Path, *, timeout: float = 5.0) -> None:
         self.path = path
+        self.timeout = timeout
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -129,6 +83,9 @@ class SqliteStore:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{path}: cannot open the store ({exc})") from exc
 
+    def __str__(self) -> str:
+        return f"sqlite://{self.path}"
+
     def close(self) -> None:
         self._db.close()
 
@@ -136,23 +93,17 @@ class SqliteStore:
         """The stored desired state of ``volume``; StoreError naming the volume and the row
         when the row is unreadable."""
         row = self._query("SELECT state FROM desired WHERE volume = ?", (volume,)).fetchone()
-        return _desired(volume, row[0]) if row else None
+        return parse_desired(volume, row[0]) if row else None
 
     def all_desired(self) -> dict[str, VolumeDesired]:
         """Every readable desired state; an unreadable row is logged (naming the volume and
         the row) and left out, so the other volumes carry on."""
-        found = {}
-        for volume, state in self._query("SELECT volume, state FROM desired", ()).fetchall():
-            try:
-                found[volume] = _desired(volume, state)
-            except StoreError as exc:
-                log.error("%s", exc)
-        return found
+        return _readable(self._query("SELECT volume, state FROM desired", ()).fetchall())
 
     def set_desired(self, desired: VolumeDesired, *, expected_generation: int | None) -> bool:
         """Write ``desired`` if the stored generation is still ``expected_generation``
         (None: no state stored yet). Returns False, changing nothing, when it is not."""
-        state = json.dumps(asdict(desired))
+        state = desired_json(desired)
         if expected_generation is None:
             sql = "INSERT OR IGNORE INTO desired VALUES (?, ?, ?, ?)"
             args: tuple[object, ...] = (desired.volume, desired.generation, state, time.time())
@@ -164,15 +115,46 @@ class SqliteStore:
             args = (desired.generation, state, time.time(), desired.volume, expected_generation)
         return self._query(sql, args).rowcount == 1
 
+    def watch_desired(self, stop: threading.Event) -> Iterator[dict[str, VolumeDesired]]:
+        """A poll of ``PRAGMA data_version`` every 0.1 s, on a connection of its own (the
+        version moves only for commits of other connections, this store's own included);
+        the desired states are read again when it moved, and yielded when they changed."""
+        shown: dict[str, VolumeDesired] | None = None
+        seen: int | None = None
+        db: sqlite3.Connection | None = None
+        try:
+            while not stop.is_set():
+                try:
+                    if db is None:
+                        db = sqlite3.connect(self.path, timeout=self.timeout)
+                    version = int(db.execute("PRAGMA data_version").fetchone()[0])
+                    if version != seen:
+                        rows = db.execute("SELECT volume, state FROM desired").fetchall()
+                        seen, now = version, _readable(rows)
+                        if now != shown:
+                            shown = now
+                            yield dict(now)
+                except sqlite3.Error as exc:  # the next poll tries again
+                    log.warning("%s: desired-state watch: %s", self.path, exc)
+                    if db is not None:
+                        db.close()
+                    db, seen = None, None
+                stop.wait(WATCH_POLL)
+        finally:
+            if db is not None:
+                db.close()
+
     def put_report(self, report: Report) -> None:
         self._query(
             "INSERT OR REPLACE INTO reports VALUES (?, ?, ?, ?, ?, ?, ?)",
             tuple(asdict(report).values()),
         )
 
-    def reports(self, volume: str | None = None) -> list[Report]:
+    def reports(self, volume: str | None = None, *, now: float | None = None) -> list[Report]:
+        oldest = (time.time() if now is None else now) - REPORT_TTL
         rows = self._query(
-            "SELECT * FROM reports WHERE ? IS NULL OR volume = ?", (volume, volume)
+            "SELECT * FROM reports WHERE (? IS NULL OR volume = ?) AND at >= ?",
+            (volume, volume, oldest),
         ).fetchall()
         return [Report(a, v, r, bool(u), d, lat, at) for a, v, r, u, d, lat, at in rows]
 
@@ -240,13 +222,21 @@ class SqliteStore:
     # -- workflows -------------------------------------------------------------------------
 
     def start_workflow(self, volume: str, kind: str, data: dict[str, object]) -> Workflow:
-        """Record a new running workflow; StoreError if the volume already runs one."""
+        """Record a new running workflow; StoreError if the volume already runs one (the
+        unique index on running workflows is the comparison)."""
         now = time.time()
-        cursor = self._query(
-            "INSERT INTO workflows (volume, kind, status, step, data, started, updated) "
-            "VALUES (?, ?, 'running', 0, ?, ?, ?)",
-            (volume, kind, json.dumps(data, default=str), now, now),
-        )
+        try:
+            cursor = self._query(
+                "INSERT INTO workflows (volume, kind, status, step, data, started, updated) "
+                "VALUES (?, ?, 'running', 0, ?, ?, ?)",
+                (volume, kind, json.dumps(data, default=str), now, now),
+            )
+        except StoreError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise StoreError(
+                    f"{self.path}: volume {volume} already runs a workflow ({exc.__cause__})"
+                ) from exc.__cause__
+            raise
         return Workflow(int(cursor.lastrowid or 0), volume, kind, "running", 0, data, now, now)
 
     def running_workflow(self, volume: str) -> Workflow | None:
@@ -284,7 +274,8 @@ class SqliteStore:
         self, name: str, holder: str, ttl: float, *, now: float | None = None
     ) -> bool:
         """Take or renew the lease ``name`` for ``ttl`` seconds; False while another holder's
-        lease has not expired."""
+        lease has not expired. ``now`` (the wall clock by default) is when the lease's time
+        starts: taken before the statement runs, so never later than the call was sent."""
         at = time.time() if now is None else now
         cursor = self._query(
             "INSERT INTO leases VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
@@ -341,25 +332,11 @@ def _workflow(row: tuple[Any, ...]) -> Workflow:
     return Workflow(wid, volume, kind, status, step, json.loads(data), started, updated)
 
 
-def _desired(volume: str, text: object) -> VolumeDesired:
-    try:
-        data = json.loads(str(text))
-        return VolumeDesired(
-            volume=str(data["volume"]),
-            offered=tuple(map(str, data["offered"])),
-            active=str(data["active"]),
-            fenced=tuple(map(str, data["fenced"])),
-            generation=int(data["generation"]),
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        reason = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
-        shown = str(text)[:80]
-        raise StoreError(
-            f"desired state of volume {volume}: unreadable row ({reason}): {shown!r}"
-        ) from None
-
-
-def open_store(url: StoreUrl, *, timeout: float = 5.0) -> SqliteStore:
-    if url.scheme == "sqlite" and url.sqlite_path is not None:
-        return SqliteStore(url.sqlite_path, timeout=timeout)
-    raise StoreError(f"{url}: the etcd store is not available yet; use sqlite:///PATH")
+def _readable(rows: list[tuple[Any, ...]]) -> dict[str, VolumeDesired]:
+    found = {}
+    for volume, state in rows:
+        try:
+            found[str(volume)] = parse_desired(str(volume), state)
+        except StoreError as exc:
+            log.error("%s", exc)
+    return found
