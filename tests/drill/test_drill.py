@@ -139,7 +139,7 @@ def test_the_cli_prints_the_stable_json_and_writes_the_report(tmp_path: Path) ->
         check=False,
         env={**os.environ, STATE_DIR_ENV: str(state)},
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, _failed_checks(report_dir) or done.stderr[-3000:]
     summary = json.loads(done.stdout)
     assert tuple(summary) == SUMMARY_KEYS
     assert summary["passed"] is True and summary["grace_s"] == 2.0
@@ -209,3 +209,12 @@ def test_a_drill_whose_client_host_cannot_be_had_says_why_in_one_line_with_a_rep
     assert saved["summary"]["passed"] is False
     assert "no client-host kernel" in saved["checks"][0]["detail"]
     assert (report_dir / "drill.html").exists()
+
+
+def _failed_checks(report_dir: Path) -> str:
+    """The checks a drill failed, with their evidence, from its report (if it wrote one)."""
+    try:
+        checks = json.loads((report_dir / "drill.json").read_text())["checks"]
+    except (OSError, ValueError, KeyError):
+        return ""
+    return "; ".join(f"{c['name']}: {c['detail']}" for c in checks if not c["passed"])
