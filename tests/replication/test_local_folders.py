@@ -253,3 +253,41 @@ async def _write_steadily(folder: Path, seconds: float) -> None:
         (folder / f"w{i % 50}").write_bytes(b"z" * (i % 300))
         i += 1
         await asyncio.sleep(0.005)
+
+
+def test_after_a_reverse_resync_the_engine_tracks_the_new_source(tmp_path: Path) -> None:
+    volume = folder_volume(tmp_path, schedule="continuous")
+    source, destination = tmp_path / "source", tmp_path / "destination"
+    (source / "data").write_text("v1")
+    engine = Unprobed(volume)
+
+    async def arrived(path: Path, text: str) -> bool:
+        return path.exists() and path.read_text() == text
+
+    async def scenario() -> None:
+        async with Serving(engine):
+            await until(lambda: arrived(destination / "data", "v1"), T, "the first walk")
+            await engine.break_(timeout=T)
+            (destination / "data").write_text("v2, written after the failover")
+            await engine.reverse_resync(timeout=T)
+            await until(
+                lambda: arrived(source / "data", "v2, written after the failover"),
+                T,
+                "the reverse resync",
+            )
+            await until(lambda: _tracked(engine), T, "a tracker on the new source")
+            (destination / "new").write_text("written on the new source")
+            await until(
+                lambda: arrived(source / "new", "written on the new source"),
+                5.0,
+                "the change, sent to the old source",
+            )
+
+    asyncio.run(scenario())
+    asyncio.run(engine.close())
+    state = json.loads((tmp_path / "state" / "relationship.json").read_text())
+    assert state["reversed"] is True and state["last_transfer"]["full"] is False
+
+
+async def _tracked(engine: LocalProvider) -> bool:
+    return (await engine.status(timeout=T)).lag_source == "tracker"

@@ -411,7 +411,7 @@ class LocalProvider(Provider):
     async def _keep_tracker(self, state: RelationshipState) -> None:
         """A running tracker on the current source while the relationship is not broken;
         none otherwise. One that failed to start is tried again before the next walk
-        (``_retry_tracker``), not here."""
+        (``_track_before_walk``), not here."""
         source = self._folder(self._sides(state)[0])
         wanted = state.mirror_state != MirrorState.BROKEN
         async with self._tracker_lock:
@@ -426,11 +426,12 @@ class LocalProvider(Provider):
             if tracker is None and wanted and self._untracked is None:
                 await self._start_tracker(source)
 
-    async def _retry_tracker(self, source: Path) -> None:
-        """Before a walk, a tracker that failed to start is tried again (the walk makes it
-        trusted): once per walk, which costs as much anyway."""
+    async def _track_before_walk(self, source: Path) -> None:
+        """A serving engine without a tracker (one that failed to start, or none yet after
+        a resync) starts one before a walk, which makes it trusted at once: at most once
+        per walk, which costs as much anyway."""
         async with self._tracker_lock:
-            if self._serving and self._tracker is None and self._untracked is not None:
+            if self._serving and self._tracker is None:
                 await self._start_tracker(source)
 
     async def _start_tracker(self, source: Path) -> None:
@@ -497,7 +498,7 @@ class LocalProvider(Provider):
             else schedule.walk_reason(time.time(), self.settings, self._facts(state))
         )
         if walk is not None:
-            await self._retry_tracker(self._folder(source))
+            await self._track_before_walk(self._folder(source))
         state = replace(state, transfer_started=time.time(), transfer_pid=os.getpid())
         state.save(self._state_path)
         names = self._status(state)
