@@ -91,8 +91,8 @@ def test_continuous_transfers_once_changes_settle_for_the_debounce() -> None:
     assert math.isclose(next_transfer(NOW, CONTINUOUS, settling), NOW + 0.05)
 
 
-def test_continuous_under_steady_writes_transfers_five_debounces_after_the_oldest() -> None:
-    steady = facts(tracking=Tracking(None, oldest=NOW - 0.45, last_change=NOW))
+def test_continuous_under_steady_writes_transfers_three_debounces_after_the_oldest() -> None:
+    steady = facts(tracking=Tracking(None, oldest=NOW - 0.25, last_change=NOW))
     assert math.isclose(next_transfer(NOW, CONTINUOUS, steady), NOW + 0.05)
 
 

@@ -260,7 +260,7 @@ class LocalReplication(_Model):
     debounce: Debounce = Field(
         timedelta(milliseconds=100),
         description="With schedule continuous: a transfer starts once no change has come for"
-        " this long, and under steady writes at the latest five times this long after the"
+        " this long, and under steady writes at the latest three times this long after the"
         " oldest change not yet sent; 10ms to 10s.",
     )
     full_walk_interval: FullWalkInterval | None = Field(
