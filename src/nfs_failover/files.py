@@ -29,9 +29,12 @@ def read_regular(path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
-def write_atomically(path: Path, text: str, *, mode: int) -> bool:
+def write_atomically(path: Path, text: str, *, mode: int, durable: bool = True) -> bool:
     """Temporary file, fsync, rename, fsync of the folder; False when the content was
-    already ``text`` (nothing written). The file gets exactly ``mode``. Raises OSError."""
+    already ``text`` (nothing written). The file gets exactly ``mode``. Raises OSError.
+
+    ``durable=False`` leaves out both fsyncs: readers never see half a file, but after a
+    machine crash the file may hold an older content (or none)."""
     try:
         if path.read_text() == text:
             return False
@@ -44,8 +47,11 @@ def write_atomically(path: Path, text: str, *, mode: int) -> bool:
         handle.write(text)
         handle.flush()
         os.fchmod(handle.fileno(), mode)  # not widened or narrowed by the umask
-        os.fsync(handle.fileno())
+        if durable:
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
+    if not durable:
+        return True
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)

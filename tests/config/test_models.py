@@ -46,6 +46,19 @@ def test_a_full_example_is_read_into_typed_values() -> None:
     assert config.hooks.timeout_for(config.hooks.post_failover[0]) == timedelta(seconds=5)
 
 
+def test_a_continuous_schedule_walks_the_whole_tree_hourly_unless_told_otherwise() -> None:
+    base = {"provider": "local", "source_path": "/a", "destination_path": "/b"}
+    continuous = LocalReplication.model_validate({**base, "schedule": "continuous"})
+    assert continuous.schedule == "continuous"
+    assert continuous.debounce == timedelta(milliseconds=100)
+    assert continuous.full_walk_every() == timedelta(hours=1)
+    assert continuous.model_dump(mode="json")["schedule"] == "continuous"
+    daily = LocalReplication.model_validate({**base, "schedule": "daily"})
+    assert daily.full_walk_every() == timedelta(days=1)  # never more often than transfers
+    told = LocalReplication.model_validate({**base, "full_walk_interval": "6h"})
+    assert told.full_walk_every() == timedelta(hours=6)
+
+
 def test_a_volume_override_changes_only_its_own_effective_policy() -> None:
     config = parse_config(FULL, "crr.yaml")
     lab = config.effective_policy("lab")

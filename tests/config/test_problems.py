@@ -136,8 +136,8 @@ BAD_CONFIGS = [
     pytest.param(
         _with("destination_path: /srv/az2/vol}", "destination_path: /srv/az2/vol, schedule: 2d}"),
         [
-            "crr.yaml: volumes[0].replication.schedule: expected a duration from 1s to 1d or"
-            ' one of _10minutely, hourly, daily, got "2d"'
+            "crr.yaml: volumes[0].replication.schedule: expected continuous, a duration from"
+            ' 1s to 1d or one of _10minutely, hourly, daily, got "2d"'
         ],
         id="schedule-too-long",
     ),
@@ -146,10 +146,43 @@ BAD_CONFIGS = [
             "destination_path: /srv/az2/vol}", "destination_path: /srv/az2/vol, schedule: weekly}"
         ),
         [
-            "crr.yaml: volumes[0].replication.schedule: expected a duration from 1s to 1d or"
-            ' one of _10minutely, hourly, daily, got "weekly"'
+            "crr.yaml: volumes[0].replication.schedule: expected continuous, a duration from"
+            ' 1s to 1d or one of _10minutely, hourly, daily, got "weekly"'
         ],
         id="schedule-unknown-name",
+    ),
+    pytest.param(
+        _with(
+            "destination_path: /srv/az2/vol}",
+            "destination_path: /srv/az2/vol, schedule: continuous, debounce: 1ms}",
+        ),
+        [
+            "crr.yaml: volumes[0].replication.debounce: expected a duration from 10ms to 10s,"
+            ' got "1ms"'
+        ],
+        id="debounce-too-short",
+    ),
+    pytest.param(
+        _with(
+            "destination_path: /srv/az2/vol}",
+            "destination_path: /srv/az2/vol, full_walk_interval: 30s}",
+        ),
+        [
+            "crr.yaml: volumes[0].replication.full_walk_interval: expected a duration from 1m"
+            ' to 7d, got "30s"'
+        ],
+        id="full-walk-too-often",
+    ),
+    pytest.param(
+        _with(
+            "destination_path: /srv/az2/vol}",
+            "destination_path: /srv/az2/vol, schedule: 10m, full_walk_interval: 5m}",
+        ),
+        [
+            "crr.yaml: volumes[0].replication.full_walk_interval: must not be shorter than"
+            " schedule (10m), or every transfer would walk the whole tree, got 5m"
+        ],
+        id="full-walk-shorter-than-schedule",
     ),
     # -- unknown fields at every level ----------------------------------------------------
     pytest.param(VALID + "colour: blue\n", ["crr.yaml: colour: unknown field"], id="unknown-top"),

@@ -10,7 +10,7 @@ from nfs_failover.replication import (
     normalise_mirror_state,
     normalise_relationship_status,
 )
-from nfs_failover.replication.local import _parse_rsync
+from nfs_failover.replication.rsync import parse
 
 
 @pytest.mark.parametrize(
@@ -51,7 +51,7 @@ def test_rsync_output_gives_written_files_deleted_paths_and_bytes() -> None:
         "",
         "Total transferred file size: 1,234,567 bytes",
     ])  # fmt: skip
-    changed, deleted, sent = _parse_rsync(output)
-    assert deleted == ["old.txt", "gone-dir/"]
-    assert changed == ["new file.txt", "changed.txt", "link", "touched", "odd\nname"]
-    assert sent == 1_234_567
+    copied = parse(output)
+    assert copied.deleted == ("old.txt", "gone-dir/")
+    assert copied.changed == ("new file.txt", "changed.txt", "link", "touched", "odd\nname")
+    assert copied.sent == 1_234_567

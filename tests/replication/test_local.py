@@ -232,6 +232,50 @@ def test_the_schedule_transfers_new_files_without_being_asked(volume: Volume) ->
     asyncio.run(scenario())
 
 
+def test_continuous_replication_carries_each_nfs_write_within_about_a_second(
+    volume: Volume,
+) -> None:
+    """Ganesha's writes reach the tracker like local ones: each write made over NFS is
+    on the destination about a second later, without a walk of the tree."""
+    source, destination = folders(volume)
+    settings = volume.replication.model_copy(update={"schedule": "continuous"})
+    engine = LocalProvider(volume.model_copy(update={"replication": settings}))
+    waits: list[float] = []
+
+    async def tracked() -> bool:
+        status = await engine.status(timeout=T)
+        return status.healthy and status.lag_source == "tracker"
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        serving = asyncio.create_task(engine.serve(stop))
+        try:
+            await until(tracked, T, "the first walk, after which changes are tracked")
+            for i in range(10):
+                await nfs_write(volume.replicas[0].export, f"over-nfs-{i}")
+                written = time.monotonic()
+
+                async def arrived(name: str = f"over-nfs-{i}") -> bool:
+                    path = destination / name
+                    return path.exists() and path.read_bytes() == b"written over NFS"
+
+                await until(arrived, 10.0, f"over-nfs-{i} on the destination")
+                waits.append(time.monotonic() - written)
+            assert settings.state_dir is not None
+            state = json.loads((settings.state_dir / "relationship.json").read_text())
+            assert state["last_transfer"]["full"] is False  # sent, not walked
+        finally:
+            stop.set()
+            await asyncio.wait_for(serving, 10)
+            await engine.close()
+
+    asyncio.run(scenario())
+    assert tree(destination) == tree(source)
+    waits.sort()
+    assert waits[len(waits) // 2] < 1.0, waits
+    assert waits[-1] < 2.0, waits
+
+
 def test_a_cut_off_source_replicates_nothing_and_never_keeps_a_break_waiting(
     replication_lab: Lab, volume: Volume
 ) -> None:

@@ -247,7 +247,13 @@ def serve(volume: VolumeArg, config: ConfigOpt = None) -> None:
                 f"schedule; {found.replication.provider} schedules on the service"
             ]
         )
-    err.print(f"serving {volume}: a transfer every {format_duration(found.replication.schedule)}")
+    schedule = found.replication.schedule
+    when = (
+        "transfers as soon as changes settle"
+        if isinstance(schedule, str)
+        else f"a transfer every {format_duration(schedule)}"
+    )
+    err.print(f"serving {volume}: {when}")
 
     async def forever() -> None:
         engine = LocalProvider(found)

@@ -41,6 +41,7 @@ __all__ = [
     "config_problems",
     "etcd_tls_problems",
     "local_path_problems",
+    "local_schedule_problems",
     "policy_problems",
     "volume_problems",
 ]
@@ -82,6 +83,18 @@ def local_path_problems(replication: LocalReplication) -> list[tuple[Loc, str]]:
     destination = PurePosixPath(replication.destination_path)
     if source == destination or source in destination.parents or destination in source.parents:
         return [(("destination_path",), f'must not overlap source_path ("{source}")')]
+    return []
+
+
+def local_schedule_problems(replication: LocalReplication) -> list[tuple[Loc, str]]:
+    """A full walk no more often than the schedule's transfers, or every one would walk."""
+    schedule, walk = replication.schedule, replication.full_walk_interval
+    if isinstance(schedule, timedelta) and walk is not None and walk < schedule:
+        text = (
+            f"must not be shorter than schedule ({format_duration(schedule)}), or every"
+            f" transfer would walk the whole tree, got {format_duration(walk)}"
+        )
+        return [(("full_walk_interval",), text)]
     return []
 
 
@@ -217,7 +230,11 @@ def _volume_policy_conflicts(config: Config, index: int, volume: Volume) -> list
             shorter = f"{subject} ({value}) would be shorter than {reference} ({low})"
             problems.append((("volumes", index, "policy", reference), shorter))
     replication = volume.replication
-    if replication.provider == "local" and replication.schedule > policy.max_lag:
+    if (
+        replication.provider == "local"
+        and isinstance(replication.schedule, timedelta)
+        and replication.schedule > policy.max_lag
+    ):
         text = (
             f"must not be longer than max_lag ({format_duration(policy.max_lag)}), or every"
             f" failover would be refused for lag, got {format_duration(replication.schedule)}"

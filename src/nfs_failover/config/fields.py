@@ -16,7 +16,7 @@ import string
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path, PurePath
-from typing import Annotated, TypeVar
+from typing import Annotated, Final, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -31,10 +31,13 @@ from nfs_failover.config.values import GUID, is_host, is_ipv6, path_problem
 from nfs_failover.durations import DURATION_HINT, format_duration, parse_duration
 
 __all__ = [
+    "CONTINUOUS",
     "HOOK_PLACEHOLDERS",
     "AbsolutePath",
     "Argv",
+    "Debounce",
     "EtcdPrefix",
+    "FullWalkInterval",
     "HostName",
     "HttpsUrl",
     "MapKey",
@@ -67,6 +70,7 @@ _SCHEDULE_NAMES = {
     "hourly": timedelta(hours=1),
     "daily": timedelta(days=1),
 }
+CONTINUOUS: Final = "continuous"  # the schedule that transfers as soon as changes settle
 
 
 # -- durations ---------------------------------------------------------------------------
@@ -115,10 +119,12 @@ def _to_duration(value: object, hint: str) -> timedelta:
     return parse_duration(value)
 
 
-def _check_schedule(value: object) -> timedelta:
+def _check_schedule(value: object) -> timedelta | Literal["continuous"]:
+    if value == CONTINUOUS:
+        return CONTINUOUS
     if isinstance(value, str) and value in _SCHEDULE_NAMES:
         return _SCHEDULE_NAMES[value]
-    hint = "expected a duration from 1s to 1d or one of _10minutely, hourly, daily"
+    hint = "expected continuous, a duration from 1s to 1d or one of _10minutely, hourly, daily"
     try:
         duration = _to_duration(value, hint)
     except ValueError:
@@ -128,20 +134,52 @@ def _check_schedule(value: object) -> timedelta:
     return duration
 
 
+def _format_schedule(value: timedelta | str) -> str:
+    return value if isinstance(value, str) else format_duration(value)
+
+
 Schedule = Annotated[
-    timedelta,
+    timedelta | Literal["continuous"],
     PlainValidator(_check_schedule),
-    _DURATION_OUT,
+    PlainSerializer(_format_schedule, return_type=str, when_used="json"),
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "string", "enum": list(_SCHEDULE_NAMES)},
+                {"type": "string", "enum": [CONTINUOUS, *_SCHEDULE_NAMES]},
                 _DURATION_SCHEMA.json_schema or {},
             ],
-            "description": "Replication interval: a duration from 1s to 1d, or one of the ANF"
-            " schedule names _10minutely (10m), hourly (1h), daily (1d).",
+            "description": "When to transfer: continuous (as soon as changes settle), or an"
+            " interval: a duration from 1s to 1d, or one of the ANF schedule names"
+            " _10minutely (10m), hourly (1h), daily (1d).",
         }
     ),
+]
+
+
+def _between(low: timedelta, high: timedelta) -> PlainValidator:
+    """A validator for a duration field bounded on both sides (inclusive)."""
+    hint = f"expected a duration from {format_duration(low)} to {format_duration(high)}"
+
+    def check(value: object) -> timedelta:
+        try:
+            duration = _to_duration(value, hint)
+        except ValueError:
+            raise ValueError(f"{hint}, got {describe(value)}") from None
+        if not low <= duration <= high:
+            raise ValueError(f"{hint}, got {describe(value)}")
+        return duration
+
+    return PlainValidator(check)
+
+
+Debounce = Annotated[
+    timedelta,
+    _between(timedelta(milliseconds=10), timedelta(seconds=10)),
+    _DURATION_OUT,
+    _DURATION_SCHEMA,
+]
+FullWalkInterval = Annotated[
+    timedelta, _between(timedelta(minutes=1), timedelta(days=7)), _DURATION_OUT, _DURATION_SCHEMA
 ]
 
 

@@ -30,7 +30,9 @@ from nfs_failover.config.fields import (
     HOOK_PLACEHOLDERS,
     AbsolutePath,
     Argv,
+    Debounce,
     EtcdPrefix,
+    FullWalkInterval,
     HostName,
     HttpsUrl,
     MapKey,
@@ -238,8 +240,12 @@ class GaneshaExport(_Model):
     )
 
 
+DEFAULT_FULL_WALK = timedelta(hours=1)
+
+
 class LocalReplication(_Model):
-    """The embedded engine: two NFS-Ganesha export directories, copied with rsync."""
+    """The embedded engine: two NFS-Ganesha export directories, kept in step with rsync,
+    sending only the changes the engine saw happen on the source."""
 
     provider: Literal["local"] = Field(description="Replication engine: local.")
     source_path: AbsolutePath = Field(description="Directory exported as the source replica.")
@@ -248,7 +254,20 @@ class LocalReplication(_Model):
     )
     schedule: Schedule = Field(
         timedelta(minutes=10),
-        description="Transfer interval: a duration from 1s to 1d, or _10minutely, hourly, daily.",
+        description="When to transfer: continuous (as soon as changes settle, see debounce),"
+        " or an interval: a duration from 1s to 1d, or _10minutely, hourly, daily.",
+    )
+    debounce: Debounce = Field(
+        timedelta(milliseconds=100),
+        description="With schedule continuous: a transfer starts once no change has come for"
+        " this long, and under steady writes at the latest three times this long after the"
+        " oldest change not yet sent; 10ms to 10s.",
+    )
+    full_walk_interval: FullWalkInterval | None = Field(
+        None,
+        description="How often a transfer walks the whole tree instead of sending only the"
+        " changes the engine saw, to catch any it could not see (docs/replication.md); 1m to"
+        " 7d, not shorter than an interval schedule. Default 1h, or the schedule if longer.",
     )
     state_dir: AbsolutePath | None = Field(
         None,
@@ -266,8 +285,15 @@ class LocalReplication(_Model):
 
     @model_validator(mode="after")
     def _check_paths(self) -> Self:
-        report(checks.local_path_problems(self))
+        report(checks.local_path_problems(self) + checks.local_schedule_problems(self))
         return self
+
+    def full_walk_every(self) -> timedelta:
+        """The safety walk's interval: as configured, else 1h or the schedule if longer."""
+        if self.full_walk_interval is not None:
+            return self.full_walk_interval
+        schedule = self.schedule if isinstance(self.schedule, timedelta) else timedelta(0)
+        return max(DEFAULT_FULL_WALK, schedule)
 
 
 class AnfReplication(_Model):

@@ -2,14 +2,21 @@
 
 It keeps what SnapMirror keeps: the relationship's state and direction (a JSON file,
 rewritten atomically), and a manifest of the destination as the last transfer left it
-(see ``manifest``), which lag and divergence are computed from.
+(see ``manifest``), which divergence is computed from.
+
+While it serves (``serve``), a change tracker (``tracker``) watches the source folder,
+and a transfer sends only the paths that changed (``transfer``); it walks the whole tree
+when the tracker cannot vouch for its changes (just started, events lost), after a crash,
+and every ``full_walk_interval``. ``schedule: continuous`` transfers as soon as changes
+settle. Lag is the age of the oldest change not yet on the destination; without a
+tracker, the age of the last transfer's start.
 
 Consistency: a transfer copies a live tree file by file; it is not a snapshot. The
 destination holds every change made on the source before the transfer started, and
 possibly some made during it. So the last common point is the transfer's *start*, and
 divergence counts every source file changed since then (a few false positives around a
-transfer, never a missed change). rsync's quick check compares size and mtime, as plain
-``rsync -a`` does: a rewrite that keeps both is not copied.
+transfer, never a missed change). rsync's quick check compares size and mtime (to the
+nanosecond): a rewrite that keeps both is not copied.
 """
 
 from __future__ import annotations
@@ -18,10 +25,10 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import os
-import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +38,7 @@ from nfs_failover.config import GaneshaExport, LocalReplication, Volume
 from nfs_failover.errors import PreconditionError, ProviderError, ProviderTimeout
 from nfs_failover.pacing import Deadline, Pacer
 from nfs_failover.probe import Prober
+from nfs_failover.replication import schedule
 from nfs_failover.replication.base import (
     Divergence,
     MirrorState,
@@ -41,18 +49,23 @@ from nfs_failover.replication.base import (
     ReplicationStatus,
 )
 from nfs_failover.replication.manifest import Manifest, changed_since
+from nfs_failover.replication.tracker import Tracker
+from nfs_failover.replication.transfer import transfer
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STATE_ROOT = Path("/var/lib/nfs-failover/local")
-RSYNC = ("rsync", "-a", "--delete", "--inplace", "--numeric-ids", "--stats", "--out-format=%i %n")
 # File timestamps come from a coarse clock that may lag time.time() by a tick (<= 10 ms).
 CTIME_MARGIN_NS = 20_000_000
 HISTORY = 50
 SCHEDULED_TIMEOUT = 6 * 3600.0  # a scheduled transfer of local folders: rsync cannot hang
-PROGRESS_EVERY = 1.0  # seconds between progress reports of a running transfer
 
 
 REACHABLE_TIMEOUT = 2.0  # seconds for the source's NFS check before a transfer
 RETRY_AFTER = 5.0  # seconds, at most, before a failed scheduled transfer is tried again
+CONTINUOUS_RETRY = 1.0  # the same with schedule: continuous
+RECHECK = 1.0  # seconds, at most, between two looks of the scheduler at the relationship
+LOCK_WANTED_FOR = 2.0  # seconds a wish for the lock counts without being renewed
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,7 @@ class RelationshipState:
     unhealthy: str | None = None
     quiesced: bool = False  # the source refuses writes until the next resync
     last_transfer: Transfer | None = None
+    last_full_started: float | None = None  # the last transfer that walked the whole tree
     history: tuple[dict[str, object], ...] = field(default_factory=tuple)
 
     @classmethod
@@ -114,8 +128,21 @@ class LocalProvider(Provider):
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._state_path = self.state_dir / "relationship.json"
         self._manifest = Manifest(self.state_dir / "manifest.db")
+        # What the tracker of a serving engine says, for status in other processes.
+        self._tracking_path = self.state_dir / "tracking.json"
+        # A waiter for the lock says so here, and the scheduler lets it through.
+        self._wanted_path = self.state_dir / "lock.wanted"
+        self._tracker: Tracker | None = None
+        self._untracked: str | None = None  # why the serving engine has no tracker
+        self._untracked_root: Path | None = None  # ... on which folder
+        self._tracker_lock = asyncio.Lock()  # one start or stop of the tracker at a time
+        self._serving = False
+        self._transferring = False  # this process runs a transfer now
+        self._on_change: asyncio.Event | None = None
 
     async def close(self) -> None:
+        async with self._tracker_lock:
+            await self._stop_tracking()
         self._manifest.close()
 
     # -- the two sides in the current direction ----------------------------------------
@@ -136,7 +163,10 @@ class LocalProvider(Provider):
 
     def _load(self) -> RelationshipState:
         state = RelationshipState.load(self._state_path)
-        if state.transfer_started is not None and not _alive(state.transfer_pid):
+        # This process's own transfer is not interrupted while it runs, even in the
+        # moment its rsync has exited and is not yet reaped.
+        mine = self._transferring and state.transfer_started is not None
+        if state.transfer_started is not None and not mine and not _alive(state.transfer_pid):
             # A transfer was killed half way: the destination is partly written.
             started = datetime.fromtimestamp(state.transfer_started, UTC).isoformat()
             state = replace(
@@ -154,6 +184,7 @@ class LocalProvider(Provider):
         last = state.last_transfer
         transferring = state.transfer_started is not None
         mirror = MirrorState(state.mirror_state)
+        lag, lag_source = schedule.lag(time.time(), self._facts(state))
         return ReplicationStatus(
             mirror_state=mirror,
             relationship_status=(
@@ -165,13 +196,66 @@ class LocalProvider(Provider):
             error=state.unhealthy,
             last_transfer_bytes=last.bytes if last else None,
             last_transfer_end=datetime.fromtimestamp(last.ended, UTC) if last else None,
-            lag=timedelta(seconds=time.time() - last.started) if last else None,
-            lag_source="manifest" if last else None,
+            lag=lag,
+            lag_source=lag_source,
             raw={
                 "mirror_state": state.mirror_state,
                 "direction": "reverse" if state.reversed else "forward",
             },
         )
+
+    def _facts(self, state: RelationshipState) -> schedule.Facts:
+        last = state.last_transfer
+        return schedule.Facts(
+            last_started=last.started if last else None,
+            last_ended=last.ended if last else None,
+            last_full=state.last_full_started,
+            unhealthy=state.unhealthy,
+            tracking=self._tracking(state),
+            untracked=self._untracked if self._serving else None,
+        )
+
+    def _tracking(self, state: RelationshipState) -> schedule.Tracking | None:
+        """The tracker of the current source: this process's, or a serving engine's in
+        another process (as it last recorded it), or None."""
+        source = self._folder(self._sides(state)[0])
+        if self._serving or self._tracker is not None:
+            tracker = self._tracker_of(source)
+            if tracker is None:
+                return None
+            return schedule.Tracking(tracker.missed, tracker.oldest(), tracker.last_change())
+        try:
+            record = json.loads(self._tracking_path.read_text())
+            pid, folder = int(record["pid"]), str(record["source"])
+            missed, oldest = record["missed"], record["oldest"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if pid == os.getpid() or not _alive(pid) or folder != str(source):
+            return None
+        return schedule.Tracking(
+            str(missed) if missed is not None else None,
+            float(oldest) if oldest is not None else None,
+            None,
+        )
+
+    def _tracker_of(self, source: Path) -> Tracker | None:
+        tracker = self._tracker
+        return tracker if tracker is not None and tracker.root == source else None
+
+    def _record_tracking(self, state: RelationshipState) -> None:
+        """What the tracker says now, for a status asked by another process (no fsync:
+        after a machine crash the record means nothing, its process being gone)."""
+        tracking = self._tracking(state)
+        record = {
+            "pid": os.getpid(),
+            "source": str(self._folder(self._sides(state)[0])),
+            "missed": tracking.missed if tracking else "changes are not tracked",
+            "oldest": tracking.oldest if tracking else None,
+        }
+        with contextlib.suppress(OSError):
+            files.write_atomically(
+                self._tracking_path, json.dumps(record), mode=0o600, durable=False
+            )
 
     # -- operations --------------------------------------------------------------------
 
@@ -275,29 +359,101 @@ class LocalProvider(Provider):
     async def serve(self, stop: asyncio.Event, progress: Progress | None = None) -> None:
         """Transfer on the schedule until ``stop`` is set: the engine's own scheduler.
 
-        A transfer is due ``schedule`` after the previous one started; a failed one is
-        retried after ``schedule`` or RETRY_AFTER, whichever is shorter. Only a mirrored
-        (or new) relationship transfers.
+        While the relationship is not broken, a tracker watches the current source. When
+        a transfer is due is ``schedule.next_transfer``'s answer; a failed one is retried
+        after the interval or RETRY_AFTER (continuous: CONTINUOUS_RETRY), whichever is
+        shorter. A transfer waits while another operation asks for the lock.
         """
-        interval = self.settings.schedule.total_seconds()
+        woken = asyncio.Event()
+        self._on_change = woken
+        self._serving = True
         retry_at = 0.0
-        while not stop.is_set():
-            state = self._load()
-            last = state.last_transfer
-            due = (last.started + interval) if last and state.unhealthy is None else 0.0
-            due = max(due, retry_at)
-            if state.mirror_state != MirrorState.BROKEN and time.time() >= due:
-                try:
-                    await self.transfer_now(
-                        timeout=max(interval, SCHEDULED_TIMEOUT), progress=progress
-                    )
-                except ProviderError:
-                    # Not at once again: a retry loop would starve a break of the lock.
-                    retry_at = time.time() + min(interval, RETRY_AFTER)
-                continue
-            with contextlib.suppress(TimeoutError):
-                wait = min(max(due - time.time(), 0.05), interval)
-                await asyncio.wait_for(stop.wait(), wait)
+        try:
+            while not stop.is_set():
+                woken.clear()
+                state = self._load()
+                await self._keep_tracker(state)
+                self._record_tracking(state)
+                now = time.time()
+                due = max(schedule.next_transfer(now, self.settings, self._facts(state)), retry_at)
+                if state.mirror_state != MirrorState.BROKEN and due <= now:
+                    if not self._lock_wanted():
+                        try:
+                            await self.transfer_now(timeout=self._timeout(), progress=progress)
+                        except ProviderError:
+                            # Not at once again: a retry loop would starve a break of the lock.
+                            retry_at = time.time() + self._retry_after()
+                        continue
+                    due = now + self.poll_interval
+                await _until(stop, woken, min(max(due - now, 0.01), RECHECK))
+        finally:
+            self._serving = False
+            self._on_change = None
+            async with self._tracker_lock:
+                await self._stop_tracking()
+            with contextlib.suppress(OSError):
+                self._tracking_path.unlink(missing_ok=True)
+
+    def _timeout(self) -> float:
+        interval = self.settings.schedule
+        return (
+            max(interval.total_seconds(), SCHEDULED_TIMEOUT)
+            if isinstance(interval, timedelta)
+            else SCHEDULED_TIMEOUT
+        )
+
+    def _retry_after(self) -> float:
+        interval = self.settings.schedule
+        if isinstance(interval, timedelta):
+            return min(interval.total_seconds(), RETRY_AFTER)
+        return CONTINUOUS_RETRY
+
+    async def _keep_tracker(self, state: RelationshipState) -> None:
+        """A running tracker on the current source while the relationship is not broken;
+        none otherwise. One that failed to start is tried again before the next walk
+        (``_track_before_walk``), not here."""
+        source = self._folder(self._sides(state)[0])
+        wanted = state.mirror_state != MirrorState.BROKEN
+        async with self._tracker_lock:
+            tracker = self._tracker
+            if tracker is not None and (
+                not wanted or tracker.root != source or not tracker.running
+            ):
+                await self._stop_tracking()
+                tracker = None
+            if self._untracked_root != source:
+                self._untracked, self._untracked_root = None, None
+            if tracker is None and wanted and self._untracked is None:
+                await self._start_tracker(source)
+
+    async def _track_before_walk(self, source: Path) -> None:
+        """A serving engine without a tracker (one that failed to start, or none yet after
+        a resync) starts one before a walk, which makes it trusted at once: at most once
+        per walk, which costs as much anyway."""
+        async with self._tracker_lock:
+            if self._serving and self._tracker is None:
+                await self._start_tracker(source)
+
+    async def _start_tracker(self, source: Path) -> None:
+        woken, loop = self._on_change, asyncio.get_running_loop()
+
+        def changed() -> None:
+            if woken is not None:
+                loop.call_soon_threadsafe(woken.set)
+
+        tracker = Tracker(source, on_change=changed)
+        try:
+            await asyncio.to_thread(tracker.start)
+        except ProviderError as exc:
+            log.warning("volume %s: %s; every transfer walks the whole tree", self.volume.name, exc)
+            self._untracked, self._untracked_root = str(exc), source
+            return
+        self._tracker, self._untracked, self._untracked_root = tracker, None, None
+
+    async def _stop_tracking(self) -> None:
+        tracker, self._tracker = self._tracker, None
+        if tracker is not None:
+            await asyncio.to_thread(tracker.close)
 
     async def divergence(self, *, timeout: float) -> Divergence:
         deadline = Deadline(timeout)
@@ -330,44 +486,78 @@ class LocalProvider(Provider):
         progress: Progress | None,
         full: bool = False,
     ) -> tuple[RelationshipState, Transfer]:
-        """One rsync from source to destination, then the manifest; crash-safe."""
+        """One transfer from source to destination, then the manifest; crash-safe.
+
+        It sends the tracked changes, or walks the whole tree for the reason
+        ``schedule.walk_reason`` gives (``full``: always).
+        """
         source, destination = self._sides(state)
-        full = full or state.last_transfer is None or state.unhealthy is not None
-        started = time.time()
-        state = replace(state, transfer_started=started, transfer_pid=os.getpid())
+        walk = (
+            "a resync walks the whole tree"
+            if full
+            else schedule.walk_reason(time.time(), self.settings, self._facts(state))
+        )
+        if walk is not None:
+            await self._track_before_walk(self._folder(source))
+        state = replace(state, transfer_started=time.time(), transfer_pid=os.getpid())
         state.save(self._state_path)
+        names = self._status(state)
         _say(
             progress,
-            f"transferring {self._status(state).source} -> "
-            f"{self._status(state).destination}{' (full)' if full else ''}",
+            f"transferring {names.source} -> {names.destination}"
+            + (f" (whole tree: {walk})" if walk else ""),
         )
 
-        def running(pid: int) -> None:
+        def running(pid: int | None) -> None:
             # While rsync runs, its pid marks the transfer: a forced break stops it, and a
-            # crash of this process leaves it visible until it ends.
-            replace(state, transfer_pid=pid).save(self._state_path)
+            # crash of this process leaves it visible until it ends. Then the manifest is
+            # this process's work again.
+            replace(state, transfer_pid=pid or os.getpid()).save(self._state_path)
 
-        changed, deleted, sent = await _rsync(
-            self._folder(source), self._folder(destination), deadline, progress, running
-        )
-        state.save(self._state_path)  # the manifest is this process's work again
-        dest_root = self._folder(destination)
-        if full:
-            await asyncio.to_thread(self._manifest.rebuild, dest_root)
-        else:
-            await asyncio.to_thread(self._manifest.update, dest_root, changed, deleted)
-        transfer = Transfer(started, time.time(), sent, len(changed) + len(deleted), full)
+        self._transferring = True
+        try:
+            done = await transfer(
+                self._folder(source),
+                self._folder(destination),
+                self._manifest,
+                deadline,
+                tracker=self._tracker_of(self._folder(source)),
+                walk=walk,
+                progress=progress,
+                rsync_pid=running,
+            )
+        except BaseException as exc:
+            # Still under the lock: nothing else has written the state meanwhile.
+            at = datetime.fromtimestamp(state.transfer_started or 0, UTC).isoformat()
+            why = "was interrupted" if isinstance(exc, asyncio.CancelledError) else f"failed: {exc}"
+            replace(
+                state,
+                transfer_started=None,
+                transfer_pid=None,
+                unhealthy=f"transfer started {at} {why}; the next transfer completes it",
+            ).save(self._state_path)
+            raise
+        finally:
+            self._transferring = False
+        if done.untracked is not None:  # its new watches failed: it is closed
+            self._tracker = None
+            self._untracked, self._untracked_root = done.untracked, self._folder(source)
+        walked = done.walked is not None
+        record = Transfer(done.started, done.ended, done.sent, done.files, walked)
         state = replace(
             state,
             mirror_state=MirrorState.MIRRORED.value,
             transfer_started=None,
             transfer_pid=None,
             unhealthy=None,
-            last_transfer=transfer,
-        ).noted("transfer", bytes=sent, files=transfer.files_changed, full=full)
+            last_transfer=record,
+            last_full_started=done.started if walked else state.last_full_started,
+        )
+        if walked:  # the history keeps walks; sent changes are only the last transfer
+            state = state.noted("transfer", bytes=done.sent, files=done.files, why=done.walked)
         state.save(self._state_path)
-        _say(progress, f"transferred {transfer.files_changed} changes, {sent} bytes", 1.0)
-        return state, transfer
+        _say(progress, f"transferred {done.files} changes, {done.sent} bytes", 1.0)
+        return state, record
 
     async def _require_reachable(self, index: int, deadline: Deadline) -> None:
         replica = self.volume.replicas[index]
@@ -444,12 +634,15 @@ class LocalProvider(Provider):
         """
         lock = open(self.state_dir / "lock", "w")  # noqa: SIM115 - held across awaits
         pacer = Pacer.every(self.poll_interval, deadline)
+        waited = False
         try:
             while True:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    waited = True
+                    self._want_lock()
                     if force:
                         _stop_transfer(self._state_path)
                     if not await pacer.pause_whole():
@@ -457,87 +650,32 @@ class LocalProvider(Provider):
                             f"volume {self.volume.name}: another operation (a transfer?) is "
                             "still running"
                         ) from None
+            if waited:
+                self._unwant_lock()
             yield
         finally:
             lock.close()
+            if waited:
+                self._unwant_lock()
 
+    def _want_lock(self) -> None:
+        """Say that this process waits for the lock: the scheduler starts no transfer
+        meanwhile (renewed at each try; it lapses after LOCK_WANTED_FOR)."""
+        with contextlib.suppress(OSError):
+            self._wanted_path.write_text(str(os.getpid()))
 
-async def _rsync(
-    source: Path,
-    destination: Path,
-    deadline: Deadline,
-    progress: Progress | None,
-    started: Callable[[int], None],
-) -> tuple[list[str], list[str], int]:
-    """Run rsync within the deadline; returns files written, paths deleted, bytes sent.
+    def _unwant_lock(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            if int(self._wanted_path.read_text()) == os.getpid():
+                self._wanted_path.unlink()
 
-    Its itemized output is read as it comes, so a long transfer reports progress.
-    """
-    destination.mkdir(parents=True, exist_ok=True)
-    proc = await asyncio.create_subprocess_exec(
-        *RSYNC,
-        f"{source}/",
-        f"{destination}/",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
-        limit=1 << 20,
-    )
-    started(proc.pid)
-    try:
-        out, err = await asyncio.wait_for(_collect(proc, progress), deadline.left())
-    except (TimeoutError, asyncio.CancelledError):
-        proc.kill()
-        await proc.wait()
-        raise ProviderTimeout(
-            "rsync did not finish within the deadline; the transfer is incomplete and the "
-            "next one completes it"
-        ) from None
-    if proc.returncode != 0:
-        reason = err.decode(errors="replace").strip().splitlines()
-        raise ProviderError(
-            f"rsync failed with exit status {proc.returncode}",
-            code=f"rsync-{proc.returncode}",
-            provider_message=reason[-1] if reason else "",
-        )
-    return _parse_rsync(out.decode(errors="surrogateescape"))
-
-
-async def _collect(
-    proc: asyncio.subprocess.Process, progress: Progress | None
-) -> tuple[bytes, bytes]:
-    assert proc.stdout is not None and proc.stderr is not None
-    errors = asyncio.ensure_future(proc.stderr.read())
-    lines: list[bytes] = []
-    reported = time.monotonic()
-    async for line in proc.stdout:
-        lines.append(line)
-        if progress is not None and time.monotonic() - reported >= PROGRESS_EVERY:
-            reported = time.monotonic()
-            progress(f"transferring: {len(lines)} files so far", None)
-    await proc.wait()
-    return b"".join(lines), await errors
-
-
-_STAT_SENT = re.compile(r"^Total transferred file size: ([\d,]+) bytes", re.MULTILINE)
-
-
-def _parse_rsync(output: str) -> tuple[list[str], list[str], int]:
-    changed: list[str] = []
-    deleted: list[str] = []
-    for line in output.splitlines():
-        code, _, name = line.partition(" ")
-        if code == "*deleting":
-            deleted.append(_unescape(name.strip()))
-        elif len(code) == 11 and code[1] in "fL":
-            changed.append(_unescape(name))
-    match = _STAT_SENT.search(output)
-    return changed, deleted, int(match.group(1).replace(",", "")) if match else 0
-
-
-def _unescape(name: str) -> str:
-    """rsync prints unprintable bytes of names as \\#ooo."""
-    return re.sub(r"\\#([0-7]{3})", lambda m: chr(int(m.group(1), 8)), name)
+    def _lock_wanted(self) -> bool:
+        try:
+            pid = int(self._wanted_path.read_text())
+            age = time.time() - self._wanted_path.stat().st_mtime
+        except (OSError, ValueError):
+            return False
+        return age < LOCK_WANTED_FOR and _alive(pid)
 
 
 def _stop_transfer(state_path: Path) -> None:
@@ -566,3 +704,13 @@ def _alive(pid: int | None) -> bool:
 def _say(progress: Progress | None, message: str, fraction: float | None = None) -> None:
     if progress is not None:
         progress(message, fraction)
+
+
+async def _until(stop: asyncio.Event, woken: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds``, or less when ``stop`` or ``woken`` is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in (stop, woken)]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -76,14 +76,14 @@ class Manifest:
                     "DELETE FROM files WHERE path = ? OR (path > ? AND path < ?)",
                     (prefix, prefix + "/", prefix + "0"),  # "0" sorts right after "/"
                 )
-            for path in changed:
-                st = stat_of(root, path)
-                if st is None:
-                    self._db.execute("DELETE FROM files WHERE path = ?", (path,))
-                else:
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", (path, *st)
-                    )
+            found = [(path, stat_of(root, path)) for path in changed]
+            self._db.executemany(
+                "DELETE FROM files WHERE path = ?", [(p,) for p, st in found if st is None]
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
+                [(p, *st) for p, st in found if st is not None],
+            )
 
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM files").fetchone()[0])
