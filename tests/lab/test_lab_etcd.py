@@ -44,6 +44,18 @@ def get(member: etcd.Member, key: str) -> str | None:
     return base64.b64decode(kvs[0]["value"]).decode()
 
 
+def put_within(member: etcd.Member, key: str, value: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            put(member, key, value)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def wait_for_value(member: etcd.Member, key: str, value: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     seen: str | None = None
@@ -78,7 +90,8 @@ def test_a_member_cut_off_leaves_the_other_two_serving_and_catches_up_after(
     try:
         assert [m.state for m in lab.status().etcd] == ["up", "up", "cut-off"]
         assert not etcd.healthy(third)  # unreachable: its link drops everything
-        put(first, "lab-test/cut", "written while etcd3 was cut off")  # a quorum of two
+        # A quorum of two: if etcd3 led, the other two elect a leader first.
+        put_within(first, "lab-test/cut", "written while etcd3 was cut off", timeout=20.0)
         assert get(first, "lab-test/cut") == "written while etcd3 was cut off"
         assert not lab.outage("etcd3")  # already cut off
     finally:
