@@ -7,12 +7,14 @@ enough to prove the watchdog: the hung process is killed and a fresh one goes on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -159,3 +161,38 @@ def _is_ours(pid: str, volume: str) -> bool:
         return volume in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return False
+
+
+def test_a_process_waited_on_can_still_be_killed(tmp_path: Path) -> None:
+    # A process slow to exit is waited on by one thread while the watchdog kills it from
+    # another: the kill must not wait for the wait.
+    records_r, records_w = os.pipe()
+    go_r, go_w = os.pipe()
+    child = subprocess.Popen(["sleep", "60"])
+    forked = gw.Forked(child.pid, records=records_r, go=go_w)
+    outcome: list[object] = []
+    waiting = threading.Event()
+
+    def wait() -> None:
+        waiting.set()
+        try:
+            outcome.append(forked.wait(timeout=30))
+        except subprocess.TimeoutExpired as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    try:
+        waiting.wait(5)
+        forked.kill()
+        waiter.join(40)
+        assert outcome == [None], "the wait ended by its timeout, not by the kill"
+        assert forked.poll() == 0
+        assert child.wait(5) == -9
+    finally:
+        child.kill()
+        child.wait()
+        forked.records.close()
+        for fd in (records_w, go_r, go_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)

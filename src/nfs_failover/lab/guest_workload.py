@@ -380,13 +380,19 @@ class Forked:
             return 0 if self._pidfd < 0 else None
 
     def wait(self, timeout: float | None = None) -> int | None:
-        """None once it has ended (how, the zygote knows). Called once its records have
-        ended, or at the stop, so the lock is held for moments."""
+        """None once it has ended (how, the zygote knows). It waits on a copy of the pidfd,
+        outside the lock: a process slow to exit never holds up ``poll`` or ``kill``."""
         with self._lock:
-            if self._pidfd >= 0:
-                if not select.select([self._pidfd], [], [], timeout)[0]:
-                    raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
-                self._close()
+            if self._pidfd < 0:
+                return None
+            pidfd = os.dup(self._pidfd)
+        try:
+            if not select.select([pidfd], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+        finally:
+            os.close(pidfd)
+        with self._lock:
+            self._close()
         return None
 
     def kill(self) -> None:
