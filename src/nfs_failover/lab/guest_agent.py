@@ -24,10 +24,13 @@ from inotify_simple import flags as inotify_flags
 
 from nfs_failover import files
 from nfs_failover.config import Config, validate_config
+from nfs_failover.desired import VolumeDesired
 from nfs_failover.errors import LabError
 from nfs_failover.lab import clients, etcd
 from nfs_failover.lab.clients import ClientHost, check, exec_sync
 from nfs_failover.lab.lab import Lab
+from nfs_failover.steering.autofs_files import render
+from nfs_failover.store import Store
 
 MAP_FILE = Path("/etc/auto.nfs-failover")
 MASTER_DROPIN = Path("/etc/auto.master.d/nfs-failover.autofs")
@@ -123,6 +126,37 @@ def stop(agent: GuestAgent, grace: float = 30.0) -> None:
             exec_sync(agent.client, ["kill", "-KILL", str(agent.pid)], timeout=10.0)
             return
         time.sleep(0.2)
+
+
+def wait_reporting(store: Store, volume: str, agents: list[GuestAgent], timeout: float) -> None:
+    """Wait until every agent has written a report of ``volume`` (its first cycle is
+    done: its maps are written and its watch is open). LabError naming the agents that
+    exited or are still silent."""
+    deadline = time.monotonic() + timeout
+    names = {a.name for a in agents}
+    while not names <= {r.agent for r in store.reports(volume)}:
+        stopped = [a.name for a in agents if not running(a)]
+        if stopped:
+            raise LabError(f"agents exited: {', '.join(stopped)}; see {agents[0].log.parent}")
+        if time.monotonic() > deadline:
+            raise LabError(f"no report from {', '.join(sorted(names))} within {timeout:g}s")
+        time.sleep(0.5)
+
+
+def change(
+    store: Store, agents: list[GuestAgent], new: VolumeDesired, timeout: float
+) -> dict[str, float]:
+    """Write ``new`` from the host (compare-and-swap on the stored generation) and wait
+    for every agent's map to show it: the seconds each took, counted from before the
+    write was sent (the write's own time included)."""
+    current = store.get_desired(new.volume)
+    texts = {a.name: render(a.config, {new.volume: new}).map_text for a in agents}
+    expected = current.generation if current else None
+    sent = time.monotonic()
+    if not store.set_desired(new, expected_generation=expected):
+        raise LabError(f"volume {new.volume}: the desired state changed under the change")
+    seen = wait_for_maps(agents, texts, timeout=timeout)
+    return {name: at - sent for name, at in seen.items()}
 
 
 def wait_for_maps(
