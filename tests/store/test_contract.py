@@ -280,6 +280,31 @@ def test_the_newest_events_and_the_last_of_a_kind_are_found_past_any_limit(
     assert store.count_events("crr", "check", "before") == 0
 
 
+def test_the_last_event_of_each_volume_is_found_for_many_volumes_in_one_call(
+    store: Store,
+) -> None:
+    volumes = [f"vol{i:03d}" for i in range(150)]  # more pairs than one etcd transaction
+    store.append(Event("*", "pause", {"by": "operator"}))
+    for volume in volumes[:100]:
+        store.append(Event(volume, "pause", {}))
+        store.append(Event(volume, "decision", {"reason": "no action"}))
+    for volume in volumes[:50]:
+        store.append(Event(volume, "resume", {}))
+    store.append(Event("odd/name", "resume", {}))
+
+    last = store.last_events(["*", "odd/name", *volumes], ["pause", "resume"])
+
+    assert last["*"].kind == "pause"
+    assert last["odd/name"].kind == "resume"
+    assert {last[v].kind for v in volumes[:50]} == {"resume"}
+    assert {last[v].kind for v in volumes[50:100]} == {"pause"}
+    assert not set(volumes[100:]) & set(last)
+    for volume in ("*", "odd/name", volumes[0], volumes[70]):
+        alone = store.last_event([volume], ["pause", "resume"])
+        assert alone is not None and last[volume].id == alone.id
+    assert store.last_events([], ["pause"]) == {}
+
+
 # -- workflows ---------------------------------------------------------------------------
 
 
@@ -322,6 +347,20 @@ def test_advancing_a_workflow_from_another_store_object_keeps_its_status(
     backend.open().advance_workflow(workflow.id, 2, {"a": 2})
     running = store.running_workflow("crr")
     assert running is not None and (running.status, running.step) == ("running", 2)
+
+
+def test_every_running_workflow_is_found_in_one_call(backend: Backend, store: Store) -> None:
+    started = {
+        f"vol{i:03d}": store.start_workflow(f"vol{i:03d}", "failover", {}) for i in range(70)
+    }
+    store.advance_workflow(started["vol001"].id, 2, {"broken": True})
+    store.finish_workflow(started["vol002"].id, "done")
+
+    running = backend.open().running_workflows()
+
+    assert set(running) == set(started) - {"vol002"}
+    assert (running["vol001"].step, running["vol001"].data) == (2, {"broken": True})
+    assert running["vol003"] == store.running_workflow("vol003")
 
 
 # -- the leader lease ----------------------------------------------------------------------

@@ -180,6 +180,14 @@ class Store(abc.ABC):
         both stores (the controller asks every cycle whether a volume is paused)."""
 
     @abc.abstractmethod
+    def last_events(self, volumes: Sequence[str], kinds: Sequence[str]) -> dict[str, Event]:
+        """For each of ``volumes`` that has one, its newest entry of one of ``kinds``, by
+        volume: ``last_event([volume], kinds)`` for each, in one call (a few on etcd, one
+        per 64 volume and kind pairs), whatever the number of volumes and the journal's
+        length. The controller asks it every cycle whether each of its volumes is paused:
+        a call per volume would make the cycle grow with the volumes."""
+
+    @abc.abstractmethod
     def count_events(self, volume: str, step: str, phase: str) -> int:
         """How many entries of ``volume`` record ``step`` at ``phase``."""
 
@@ -196,6 +204,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def running_workflow(self, volume: str) -> Workflow | None:
         """The running workflow of ``volume``, or None."""
+
+    @abc.abstractmethod
+    def running_workflows(self) -> dict[str, Workflow]:
+        """The running workflow of every volume that runs one, by volume, as
+        ``running_workflow`` gives it; one read (on etcd, one more per 64 running
+        workflows), for the controller's cycle. A workflow that finished between the
+        reads is left out."""
 
     @abc.abstractmethod
     def last_workflow(self, volume: str) -> Workflow | None:

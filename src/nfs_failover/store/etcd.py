@@ -43,6 +43,9 @@ from nfs_failover.store.gateway import NOT_FOUND, EtcdError, Gateway, b64, prefi
 
 log = logging.getLogger(__name__)
 _CAS_TRIES = 5  # a compare-and-swap lost to a writer of something else is tried again
+# Reads per transaction when one call reads many keys: well under etcd's --max-txn-ops
+# (128 by default), which refuses a larger transaction whole.
+_READS_PER_TXN = 64
 
 KV = dict[str, Any]
 
@@ -230,6 +233,16 @@ class EtcdStore(Store):
                     break
         return best
 
+    def last_events(self, volumes: Sequence[str], kinds: Sequence[str]) -> dict[str, Event]:
+        of = {self._key("journal-last", v, k): v for v in volumes for k in kinds}
+        newest: dict[str, KV] = {}
+        for kv in self._read_keys(list(of), self._deadline()):
+            volume = of[unb64(kv["key"])]
+            known = newest.get(volume)
+            if known is None or int(kv["mod_revision"]) > int(known["mod_revision"]):
+                newest[volume] = kv
+        return {v: self._event(kv, id_from="mod_revision") for v, kv in newest.items()}
+
     def count_events(self, volume: str, step: str, phase: str) -> int:
         under = self._key("journal-steps", volume, step, phase) + "/"
         answer = self._range(under, self._deadline(), whole=True, count_only=True)
@@ -287,6 +300,16 @@ class EtcdStore(Store):
             return None
         kv = self._get(_value(pointer), deadline)
         return None if kv is None else self._workflow(kv)
+
+    def running_workflows(self) -> dict[str, Workflow]:
+        deadline = self._deadline()
+        pointers = self._range(self.prefix + "running/", deadline, whole=True).get("kvs", ())
+        found = {}
+        for kv in self._read_keys([_value(p) for p in pointers], deadline):
+            workflow = self._workflow(kv)
+            if workflow.status == "running":
+                found[workflow.volume] = workflow
+        return found
 
     def last_workflow(self, volume: str) -> Workflow | None:
         deadline = self._deadline()
@@ -480,6 +503,23 @@ class EtcdStore(Store):
         if whole:
             body["range_end"] = prefix_end(key)
         return self.gateway.call("/v3/kv/range", body, write=False, deadline=deadline)
+
+    def _read_keys(self, keys: Sequence[str], deadline: Deadline) -> list[KV]:
+        """The records of ``keys`` that exist, in transactions of plain reads."""
+        found = []
+        for first in range(0, len(keys), _READS_PER_TXN):
+            reads = [
+                {"request_range": {"key": b64(key)}} for key in keys[first : first + _READS_PER_TXN]
+            ]
+            answer = self.gateway.call(
+                "/v3/kv/txn", {"success": reads}, write=False, deadline=deadline
+            )
+            found += [
+                kv
+                for reply in answer.get("responses", ())
+                for kv in reply.get("response_range", {}).get("kvs", ())
+            ]
+        return found
 
     def _txn(self, compare: list[KV], success: list[KV], deadline: Deadline) -> dict[str, Any]:
         answer = self.gateway.call(

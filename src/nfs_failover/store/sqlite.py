@@ -212,6 +212,16 @@ class SqliteStore(Store):
         ).fetchone()
         return _event(row) if row else None
 
+    def last_events(self, volumes: Sequence[str], kinds: Sequence[str]) -> dict[str, Event]:
+        marks = ",".join("?" * len(volumes)), ",".join("?" * len(kinds))
+        rows = self._query(
+            "SELECT id, at, volume, workflow, kind, step, phase, detail FROM events "  # noqa: S608 - placeholders only
+            "WHERE id IN (SELECT max(id) FROM events "
+            f"WHERE volume IN ({marks[0]}) AND kind IN ({marks[1]}) GROUP BY volume)",
+            (*volumes, *kinds),
+        ).fetchall()
+        return {event.volume: event for event in map(_event, rows)}
+
     def count_events(self, volume: str, step: str, phase: str) -> int:
         row = self._query(
             "SELECT count(*) FROM events WHERE volume = ? AND step = ? AND phase = ?",
@@ -246,6 +256,14 @@ class SqliteStore(Store):
             (volume,),
         ).fetchone()
         return _workflow(row) if row else None
+
+    def running_workflows(self) -> dict[str, Workflow]:
+        rows = self._query(
+            "SELECT id, volume, kind, status, step, data, started, updated FROM workflows "
+            "WHERE status = 'running'",
+            (),
+        ).fetchall()
+        return {workflow.volume: workflow for workflow in map(_workflow, rows)}
 
     def last_workflow(self, volume: str) -> Workflow | None:
         row = self._query(
