@@ -17,6 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
@@ -76,6 +77,43 @@ def _preserved(data: Mapping[str, object]) -> Iterator[PreservedCopy]:
             log.warning("%s of a workflow cannot be read: %s", key, exc)
 
 
+@dataclass(frozen=True)
+class Stored:
+    """What a cycle reads of the store for all its volumes at once: a few calls, however
+    many volumes. A volume whose desired state cannot be read has its error instead."""
+
+    desired: Mapping[str, VolumeDesired]
+    unreadable: Mapping[str, StoreError]
+    running: Mapping[str, Workflow]
+    paused: frozenset[str]
+
+    @classmethod
+    def read(cls, store: Store, volumes: Sequence[str]) -> Stored:
+        """Blocking: call it in a worker thread. A volume missing from ``all_desired`` is
+        read alone, so that an unreadable record is its error, never "no record"."""
+        desired = dict(store.all_desired())
+        unreadable = {}
+        for volume in volumes:
+            if volume in desired:
+                continue
+            try:
+                found = store.get_desired(volume)
+            except StoreError as exc:
+                unreadable[volume] = exc
+                continue
+            if found is not None:
+                desired[volume] = found
+        last = store.last_events(["*", *volumes], ["pause", "resume"])
+        paused = frozenset(v for v in volumes if _paused(last.get("*"), last.get(v)))
+        return cls(desired, unreadable, store.running_workflows(), paused)
+
+
+def _paused(everywhere: Event | None, own: Event | None) -> bool:
+    """Pause is journaled, so it survives restarts: the last pause/resume event wins."""
+    newest = max((e for e in (everywhere, own) if e is not None), key=lambda e: e.id, default=None)
+    return newest is not None and newest.kind == "pause"
+
+
 class Controller:
     """One controller (and, in single-host mode, its agents) over one store."""
 
@@ -97,6 +135,7 @@ class Controller:
         # Single-host mode: the agent of this host, or (the drill) one per client host.
         self.agents = tuple(agents)
         self.step_timeout = step_timeout
+        self._names = [v.name for v in config.volumes]
         policies = {v.name: config.effective_policy(v) for v in config.volumes}
         self.tracker = HealthTracker(lambda name: HealthSettings.from_policy(policies[name]))
         self.interval = min(p.probe_interval for p in policies.values()).total_seconds()
@@ -200,9 +239,10 @@ class Controller:
             self.leader = False  # a renewal without an answer is a lease lost
             raise
         await self._observe(now)
+        stored = await asyncio.to_thread(Stored.read, self.store, self._names)
         decisions: dict[str, Decision] = {}
         for volume in self.config.volumes:
-            decision = await self._decide(volume, now)
+            decision = await self._decide(volume, now, stored)
             if not self.leader:
                 holder = await asyncio.to_thread(self.store.lease_holder, LEASE)
                 decision = Decision(
@@ -220,9 +260,10 @@ class Controller:
         no workflow started)."""
         now = time.time()
         await self._observe(now)
+        stored = await asyncio.to_thread(Stored.read, self.store, self._names)
         plans = {}
         for volume in self.config.volumes:
-            plans[volume.name] = await self._decide(volume, now)
+            plans[volume.name] = await self._decide(volume, now, stored)
             self._decisions[volume.name] = plans[volume.name]
         return plans
 
@@ -245,12 +286,11 @@ class Controller:
             if health.changed:
                 log.info("%s/%s: %s", health.volume, health.replica, health.reason)
 
-    async def _decide(self, volume: Volume, now: float) -> Decision:
-        running = await asyncio.to_thread(self.store.running_workflow, volume.name)
-        try:
-            desired = await asyncio.to_thread(self.store.get_desired, volume.name)
-        except StoreError as exc:  # this volume waits for a readable row; the others go on
-            return Decision(Action.NONE, f"no action: {exc}")
+    async def _decide(self, volume: Volume, now: float, stored: Stored) -> Decision:
+        running = stored.running.get(volume.name)
+        if volume.name in stored.unreadable:  # this volume waits for a readable row
+            return Decision(Action.NONE, f"no action: {stored.unreadable[volume.name]}")
+        desired = stored.desired.get(volume.name)
         status, error = await self._replication_status(volume)
         source, destination = (self._health_of(volume.name, r.name, now) for r in volume.replicas)
         in_flight = volume.name in self._tasks and not self._tasks[volume.name].done()
@@ -262,7 +302,7 @@ class Controller:
             destination=destination,
             replication=status,
             replication_error=error,
-            paused=await asyncio.to_thread(self.paused, volume.name),
+            paused=volume.name in stored.paused,
             running_workflow=(
                 f"{running.kind} at step {running.step}" if running and not in_flight else None
             ),
@@ -338,9 +378,8 @@ class Controller:
     # -- pause, and the operator's requests --------------------------------------------------
 
     def paused(self, volume: str) -> bool:
-        """Pause is journaled, so it survives restarts: the last pause/resume event wins."""
-        last = self.store.last_event(["*", volume], ["pause", "resume"])
-        return last is not None and last.kind == "pause"
+        last = self.store.last_events(["*", volume], ["pause", "resume"])
+        return _paused(last.get("*"), last.get(volume))
 
     async def request(
         self, action: str, volume: str | None, *, force: bool = False
