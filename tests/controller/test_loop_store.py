@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from nfs_failover.config import Config, Volume
+from nfs_failover.controller.decide import Action, Decision
 from nfs_failover.controller.loop import Controller
 from nfs_failover.desired import failed_over, normal
 from nfs_failover.store import Event, SqliteStore, Store
@@ -120,3 +121,19 @@ def test_each_volume_is_decided_on_its_own_desired_state_pause_and_workflow(
         third.name: "paused: no automatic action (manual commands still run)",
         fourth.name: "resume: resuming failover at step 2",
     }
+
+
+def test_a_decision_whose_reason_only_counts_time_is_journaled_once(tmp_path: Path) -> None:
+    config = volumes_config(tmp_path / "volumes", 1)
+    store = SqliteStore(tmp_path / "state.db")
+    controller = Controller(config, store, name="ctl-test")
+    suspect = "no action: source site1 suspect: down for {}s of a 600s grace ({} of 3 see it down)"
+    for seconds, down in ((0, 1), (1.5, 1), (2, 1), (2.5, 2)):
+        controller._remember("vol000", Decision(Action.NONE, suspect.format(seconds, down)))
+    controller._remember("vol000", Decision(Action.FAILOVER, "source site1 down"))
+
+    reasons = [e.detail["reason"] for e in store.events("vol000") if e.kind == "decision"]
+    store.close()
+
+    assert reasons == [suspect.format(0, 1), suspect.format(2.5, 2), "source site1 down"]
+    assert str(controller.decision("vol000")) == "failover: source site1 down"
