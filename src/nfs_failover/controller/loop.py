@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -53,6 +54,14 @@ ACTION_WORKFLOW = {
 }
 MANUAL = {"failover": "failover", "failback": "failback", "switchover": "switchover"}
 MANUAL_READ_ONLY = {"failover": "failover-read-only", "failback": "failback-read-only"}
+# The seconds a reason counts ("down for 4.2s of a 60s grace") move every cycle: a decision
+# is journaled and logged when its action or the rest of its reason changed, not once a
+# cycle per volume for as long as a replica is suspect.
+_COUNTED = re.compile(r"\b\d+(?:\.\d+)?s\b")
+
+
+def _gist(decision: Decision) -> tuple[Action, str]:
+    return decision.action, _COUNTED.sub("#s", decision.reason)
 
 
 def volume_state(volume: Volume, desired: VolumeDesired | None, running: str | None) -> VolumeState:
@@ -328,7 +337,7 @@ class Controller:
     def _remember(self, volume: str, decision: Decision) -> None:
         before = self._decisions.get(volume)
         self._decisions[volume] = decision
-        if before is None or str(before) != str(decision):
+        if before is None or _gist(before) != _gist(decision):
             log.info("%s: %s", volume, decision)
             self.store.append(
                 Event(
