@@ -184,6 +184,7 @@ def fleet(server: EtcdServer, args: argparse.Namespace) -> dict[str, Any]:
             f"fleet: {args.agents} agents watching in {args.workers} processes"
             f" ({threads} threads), all watching after {start_s:.1f}s"
             f" ({start_retries} watches opened again after a failed first try)",
+            file=sys.stderr if args.json else sys.stdout,
             flush=True,
         )
         etcd_cpu0, sent, returned = process_cpu(etcd_pid), {}, {}
