@@ -15,6 +15,7 @@ from nfs_failover.store.contract import (
     Report,
     Store,
     StoreError,
+    UnreadableRecord,
     Workflow,
     watch_desired_async,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "SqliteStore",
     "Store",
     "StoreError",
+    "UnreadableRecord",
     "Workflow",
     "open_store",
     "watch_desired_async",

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 
 from nfs_failover.desired import VolumeDesired
-from nfs_failover.store.contract import StoreError
+from nfs_failover.store.contract import UnreadableRecord
 
 
 def desired_json(desired: VolumeDesired) -> str:
@@ -16,7 +16,7 @@ def desired_json(desired: VolumeDesired) -> str:
 
 def parse_desired(volume: str, text: object) -> VolumeDesired:
     """The desired state of ``volume`` from its stored text; StoreError naming the volume
-    and showing the start of the text when it cannot be read."""
+    and showing the start of the text when it cannot be read (``UnreadableRecord``)."""
     try:
         data = json.loads(str(text))
         return VolumeDesired(
@@ -29,6 +29,6 @@ def parse_desired(volume: str, text: object) -> VolumeDesired:
     except (ValueError, KeyError, TypeError) as exc:
         reason = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
         shown = str(text)[:80]
-        raise StoreError(
+        raise UnreadableRecord(
             f"desired state of volume {volume}: unreadable row ({reason}): {shown!r}"
         ) from None

@@ -48,6 +48,12 @@ class StoreError(NfsFailoverError):
     """The store could not be read or written within its deadline, or refused the call."""
 
 
+class UnreadableRecord(StoreError):
+    """The store answered, but a record it holds cannot be read: the message names it. A
+    caller tells it from a store that does not answer (that volume waits for a readable
+    record; the others go on)."""
+
+
 @dataclass(frozen=True)
 class Report:
     """What one vantage point saw of one replica."""
@@ -229,7 +235,9 @@ class Store(abc.ABC):
     # -- the leader lease ----------------------------------------------------------------
 
     @abc.abstractmethod
-    def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+    def acquire_lease(
+        self, name: str, holder: str, ttl: float, *, timeout: float | None = None
+    ) -> bool:
         """Take the lease ``name`` for ``holder``, or renew it when ``holder`` has it.
 
         Atomic: taking it is a create-if-absent (or, once the last holder's lease has
@@ -239,7 +247,11 @@ class Store(abc.ABC):
         once another holder could have it. False means another holder has it and nothing
         changed. A renewal tells the truth: it returns False once the lease was lost
         (expired, revoked, taken), never True on a lease it no longer has. A
-        ``StoreError`` means the caller must act as if it had lost the lease."""
+        ``StoreError`` means the caller must act as if it had lost the lease.
+
+        ``timeout``: this call's deadline when shorter than the store's ``timeout`` (the
+        controller's lease has less validity left than that; an answer after it is of no
+        use). Past it the call raises ``StoreError`` as any call past its deadline does."""
 
     @abc.abstractmethod
     def release_lease(self, name: str, holder: str) -> None:

@@ -37,7 +37,15 @@ from nfs_failover.config import EtcdSettings, HostPort
 from nfs_failover.desired import VolumeDesired
 from nfs_failover.pacing import Deadline
 from nfs_failover.store.codec import desired_json, parse_desired
-from nfs_failover.store.contract import REPORT_TTL, Event, Report, Store, StoreError, Workflow
+from nfs_failover.store.contract import (
+    REPORT_TTL,
+    Event,
+    Report,
+    Store,
+    StoreError,
+    UnreadableRecord,
+    Workflow,
+)
 from nfs_failover.store.etcd_watch import DesiredWatch
 from nfs_failover.store.gateway import NOT_FOUND, EtcdError, Gateway, b64, prefix_end, unb64
 
@@ -265,7 +273,9 @@ class EtcdStore(Store):
                 id=int(kv[id_from]),
             )
         except (ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"{unb64(kv['key'])}: unreadable journal entry ({exc})") from None
+            raise UnreadableRecord(
+                f"{unb64(kv['key'])}: unreadable journal entry ({exc})"
+            ) from None
 
     # -- workflows -----------------------------------------------------------------------
 
@@ -400,20 +410,22 @@ class EtcdStore(Store):
                 updated=float(data["updated"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"{unb64(kv['key'])}: unreadable workflow ({exc})") from None
+            raise UnreadableRecord(f"{unb64(kv['key'])}: unreadable workflow ({exc})") from None
         self._remember(workflow.id, unb64(kv["key"]))
         return workflow
 
     # -- the leader lease ----------------------------------------------------------------
 
-    def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+    def acquire_lease(
+        self, name: str, holder: str, ttl: float, *, timeout: float | None = None
+    ) -> bool:
         """Renew: keep the etcd lease alive, then check (a transaction's compare) that the
         key still names ``holder`` under that lease; the time counts from when the
         keep-alive was sent. Take: a fresh etcd lease, and a transaction that creates the
         key under it only if the key is absent (or still names ``holder`` under a lease
-        this process forgot)."""
+        this process forgot). All of it within ``timeout`` when that is shorter."""
         key = self._key("leases", name)
-        deadline = self._deadline()
+        deadline = Deadline(self.timeout if timeout is None else min(timeout, self.timeout))
         with self._lock:
             known = self._leases.get(name)
         held = known[0] if known is not None and known[1] == holder else None

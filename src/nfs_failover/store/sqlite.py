@@ -289,17 +289,25 @@ class SqliteStore(Store):
     # -- the leader lease --------------------------------------------------------------
 
     def acquire_lease(
-        self, name: str, holder: str, ttl: float, *, now: float | None = None
+        self,
+        name: str,
+        holder: str,
+        ttl: float,
+        *,
+        timeout: float | None = None,
+        now: float | None = None,
     ) -> bool:
         """Take or renew the lease ``name`` for ``ttl`` seconds; False while another holder's
         lease has not expired. ``now`` (the wall clock by default) is when the lease's time
-        starts: taken before the statement runs, so never later than the call was sent."""
+        starts: taken before the statement runs, so never later than the call was sent.
+        ``timeout`` bounds both the wait for this store's lock and sqlite's busy wait."""
         at = time.time() if now is None else now
         cursor = self._query(
             "INSERT INTO leases VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
             "holder = excluded.holder, expires = excluded.expires "
             "WHERE leases.holder = excluded.holder OR leases.expires < ?",
             (name, holder, at + ttl, at),
+            timeout=timeout,
         )
         return cursor.rowcount == 1
 
@@ -313,16 +321,35 @@ class SqliteStore(Store):
         ).fetchone()
         return str(row[0]) if row else None
 
-    def _query(self, sql: str, args: tuple[object, ...]) -> _Result:
+    def _query(
+        self, sql: str, args: tuple[object, ...], *, timeout: float | None = None
+    ) -> _Result:
         """One statement and all its rows, under the store's lock: the controller, the
         agent and the API call the store from worker threads, and one sqlite connection
-        must not be used by two at once."""
-        with self._lock:
+        must not be used by two at once. ``timeout``, when shorter than the store's, bounds
+        the wait for the lock and sqlite's wait for a locked database."""
+        if timeout is None or timeout >= self.timeout:
+            with self._lock:
+                return self._execute(sql, args)
+        if not self._lock.acquire(timeout=max(timeout, 0.0)):
+            raise StoreError(f"{self.path}: busy for {timeout:g}s (another call holds it)")
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             try:
-                cursor = self._db.execute(sql, args)
-                return _Result(cursor.fetchall(), cursor.rowcount, cursor.lastrowid)
-            except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: {exc}") from exc
+                return self._execute(sql, args)
+            finally:
+                self._db.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+        finally:
+            self._lock.release()
+
+    def _execute(self, sql: str, args: tuple[object, ...]) -> _Result:
+        try:
+            cursor = self._db.execute(sql, args)
+            return _Result(cursor.fetchall(), cursor.rowcount, cursor.lastrowid)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
 
 
 @dataclass(frozen=True)
