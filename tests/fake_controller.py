@@ -29,8 +29,10 @@ from nfs_failover.controller.snapshot import (
 )
 from nfs_failover.errors import NfsFailoverError
 from nfs_failover.replication import MirrorState
+from nfs_failover.store import StoreError
 
 M = TypeVar("M", bound=BaseModel)
+LEADER = "controller@ctl-a:4242"
 
 
 def changed(model: M, **changes: object) -> M:
@@ -58,6 +60,8 @@ def crr_status() -> VolumeStatus:
             ),
         ),
         paused=False,
+        leader=LEADER,
+        store_error=None,
     )
 
 
@@ -77,6 +81,8 @@ def tools_status() -> VolumeStatus:
         decision="failed over: clients read from az2; source az1 down for 1m (no answer)",
         preserved=(),
         paused=True,
+        leader=LEADER,
+        store_error=None,
     )
 
 
@@ -121,6 +127,7 @@ class RecordingController:
         ]
         self.is_alive = True
         self.refusal: str | None = None
+        self.store_error: str | None = None  # history raises it, as a store without answer
         self.requests: list[tuple[str, str | None, bool]] = []
         self.history_asked: list[tuple[str | None, int, int]] = []
         self.scrapes = 0
@@ -130,6 +137,8 @@ class RecordingController:
 
     def history(self, volume: str | None, after: int, limit: int) -> Sequence[JournalEntry]:
         self.history_asked.append((volume, after, limit))
+        if self.store_error is not None:
+            raise StoreError(self.store_error)
         entries = [e for e in self.journal if volume is None or e.volume == volume]
         return [e for e in entries if e.id > after][:limit]
 

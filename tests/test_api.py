@@ -91,6 +91,8 @@ def test_a_volume_is_served_by_its_name(app: FastAPI) -> None:
         "decision": "failed over: clients read from az2; source az1 down for 1m (no answer)",
         "preserved": [],
         "paused": True,
+        "leader": "controller@ctl-a:4242",
+        "store_error": None,
     }
 
 
@@ -164,6 +166,31 @@ def test_history_refuses_an_invalid_limit_or_after_with_a_clear_message(
     assert response.status_code == 422
     assert response.json()["error"].startswith(message)
     assert controller.history_asked == []
+
+
+def test_status_without_the_store_answers_200_with_its_error(
+    app: FastAPI, controller: RecordingController
+) -> None:
+    error = "etcd://127.0.0.1:2379: no member answered within 5s"
+    controller.volumes = [changed(v, store_error=error, leader=None) for v in controller.volumes]
+
+    response = call(app, "GET", "/status")
+
+    assert response.status_code == 200
+    assert [(v["store_error"], v["leader"]) for v in response.json()] == [(error, None)] * 2
+
+
+def test_history_without_the_store_is_a_503_that_says_so(
+    app: FastAPI, controller: RecordingController
+) -> None:
+    controller.store_error = "etcd://127.0.0.1:2379: no member answered within 5s"
+
+    response = call(app, "GET", "/history")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": "store unreachable: etcd://127.0.0.1:2379: no member answered within 5s"
+    }
 
 
 def test_health_is_200_while_the_decision_loop_is_alive(app: FastAPI) -> None:
@@ -620,6 +647,23 @@ def test_metrics_are_read_from_the_handle_at_each_scrape(
     assert samples[("nfs_failover_volume_state", (("state", "failing-over"), crr))] == 1
     assert samples[("nfs_failover_volume_state", (("state", "normal"), crr))] == 0
     assert samples[("nfs_failover_failovers_total", (("volume", "crr"),))] == 1
+
+
+def test_metrics_without_the_store_say_so_and_keep_what_the_controller_knows(
+    app: FastAPI, controller: RecordingController
+) -> None:
+    assert scrape(app)[("nfs_failover_store_up", ())] == 1
+    controller.metrics = [
+        changed(m, failovers_total=None, store_error="etcd://127.0.0.1:2379: no answer in 5s")
+        for m in controller.metrics
+    ]
+
+    samples = scrape(app)
+
+    assert samples[("nfs_failover_store_up", ())] == 0
+    assert not any(name == "nfs_failover_failovers_total" for name, _ in samples)
+    assert samples[("nfs_failover_replication_lag_seconds", (("volume", "crr"),))] == 42.5
+    assert samples[("nfs_failover_controller_alive", ())] == 1
 
 
 def test_metrics_use_a_registry_of_the_apps_own(controller: RecordingController) -> None:

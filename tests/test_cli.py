@@ -172,6 +172,8 @@ def test_status_prints_a_row_per_volume_from_the_controllers_snapshot(
         "no action: source az1 up",
     ]
     assert "failed-over-read-only" in done.stdout
+    assert done.stdout.splitlines()[0] == "leader: controller@ctl-a:4242"
+    assert done.stdout.count("leader:") == 1
 
 
 def test_status_json_prints_every_key_the_api_sends(

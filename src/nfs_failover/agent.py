@@ -79,6 +79,7 @@ class Agent:
         self._prober = Prober(timeout=self.timeout.total_seconds())
         self._up: frozenset[str] = frozenset()  # replicas seen up at the last probe
         self._watched: dict[str, VolumeDesired] | None = None  # the watch's newest, in run()
+        self._store_down = False  # said once when the store stops answering, once when back
 
     async def close(self) -> None:
         await self._prober.close()
@@ -220,9 +221,10 @@ class Agent:
                 async with asyncio.timeout(self.store_timeout):
                     stored = await asyncio.to_thread(self.store.all_desired)
             except (StoreError, TimeoutError) as exc:
-                problems.append(f"store: {exc or 'no answer'}; maps left as they are")
-                log.warning("store unavailable, maps left as they are: %s", exc)
+                problems.append(f"store: {self._why(exc)}; maps left as they are")
+                self._store_failed(exc)
                 return None
+            self._store_answered()
         applied = self._applied()
         for volume in self.config.volumes:
             kept = applied.get(volume.name)
@@ -238,6 +240,20 @@ class Agent:
             problems.append(text)
             log.warning("%s", text)
         return autofs_files.desired_for(self.config, stored)
+
+    def _why(self, exc: Exception) -> str:
+        """A store error as words; a timeout of our own has none of its own."""
+        return str(exc) or f"no answer within {self.store_timeout:g}s"
+
+    def _store_failed(self, exc: Exception) -> None:
+        if not self._store_down:
+            self._store_down = True
+            log.warning("store unreachable (%s); maps left as they are", self._why(exc))
+
+    def _store_answered(self) -> None:
+        if self._store_down:
+            self._store_down = False
+            log.warning("store answers again")
 
     @property
     def applied_path(self) -> Path:
@@ -279,7 +295,10 @@ class Agent:
                 for report in reports:
                     await asyncio.to_thread(self.store.put_report, report)
         except (StoreError, TimeoutError) as exc:
-            problems.append(f"store: reports not written ({exc or 'no answer'})")
+            problems.append(f"store: reports not written ({self._why(exc)})")
+            self._store_failed(exc)
+        else:
+            self._store_answered()
         self._up = frozenset(
             replica for (_, replica, _), result in zip(targets, results, strict=True) if result.up
         )

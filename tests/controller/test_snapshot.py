@@ -44,6 +44,8 @@ STATUS_KEYS = [
     "decision",
     "preserved",
     "paused",
+    "leader",
+    "store_error",
 ]
 
 
@@ -99,6 +101,8 @@ def test_a_volume_with_no_desired_state_yet_is_normal_with_every_key(
         "decision": None,
         "preserved": [],
         "paused": False,
+        "leader": None,
+        "store_error": None,
     }
     assert list(dumped(status)) == STATUS_KEYS
 
@@ -171,6 +175,40 @@ def test_abort_answers_where_it_ended_the_workflow_and_the_state_it_left(
     }
     (event,) = [e for e in store.events("crr") if e.kind == "abort"]
     assert event.detail["state"] == "normal"
+
+
+def test_status_names_the_leader_once_it_holds_the_lease(
+    controller: Controller, config: Config, store: SqliteStore
+) -> None:
+    asyncio.run(controller.request("pause", "crr"))  # an action takes the lease first
+
+    (status,) = controller.status()
+
+    assert status.leader == "ctl-test"
+    providers: dict[str, Provider] = {"crr": Unused()}  # type: ignore[dict-item]
+    reader = SqliteStore(store.path)
+    other = Controller(config, reader, name="ctl-other", providers=providers)
+    assert other.status()[0].leader == "ctl-test"  # read from the store
+    reader.close()
+
+
+def test_status_and_metrics_answer_with_the_store_error_while_it_does_not_answer(
+    controller: Controller, config: Config, store: SqliteStore
+) -> None:
+    store.set_desired(failed_over(config.volumes[0], 1), expected_generation=None)
+    controller.status()  # what the store says now
+    store.close()  # every call raises from now on, as a store that does not answer
+
+    (status,) = controller.status()
+    (metrics,) = controller.metrics_state()
+
+    assert status.store_error is not None and "closed database" in status.store_error
+    assert (status.state, status.active, status.fenced) == (
+        VolumeState.FAILED_OVER,
+        "dest1",
+        ("site1",),
+    )  # what it last said
+    assert (metrics.failovers_total, metrics.store_error) == (None, status.store_error)
 
 
 def test_metrics_state_follows_status(controller: Controller, store: SqliteStore) -> None:

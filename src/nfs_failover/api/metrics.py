@@ -56,7 +56,9 @@ class HandleCollector:
     ids, so samples cannot be counted once each into a cumulative histogram. Its buckets
     and count are therefore not monotonic: use ``histogram_quantile`` on the buckets as
     scraped, not on ``rate()`` of them. A volume whose lag is unknown has no
-    ``nfs_failover_replication_lag_seconds`` sample (absent, not zero).
+    ``nfs_failover_replication_lag_seconds`` sample (absent, not zero); while the store
+    does not answer, ``nfs_failover_store_up`` is 0 and the journal's counters are absent,
+    and everything the controller knows without the store is still there.
     """
 
     def __init__(self, handle: ControllerHandle) -> None:
@@ -77,6 +79,11 @@ class HandleCollector:
             value=1.0 if self._handle.alive() else 0.0,
         )
         yield alive
+        yield GaugeMetricFamily(
+            "nfs_failover_store_up",
+            "1 while the store answers the controller's reads, 0 while it does not.",
+            value=0.0 if any(e.store_error is not None for e in entries) else 1.0,
+        )
 
 
 def _state_family(entries: Iterable[VolumeMetrics]) -> Metric:
@@ -106,11 +113,13 @@ def _lag_family(entries: Iterable[VolumeMetrics]) -> Metric:
 def _failovers_family(entries: Iterable[VolumeMetrics]) -> Metric:
     family = CounterMetricFamily(
         "nfs_failover_failovers",
-        "Failovers of the volume, as the journal counts them.",
+        "Failovers of the volume, as the journal counts them; absent while the store does"
+        " not answer.",
         labels=["volume"],
     )
     for entry in entries:
-        family.add_metric([entry.volume], float(entry.failovers_total))
+        if entry.failovers_total is not None:
+            family.add_metric([entry.volume], float(entry.failovers_total))
     return family
 
 

@@ -14,7 +14,8 @@ from pydantic import BaseModel
 
 
 class ErrorReply(BaseModel):
-    """Every error: 401 without the token, 404, 409 refused, 413, 422 invalid, 500."""
+    """Every error: 401 without the token, 404, 409 refused, 413, 422 invalid, 500, and
+    503 from ``/history`` while the store does not answer."""
 
     error: str
 

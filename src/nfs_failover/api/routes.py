@@ -32,6 +32,7 @@ from nfs_failover.controller.snapshot import (
     WorkflowResult,
 )
 from nfs_failover.errors import NfsFailoverError
+from nfs_failover.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,17 @@ def add_read_routes(app: FastAPI, handle: ControllerHandle) -> None:
 
     # An unknown volume is not refused here: the journal keeps the history of volumes
     # since removed from the config, and a name without entries simply has none.
-    @app.get("/history", response_model=list[JournalEntry], responses=error_responses(422))
+    # The journal is in the store: while it does not answer, a 503 says so.
+    @app.get("/history", response_model=list[JournalEntry], responses=error_responses(422, 503))
     def history(
         volume: str | None = None,
         after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_LIMIT)] = DEFAULT_HISTORY_LIMIT,
-    ) -> Sequence[JournalEntry]:
-        return handle.history(volume, after, limit)
+    ) -> Sequence[JournalEntry] | JSONResponse:
+        try:
+            return handle.history(volume, after, limit)
+        except StoreError as exc:
+            return error_reply(503, f"store unreachable: {exc}")
 
     @app.get("/health", response_model=HealthReply, responses={503: {"model": HealthReply}})
     async def health() -> JSONResponse:

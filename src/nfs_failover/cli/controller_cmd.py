@@ -129,12 +129,18 @@ def plan(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 
 def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Each volume: mode, state, active and fenced replicas, replication, last action."""
+    """Each volume: mode, state, active and fenced replicas, replication, last action; the
+    controller that holds the lease, and the store's error while it does not answer."""
     loaded = _config(config)
     volumes = _api(loaded, "GET", "/status", reply=_STATUS)
     if as_json:
         typer.echo(json.dumps(_STATUS.dump_python(volumes, mode="json"), indent=2))
         return
+    errors = list(dict.fromkeys(v.store_error for v in volumes if v.store_error))
+    leader = next((v.leader for v in volumes if v.leader), None)
+    console.print(f"leader: {leader or ('unknown' if errors else 'none')}", highlight=False)
+    for error in errors:
+        console.print(f"[yellow]store unreachable: {error}; showing what it last said[/]")
     table = Table()
     columns = ("volume", "mode", "state", "active", "fenced", "replication", "lag")
     for column in (*columns, "last action", "decision"):

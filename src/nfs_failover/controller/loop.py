@@ -1,11 +1,13 @@
 """The controller's loop: observe, decide, act, once per probe interval.
 
-Each cycle it renews its lease (a standby controller on the same store only watches),
-probes every replica as one vantage point and reads the agents' reports, turns them
-into endpoint health, asks each volume's provider for its replication status, decides
-with ``decide``, and starts the workflow the decision names. Volumes act in parallel:
-a zone outage hits all of them at once. A workflow left running by a killed controller
-is resumed first.
+Each cycle it probes every replica as one vantage point and reads the agents' reports,
+turns them into endpoint health, asks each volume's provider for its replication status,
+decides with ``decide``, and starts the workflow the decision names. Volumes act in
+parallel: a zone outage hits all of them at once. A workflow left running by a killed
+controller is resumed first. Only the holder of the leader lease acts (``lease``: renewed
+on its own schedule, its workflows cancelled the moment it is lost); a standby controller
+on the same store only watches. A store that does not answer is said once, decides
+nothing, and leaves ``status`` answering with what the controller last read.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from nfs_failover.agent import Agent
 from nfs_failover.config import Config, Mode, Volume
 from nfs_failover.controller import workflows
 from nfs_failover.controller.decide import Action, Decision, Observed, VolumeState, decide
+from nfs_failover.controller.lease import LeaseKeeper
 from nfs_failover.controller.snapshot import (
     AbortResult,
     ActionResult,
@@ -42,7 +45,7 @@ from nfs_failover.errors import NfsFailoverError
 from nfs_failover.health import EndpointHealth, HealthSettings, HealthTracker
 from nfs_failover.probe import Prober
 from nfs_failover.replication import MirrorState, Provider, ReplicationStatus, open_provider
-from nfs_failover.store import Event, Report, Store, StoreError, Workflow
+from nfs_failover.store import Event, Report, Store, StoreError, UnreadableRecord, Workflow
 
 log = logging.getLogger(__name__)
 LEASE = "controller"
@@ -107,7 +110,7 @@ class Stored:
                 continue
             try:
                 found = store.get_desired(volume)
-            except StoreError as exc:
+            except UnreadableRecord as exc:  # no answer at all is the cycle's to handle
                 unreadable[volume] = exc
                 continue
             if found is not None:
@@ -121,6 +124,16 @@ def _paused(everywhere: Event | None, own: Event | None) -> bool:
     """Pause is journaled, so it survives restarts: the last pause/resume event wins."""
     newest = max((e for e in (everywhere, own) if e is not None), key=lambda e: e.id, default=None)
     return newest is not None and newest.kind == "pause"
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """What the store last said of one volume: ``status`` shows it while it does not answer."""
+
+    desired: VolumeDesired | None
+    running: Workflow | None
+    last: Workflow | None
+    paused: bool
 
 
 class Controller:
@@ -158,9 +171,27 @@ class Controller:
         self._last_cycle = 0.0
         self._changed = asyncio.Event()
         self._steering: set[asyncio.Task[object]] = set()
-        self.leader = False
+        self._stored: dict[str, _Shown] = {}
+        self._store_error: str | None = None  # set while the store does not answer
+        # The lease outlives three cycles; this controller acts on it until a margin
+        # before it ends (``lease``), and cancels its workflows then.
+        self.keeper = LeaseKeeper(
+            store,
+            LEASE,
+            self.name,
+            max(3 * self.interval, 5.0),
+            on_lost=self._lease_lost,
+            on_store_error=self._store_failed,
+        )
+        self._keeping = False
+
+    @property
+    def leader(self) -> bool:
+        """Whether this controller holds the lease now (and may act)."""
+        return self.keeper.leader and self.keeper.lease.valid()
 
     async def close(self) -> None:
+        self.keeper.close()
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
@@ -185,16 +216,47 @@ class Controller:
             asyncio.create_task(provider.serve(stop)) for provider in self.providers.values()
         ]
         agents = [asyncio.create_task(self._run_agent(agent, stop)) for agent in self.agents]
-        while not stop.is_set():
-            started = time.monotonic()
-            await self._guarded_cycle()
-            wait = max(self.interval - (time.monotonic() - started), 0.0)
-            await self._sleep(stop, wait)
-        for task in agents:  # an agent cycle is safe to cut short: its writes are atomic
+        # The lease on its own schedule: a slow cycle (a provider slow to answer) never
+        # lets a healthy lease lapse.
+        await self.keeper.renew()
+        keeping = asyncio.create_task(self.keeper.keep(stop, self.interval))
+        self._keeping = True
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                await self._guarded_cycle()
+                wait = max(self.interval - (time.monotonic() - started), 0.0)
+                await self._sleep(stop, wait)
+        finally:
+            self._keeping = False
+            for task in agents:  # an agent cycle is safe to cut short: its writes are atomic
+                task.cancel()
+                alongside.append(task)
+            await asyncio.gather(*alongside, keeping, return_exceptions=True)
+            await self.keeper.release()
+
+    def _lease_lost(self, why: str) -> None:
+        """Stop every workflow of this controller now, before the lease could be another's.
+        Each stays running in the store, at the step it was at, for the next leader."""
+        stopped = [task.get_name() for task in self._tasks.values() if not task.done()]
+        for task in self._tasks.values():
             task.cancel()
-            alongside.append(task)
-        await asyncio.gather(*alongside, return_exceptions=True)
-        await asyncio.to_thread(self.store.release_lease, LEASE, self.name)
+        if stopped:
+            log.warning(
+                "%s cancelled (%s); the next leader resumes it at its step",
+                ", ".join(stopped),
+                why,
+            )
+
+    def _store_failed(self, exc: StoreError) -> None:
+        if self._store_error is None:
+            log.warning("store unreachable: %s", exc)
+            self._store_error = str(exc)
+
+    def _store_answered(self) -> None:
+        if self._store_error is not None:
+            log.warning("store answers again")
+            self._store_error = None
 
     def _wake(self) -> None:
         """A workflow changed the desired state: the agents (single-host mode) apply it
@@ -236,33 +298,47 @@ class Controller:
                     await asyncio.wait_for(stop.wait(), self.interval)
 
     async def cycle(self) -> dict[str, Decision]:
+        """One observe-decide-act pass. Called on its own (tests, no ``run``), it takes or
+        renews the lease first; under ``run`` the lease keeps its own schedule."""
         now = time.time()
+        if not self._keeping:
+            await self.keeper.renew()
         # The store is called from a worker thread: a locked database waits there, never
         # on the event loop (the API, the agent and the probes go on meanwhile).
-        ttl = max(3 * self.interval, 5.0)
         try:
-            self.leader = await asyncio.to_thread(
-                self.store.acquire_lease, LEASE, self.name, ttl=ttl
-            )
-        except StoreError:
-            self.leader = False  # a renewal without an answer is a lease lost
-            raise
+            decisions = await self._decide_all(now)
+        except StoreError as exc:  # no answer: nothing is decided, and it is said once
+            self._store_failed(exc)
+            decisions = {v.name: self._unreachable(v.name) for v in self.config.volumes}
+        else:
+            self._store_answered()
+        self._last_cycle = time.monotonic()
+        return decisions
+
+    async def _decide_all(self, now: float) -> dict[str, Decision]:
         await self._observe(now)
         stored = await asyncio.to_thread(Stored.read, self.store, self._names)
         decisions: dict[str, Decision] = {}
         for volume in self.config.volumes:
             decision = await self._decide(volume, now, stored)
             if not self.leader:
-                holder = await asyncio.to_thread(self.store.lease_holder, LEASE)
-                decision = Decision(
-                    Action.NONE, f"standby: {holder or 'another controller'} holds the lease"
-                )
+                holder = self.keeper.seen_holder or "another controller"
+                decision = Decision(Action.NONE, f"standby: {holder} holds the lease")
             await asyncio.to_thread(self._remember, volume.name, decision)
             decisions[volume.name] = decision
             if self.leader and decision.action is not Action.NONE:
                 await self._start(volume, decision)
-        self._last_cycle = time.monotonic()
         return decisions
+
+    def _unreachable(self, volume: str) -> Decision:
+        """The decision while the store does not answer: nothing, said once (not journaled:
+        the journal is in the store)."""
+        decision = Decision(Action.NONE, f"no action: store unreachable ({self._store_error})")
+        before = self._decisions.get(volume)
+        self._decisions[volume] = decision
+        if before is None or str(before) != str(decision):
+            log.info("%s: %s", volume, decision)
+        return decision
 
     async def plan(self) -> dict[str, Decision]:
         """What this controller would do now and why, changing nothing (no lease taken,
@@ -369,6 +445,7 @@ class Controller:
             force=force,
             step_timeout=self.step_timeout,
             on_desired=self._wake,
+            guard=self.keeper.guard,
         )
 
         async def go() -> None:
@@ -393,6 +470,11 @@ class Controller:
     async def request(
         self, action: str, volume: str | None, *, force: bool = False
     ) -> ActionResult:
+        """Run a manual action, on the leader only: the lease is taken or renewed first,
+        and a controller that cannot hold it refuses, naming the one that does."""
+        refusal = await self.keeper.renew()
+        if refusal is not None:
+            raise NfsFailoverError(refusal)
         if action == "abort":
             return await self._abort(volume, force=force)
         if action in ("pause", "resume"):
@@ -410,7 +492,16 @@ class Controller:
         if await asyncio.to_thread(self.store.running_workflow, target.name) is not None:
             raise NfsFailoverError(f"volume {target.name}: a workflow is already running")
         task = self._launch(target, kind, force=force)
-        await asyncio.shield(task)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not task.cancelled() or (current is not None and current.cancelling()):
+                raise  # the request itself was cancelled: the workflow goes on
+            raise NfsFailoverError(
+                f"{kind} {target.name}: stopped, this controller lost its lease; the next"
+                " leader resumes it at its step"
+            ) from None
         last = await asyncio.to_thread(self.store.last_workflow, target.name)
         if last is None or last.status != "done":
             refusal = await asyncio.to_thread(self._last_refusal, target.name)
@@ -481,15 +572,40 @@ class Controller:
         return self._decisions.get(volume)
 
     def status(self) -> list[VolumeStatus]:
-        return [self._volume_status(v) for v in self.config.volumes]
+        """Every volume, never raising: while the store does not answer (the cycle found
+        it so, or a read here fails) the store's part is what it last said, and
+        ``store_error`` says why. The store is not asked again in that time, so that a
+        status costs no store deadline per volume."""
+        error = self._store_error
+        leader = self.name if self.leader else None
+        if leader is None and error is None:
+            try:
+                leader = self.store.lease_holder(LEASE)
+            except StoreError as exc:
+                error = str(exc)
+        shown = []
+        for volume in self.config.volumes:
+            if error is None:
+                try:
+                    self._stored[volume.name] = self._read_stored(volume.name)
+                except StoreError as exc:
+                    error = str(exc)
+            shown.append(self._volume_status(volume, leader, error))
+        return shown
 
-    def _volume_status(self, volume: Volume) -> VolumeStatus:
+    def _read_stored(self, volume: str) -> _Shown:
+        running = self.store.running_workflow(volume)
+        last = self.store.last_workflow(volume)
+        paused = self.paused(volume)
         try:
-            desired = self.store.get_desired(volume.name)
-        except StoreError:
+            desired = self.store.get_desired(volume)
+        except UnreadableRecord:
             desired = None  # the decision says why
-        running = self.store.running_workflow(volume.name)
-        last = self.store.last_workflow(volume.name)
+        return _Shown(desired, running, last, paused)
+
+    def _volume_status(self, volume: Volume, leader: str | None, error: str | None) -> VolumeStatus:
+        stored = self._stored.get(volume.name) or _Shown(None, None, None, False)
+        desired, running, last = stored.desired, stored.running, stored.last
         status = self._replication.get(volume.name)
         decision = self._decisions.get(volume.name)
         health = {
@@ -511,7 +627,9 @@ class Controller:
             since=last.updated if last else None,
             decision=str(decision) if decision else None,
             preserved=tuple(_preserved(last.data)) if last else (),
-            paused=self.paused(volume.name),
+            paused=stored.paused,
+            leader=leader,
+            store_error=error,
         )
 
     def history(self, volume: str | None, after: int, limit: int) -> list[JournalEntry]:
@@ -521,17 +639,27 @@ class Controller:
         return time.monotonic() - self._last_cycle < max(3 * self.interval, 10.0)
 
     def metrics_state(self) -> list[VolumeMetrics]:
-        return [
-            VolumeMetrics(
-                volume=item.name,
-                state=item.state,
-                replication_lag_seconds=item.lag_s,
-                failovers_total=self.store.count_events(item.name, "fence-source", "after"),
-                probe_latency_seconds=tuple(
-                    LatencySample(replica=replica, seconds=seconds)
-                    for (volume, replica), seconds in self._latencies.items()
-                    if volume == item.name
-                ),
-            )
-            for item in self.status()
-        ]
+        """What a scrape reports; never raises. The journal's counts are left out (None)
+        while the store does not answer."""
+        return [self._volume_metrics(item) for item in self.status()]
+
+    def _volume_metrics(self, item: VolumeStatus) -> VolumeMetrics:
+        error = item.store_error
+        failovers = None
+        if error is None:
+            try:
+                failovers = self.store.count_events(item.name, "fence-source", "after")
+            except StoreError as exc:
+                error = str(exc)
+        return VolumeMetrics(
+            volume=item.name,
+            state=item.state,
+            replication_lag_seconds=item.lag_s,
+            failovers_total=failovers,
+            probe_latency_seconds=tuple(
+                LatencySample(replica=replica, seconds=seconds)
+                for (volume, replica), seconds in self._latencies.items()
+                if volume == item.name
+            ),
+            store_error=error,
+        )

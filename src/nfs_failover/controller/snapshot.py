@@ -87,6 +87,12 @@ class VolumeStatus(Snapshot):
     preserved: tuple[PreservedCopy, ...]
     """What the last workflow saved before overwriting it."""
     paused: bool
+    leader: str | None = None
+    """The controller holding the leader lease (the one that acts), or null when none
+    holds it or the store does not answer."""
+    store_error: str | None = None
+    """Why the store did not answer, while it does not: the state, workflows and pause
+    shown are then what it last said."""
 
 
 class LatencySample(Snapshot):
@@ -102,10 +108,13 @@ class VolumeMetrics(Snapshot):
     volume: str
     state: VolumeState
     replication_lag_seconds: float | None
-    failovers_total: int
-    """Completed ``fence-source`` steps in the journal."""
+    failovers_total: int | None
+    """Completed ``fence-source`` steps in the journal; null while the store does not
+    answer."""
     probe_latency_seconds: tuple[LatencySample, ...]
     """The recent window of probe latencies, per replica."""
+    store_error: str | None = None
+    """Why the store did not answer at this scrape, if it did not."""
 
 
 class JournalEntry(Snapshot):

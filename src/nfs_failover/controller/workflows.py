@@ -46,6 +46,13 @@ class Context:
     progress: Progress | None = None
     data: dict[str, object] = field(default_factory=dict)
     on_desired: Callable[[], None] | None = None  # told when the desired state changed
+    # Called before each step and each write of the workflow's progress; raises (the
+    # controller's: "not the leader any more") when this controller may no longer act.
+    guard: Callable[[], None] | None = None
+
+    def check(self) -> None:
+        if self.guard is not None:
+            self.guard()
 
     @property
     def source(self) -> str:
@@ -162,6 +169,7 @@ async def _set_desired(ctx: Context, make: Callable[[VolumeDesired], VolumeDesir
     ) and stored is not None:
         return
     expected = None if stored is None else stored.generation
+    ctx.check()  # the write clients follow: never sent once the lease may be another's
     if not await asyncio.to_thread(ctx.store.set_desired, wanted, expected_generation=expected):
         raise NfsFailoverError(f"volume {ctx.volume.name}: desired state changed meanwhile")
     await asyncio.to_thread(
@@ -320,36 +328,46 @@ def past_no_return(kind: str, step: int) -> str | None:
 async def run(ctx: Context, kind: str, *, resume: Workflow | None = None) -> Workflow:
     """Run (or resume) a workflow to its end; journal every step before and after.
 
-    A refusal ends the workflow as "refused" and is raised; any other error leaves it
-    running, to be resumed from the interrupted step.
+    A refusal ends the workflow as "refused" and is raised; any other error, the guard's
+    included, leaves it running, to be resumed from the interrupted step. So does a
+    cancellation (the controller lost its lease): whatever point it reaches, the journal
+    says the step has not ended, or the progress has not moved past it, and the next
+    leader runs that step again (each is idempotent).
     """
     steps = WORKFLOWS[kind]
     store, volume = ctx.store, ctx.volume.name
     # Every journal write in a worker thread: the event loop never waits for the store.
     workflow = resume
+    ctx.check()
     if workflow is None:
         workflow = await asyncio.to_thread(store.start_workflow, volume, kind, {"force": ctx.force})
     ctx.data = {**workflow.data, "workflow": workflow.id}
     for index in range(workflow.step, len(steps)):
         name, step = steps[index]
+        ctx.check()
         await _journal(
             store, Event(volume, kind, {}, workflow=workflow.id, step=name, phase="before")
         )
         _crash_here(kind, index)
+        ctx.check()
         try:
             await step(ctx)
         except Refused as exc:
             refused: dict[str, object] = {"refused": str(exc)}
+            ctx.check()
             await _journal(
                 store, Event(volume, kind, refused, workflow=workflow.id, step=name, phase="after")
             )
             await asyncio.to_thread(store.finish_workflow, workflow.id, "refused")
             raise
+        ctx.check()
         await _journal(
             store,
             Event(volume, kind, dict(ctx.data), workflow=workflow.id, step=name, phase="after"),
         )
+        ctx.check()
         await asyncio.to_thread(store.advance_workflow, workflow.id, index + 1, ctx.data)
+    ctx.check()
     await asyncio.to_thread(store.finish_workflow, workflow.id, "done")
     return workflow
 
