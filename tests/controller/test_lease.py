@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,6 +217,47 @@ def test_a_lost_lease_cancels_the_workflow_in_time_and_the_next_leader_resumes_i
     desired = reader.get_desired("crr")
     assert desired is not None and (desired.offered, desired.fenced) == (("dest1",), ("site1",))
     reader.close()
+
+
+def test_a_manual_action_longer_than_the_lease_keeps_it_without_the_loop(
+    etcd: EtcdServer,
+    anf: ContractServer,
+    prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = config_for(anf.url, etcd, prefix, tmp_path / "a")
+    past_first_validity = threading.Event()
+    first_end: list[float] = []
+
+    class Renewals(EtcdStore):
+        def acquire_lease(
+            self, name: str, holder: str, ttl: float, *, timeout: float | None = None
+        ) -> bool:
+            held = super().acquire_lease(name, holder, ttl, timeout=timeout)
+            if held and first_end and time.monotonic() > first_end[0]:
+                past_first_validity.set()  # renewed after the first grant would have ended
+            return held
+
+    async def outlasts(ctx: workflows.Context) -> None:  # a step longer than the validity
+        first_end.append(time.monotonic() + alone.keeper.lease.left())
+        assert await asyncio.to_thread(past_first_validity.wait, WAIT)
+
+    steps = dict(with_stand_in())
+    steps["post-hooks"] = outlasts
+    monkeypatch.setitem(workflows.WORKFLOWS, "failover", tuple(steps.items()))
+    store = Renewals([etcd.endpoint], settings=etcd.settings(prefix), timeout=1.0)
+    alone = controller(config, store, "ctl-a", anf)
+
+    async def main() -> object:
+        try:
+            return await alone.request("failover", "crr")  # no run(): no loop renews it
+        finally:
+            await alone.close()
+            store.close()
+
+    result = asyncio.run(main())
+    assert getattr(result, "status", None) == "done"
 
 
 # -- manual actions go to the leader only ----------------------------------------------------

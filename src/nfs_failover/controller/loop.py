@@ -19,7 +19,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -183,7 +183,10 @@ class Controller:
             on_lost=self._lease_lost,
             on_store_error=self._store_failed,
         )
-        self._keeping = False
+        self._keeping = False  # run() renews the lease
+        self._kept_for = 0  # blocks that keep it renewed meanwhile (_lease_kept)
+        self._kept_stop = asyncio.Event()
+        self._kept_task: asyncio.Task[None] | None = None
 
     @property
     def leader(self) -> bool:
@@ -200,10 +203,32 @@ class Controller:
             await provider.close()
 
     async def settle(self, timeout: float) -> None:
-        """Wait (bounded) for the workflows in flight to end."""
+        """Wait (bounded) for the workflows in flight to end, the lease kept meanwhile."""
         pending = [t for t in self._tasks.values() if not t.done()]
         if pending:
-            await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout)
+            async with self._lease_kept():
+                await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), timeout)
+
+    @contextlib.asynccontextmanager
+    async def _lease_kept(self) -> AsyncIterator[None]:
+        """The lease renewed on its schedule for the block, when ``run`` does not already
+        renew it (a controller driven cycle by cycle, or asked for one action): a workflow
+        longer than the lease's validity would otherwise be cancelled half way."""
+        if self._keeping:
+            yield
+            return
+        self._kept_for += 1
+        if self._kept_for == 1:
+            self._kept_stop = asyncio.Event()
+            self._kept_task = asyncio.create_task(self.keeper.keep(self._kept_stop, self.interval))
+        try:
+            yield
+        finally:
+            self._kept_for -= 1
+            if self._kept_for == 0 and self._kept_task is not None:
+                self._kept_stop.set()
+                await asyncio.gather(self._kept_task, return_exceptions=True)
+                self._kept_task = None
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -301,7 +326,7 @@ class Controller:
         """One observe-decide-act pass. Called on its own (tests, no ``run``), it takes or
         renews the lease first; under ``run`` the lease keeps its own schedule."""
         now = time.time()
-        if not self._keeping:
+        if not self._keeping and not self._kept_for:
             await self.keeper.renew()
         # The store is called from a worker thread: a locked database waits there, never
         # on the event loop (the API, the agent and the probes go on meanwhile).
@@ -475,6 +500,10 @@ class Controller:
         refusal = await self.keeper.renew()
         if refusal is not None:
             raise NfsFailoverError(refusal)
+        async with self._lease_kept():
+            return await self._act(action, volume, force=force)
+
+    async def _act(self, action: str, volume: str | None, *, force: bool) -> ActionResult:
         if action == "abort":
             return await self._abort(volume, force=force)
         if action in ("pause", "resume"):
