@@ -3,18 +3,23 @@
 It serves the REST paths ``azure-mgmt-netapp`` calls (at the SDK's api-version) for one
 replication relationship between two volumes, with ANF's transitions: break makes the
 destination writable (Broken); a resync on the destination mirrors again in the same
-direction; a resync on the source swaps the roles. Operations answer 202 with
-``Location``, ``Azure-AsyncOperation`` and ``Retry-After: 0``; their status passes through
-intermediate values ("BreakReplication", "InProgress") before "Succeeded" or a scripted
-"Failed". Errors use ARM's body, ``{"error": {"code", "message"}}``.
+direction; a resync on the source swaps the roles. Each volume has export policy rules,
+read with the volume and replaced whole by a volume update (PATCH of
+``properties.exportPolicy.rules``), a long-running operation like the others.
+Operations answer 202 with ``Location``, ``Azure-AsyncOperation`` and ``Retry-After: 0``;
+their status passes through intermediate values ("BreakReplication", "InProgress")
+before "Succeeded" or a scripted "Failed". Errors use ARM's body,
+``{"error": {"code", "message"}}``.
 
 What is ANF's documented behaviour and what is this model's own choice:
 - documented: the paths, bodies and fields; break on the destination with
   ``forceBreakReplication``; resync on the source reverses; break only when mirrored;
   resync only when broken; LRO headers and the async status document.
 - this model's choice (not documented): the error codes and HTTP statuses of refusals
-  (400 for a wrong state, 409 "Conflict" for a non-forced break while a transfer runs),
-  and when an operation's state change lands (at its "Succeeded" poll).
+  (400 for a wrong state, 409 "Conflict" for a non-forced break while a transfer runs,
+  409 "OperationInProgress" for a volume update while an operation on that volume has
+  not ended), the intermediate status of an update ("Updating"), and when an
+  operation's state change lands (at its "Succeeded" poll).
 
 Only 127.0.0.1 is served, over TLS with a ``trustme`` CA; every call is recorded.
 """
@@ -62,7 +67,32 @@ _OPERATION = re.compile(
 _OPERATION_STATUS = {
     "breakReplication": "BreakReplication",
     "resyncReplication": "ResyncReplication",
+    "update": "Updating",
 }
+# Every volume starts with two rules: the clients' subnet read-write (NFSv3), and a
+# monitoring subnet read-only.
+DEFAULT_RULES: tuple[dict[str, Any], ...] = (
+    {
+        "ruleIndex": 1,
+        "allowedClients": "10.1.0.0/16",
+        "unixReadOnly": False,
+        "unixReadWrite": True,
+        "nfsv3": True,
+        "nfsv41": False,
+        "hasRootAccess": True,
+        "chownMode": "Restricted",
+    },
+    {
+        "ruleIndex": 2,
+        "allowedClients": "10.9.0.0/24",
+        "unixReadOnly": True,
+        "unixReadWrite": False,
+        "nfsv3": True,
+        "nfsv41": False,
+        "hasRootAccess": False,
+        "chownMode": "Restricted",
+    },
+)
 
 
 def volume_id(name: str) -> str:
@@ -130,6 +160,7 @@ class _Operation:
     statuses: list[str]
     failure: tuple[str, str] | None
     outcome: str | None = None
+    volume: str | None = None
 
 
 @dataclass
@@ -152,6 +183,9 @@ class AnfModel:
         self.healthy = True
         self.total_progress: str | None = "1048576"
         self.error_message: str | None = None
+        self.export_rules: dict[str, list[dict[str, Any]]] = {
+            volume: [dict(rule) for rule in DEFAULT_RULES] for volume in self.volumes
+        }
         now = datetime.now(UTC)
         self.snapshots: dict[str, list[Snapshot]] = {
             volume: [Snapshot("snapmirror.0001.0002.0003", now - timedelta(minutes=7))]
@@ -213,6 +247,7 @@ class ContractServer:
         self._hang_on: str | None = None
         self._released = threading.Event()
         self._operations: dict[str, _Operation] = {}
+        self._held = False  # operations stay in their intermediate statuses meanwhile
         self._lock = threading.Lock()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ca.issue_cert("127.0.0.1").configure_cert(context)
@@ -265,6 +300,12 @@ class ContractServer:
         with self._lock:
             self._transfer_at_next.add(action)
 
+    def hold_operations(self, held: bool = True) -> None:
+        """While held, accepted operations stay in their intermediate statuses: they run
+        until released (an operation that outlasts a caller's deadline)."""
+        with self._lock:
+            self._held = held
+
     def stop_answering(self, path_part: str = "") -> None:
         """From now on, requests whose path contains ``path_part`` get no answer at all."""
         with self._lock:
@@ -283,6 +324,11 @@ class ContractServer:
     def requests_to(self, action: str) -> list[Call]:
         with self._lock:
             return [c for c in self.calls if c.volume and c.action == action]
+
+    def patches(self) -> list[Call]:
+        """The volume updates received."""
+        with self._lock:
+            return [c for c in self.calls if c.method == "PATCH" and c.volume]
 
     # -- serving ----------------------------------------------------------------------
 
@@ -336,6 +382,7 @@ class ContractServer:
             ("POST", "listReplications"): self._list_replications,
             ("POST", "breakReplication"): self._break,
             ("POST", "resyncReplication"): self._resync,
+            ("PATCH", ""): self._update,
         }
         route = routes.get((method, action))
         if route is None:
@@ -353,6 +400,7 @@ class ContractServer:
             "subnetId": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}"
             "/providers/Microsoft.Network/virtualNetworks/vnet/subnets/anf",
             "provisioningState": "Succeeded",
+            "exportPolicy": {"rules": [dict(rule) for rule in model.export_rules[volume]]},
         }
         if model.exists:
             properties["volumeType"] = "DataProtection" if model.endpoint[volume] == "dst" else ""
@@ -433,11 +481,40 @@ class ContractServer:
 
         return self._accept("resyncReplication", apply)
 
-    def _accept(self, action: str, apply: Callable[[], None]) -> Reply:
+    def _update(self, volume: str, body: Any) -> Reply:
+        """A volume update; this model takes only ``properties.exportPolicy.rules``."""
+        properties = body.get("properties") if isinstance(body, dict) else None
+        policy = properties.get("exportPolicy") if isinstance(properties, dict) else None
+        rules = policy.get("rules") if isinstance(policy, dict) else None
+        if not isinstance(rules, list) or set(properties) != {"exportPolicy"}:
+            return _error(400, "BadRequest", "This model updates exportPolicy.rules only.")
+        if not all(isinstance(rule, dict) and "ruleIndex" in rule for rule in rules):
+            return _error(400, "InvalidExportPolicyRule", "Each rule needs a ruleIndex.")
+        running = [
+            op.action
+            for op in self._operations.values()
+            if op.volume == volume and op.outcome is None
+        ]
+        if running:
+            return _error(
+                409,
+                "OperationInProgress",
+                f"Another operation ({running[0]}) is in progress on this volume.",
+            )
+        model = self.model
+
+        def apply() -> None:
+            model.export_rules[volume] = [dict(rule) for rule in rules]
+
+        return self._accept("update", apply, volume)
+
+    def _accept(self, action: str, apply: Callable[[], None], volume: str | None = None) -> Reply:
         op = uuid.uuid4().hex
         intermediate = [_OPERATION_STATUS[action], "InProgress"]
         statuses = [intermediate[i % 2] for i in range(self.intermediate_polls)]
-        self._operations[op] = _Operation(action, apply, statuses, self._fail.pop(action, None))
+        self._operations[op] = _Operation(
+            action, apply, statuses, self._fail.pop(action, None), volume=volume
+        )
         base = f"{self.url}/subscriptions/{SUBSCRIPTION}/providers/Microsoft.NetApp/locations"
         suffix = f"{op}?api-version={API_VERSION}"
         headers = {
@@ -454,7 +531,9 @@ class ContractServer:
         if kind == "operationResults":
             return Reply(200 if op.outcome else 202, None, {"Retry-After": "0"})
         body: dict[str, Any] = {"id": op_id, "name": op_id}
-        if op.statuses:
+        if self._held and op.outcome is None:
+            body["status"] = _OPERATION_STATUS[op.action]
+        elif op.statuses:
             body["status"] = op.statuses.pop(0)
         elif op.failure is not None:
             op.outcome = "Failed"
@@ -522,6 +601,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._serve("POST")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
 
     def _serve(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)

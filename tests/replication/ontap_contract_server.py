@@ -3,7 +3,11 @@
 It speaks the paths and bodies netapp-ontap uses for SnapMirror: GET/PATCH
 ``/api/snapmirror/relationships[/{uuid}]``, POST ``.../{uuid}/transfers`` and GET
 ``/api/cluster/jobs/{uuid}``, with basic authentication, 202 replies carrying a job, and
-ONTAP's error object ``{"error": {"message": ..., "code": ...}}``. Time is counted in
+ONTAP's error object ``{"error": {"message": ..., "code": ...}}``. For the storage fence it
+also keeps each volume's export policy: GET ``/api/storage/volumes`` (by ``name`` and
+``svm.name``, or by ``nas.export_policy.id``), GET
+``/api/protocols/nfs/export-policies/{id}/rules`` and PATCH ``.../rules/{index}``, which
+ONTAP carries out at once (200, no job). Time is counted in
 requests, not seconds: a job runs for ``job_polls`` requests (any request: a cluster runs
 its jobs whether or not anyone may read them), and a change it starts (break, resync,
 reverse resync, transfer) advances one step with each GET of the relationship, so tests
@@ -98,6 +102,53 @@ class Relationship:
     @property
     def transferring(self) -> bool:
         return self.transfer_state in ("queued", "transferring")
+
+
+# What ONTAP accepts in ro_rule and rw_rule.
+SECURITY_FLAVOURS = frozenset({"any", "none", "never", "krb5", "krb5i", "krb5p", "ntlm", "sys"})
+POLICIES = "/api/protocols/nfs/export-policies"
+VOLUMES = "/api/storage/volumes"
+
+
+@dataclass
+class ExportRuleRecord:
+    index: int
+    clients: list[str]
+    ro_rule: list[str] = field(default_factory=lambda: ["sys"])
+    rw_rule: list[str] = field(default_factory=lambda: ["sys"])
+
+    def render(self, policy: int) -> dict[str, Any]:
+        return {
+            "policy": {"id": policy},
+            "index": self.index,
+            "clients": [{"match": match} for match in self.clients],
+            "ro_rule": list(self.ro_rule),
+            "rw_rule": list(self.rw_rule),
+        }
+
+
+@dataclass
+class ExportPolicyRecord:
+    id: int
+    name: str
+    svm: str
+    rules: dict[int, ExportRuleRecord]
+
+
+@dataclass
+class VolumeRecord:
+    uuid: str
+    svm: str
+    name: str
+    policy: int | None
+
+    def render(self, policies: dict[int, ExportPolicyRecord]) -> dict[str, Any]:
+        record: dict[str, Any] = {"uuid": self.uuid, "name": self.name, "svm": {"name": self.svm}}
+        if self.policy is not None:
+            record["nas"] = {
+                "export_policy": {"id": self.policy, "name": policies[self.policy].name}
+            }
+        return record
 
 
 def _endpoint(path: str) -> dict[str, Any]:
@@ -204,6 +255,8 @@ class ContractServer:
         self.settle_polls = settle_polls
         self.transfer_polls = transfer_polls
         self.relationships: dict[str, Relationship] = {}
+        self.volumes: dict[str, VolumeRecord] = {}  # by path, svm:volume
+        self.policies: dict[int, ExportPolicyRecord] = {}
         self.jobs: dict[str, Job] = {}
         self.requests: list[Recorded] = []
         self.lock = threading.RLock()
@@ -241,10 +294,37 @@ class ContractServer:
     # -- scripting -----------------------------------------------------------------
 
     def add_relationship(self, source_path: str, destination_path: str, **kw: Any) -> Relationship:
+        """A relationship, and each of its volumes (with an export policy of its own) unless
+        already added."""
         relationship = Relationship(str(uuid_module.uuid4()), source_path, destination_path, **kw)
         with self.lock:
             self.relationships[relationship.uuid] = relationship
+        for path in (source_path, destination_path):
+            if path not in self.volumes:
+                self.add_volume(path)
         return relationship
+
+    def add_volume(self, path: str, *, policy: int | None = None) -> VolumeRecord:
+        """A volume ``svm:name`` using export policy ``policy`` (by id), or a new one of its
+        own with two rules: the clients' subnet read-write, and a monitoring host read-only."""
+        svm, _, name = path.partition(":")
+        with self.lock:
+            if policy is None:
+                policy = len(self.policies) + 1
+                rules = {
+                    1: ExportRuleRecord(1, ["10.1.0.0/16"]),
+                    2: ExportRuleRecord(2, ["10.9.0.5"], rw_rule=["never"]),
+                }
+                self.policies[policy] = ExportPolicyRecord(policy, f"{name}_policy", svm, rules)
+            volume = VolumeRecord(str(uuid_module.uuid4()), svm, name, policy)
+            self.volumes[path] = volume
+        return volume
+
+    def rw_rules(self, path: str) -> list[list[str]]:
+        """The rw_rule of each rule of the export policy of the volume at ``path``."""
+        with self.lock:
+            policy = self.policies[self.volumes[path].policy or 0]
+            return [list(rule.rw_rule) for _, rule in sorted(policy.rules.items())]
 
     def fail_next_job(self, message: str, code: str) -> None:
         """The next job started by a PATCH or POST ends in failure with this error."""
@@ -329,6 +409,10 @@ class ContractServer:
 
     def _route(self, r: Recorded) -> tuple[int, dict[str, Any]]:
         parts = r.path.rstrip("/").split("/")
+        if r.path.startswith(VOLUMES) and len(parts) == 4 and r.method == "GET":
+            return 200, self._volume_collection(r.query)
+        if r.path.startswith(POLICIES):
+            return self._export_policy_route(r, parts)
         if r.path.startswith(JOBS) and r.method == "GET":
             return 200, self._jobs(parts[4] if len(parts) == 5 else r.query.get("uuid"), r.query)
         if not r.path.startswith(RELATIONSHIPS):
@@ -344,6 +428,51 @@ class ContractServer:
         if len(parts) == 6 and parts[5] == "transfers" and r.method == "POST":
             return 202, self._transfer(self._relationship(parts[4]))
         raise ApiError(405, f"method {r.method} not allowed on {r.path}", "4")
+
+    def _volume_collection(self, query: dict[str, str]) -> dict[str, Any]:
+        def matches(volume: VolumeRecord) -> bool:
+            values = {
+                "name": volume.name,
+                "svm.name": volume.svm,
+                "nas.export_policy.id": str(volume.policy),
+                "uuid": volume.uuid,
+            }
+            return all(values.get(key) == value for key, value in query.items() if key in values)
+
+        records = [v.render(self.policies) for v in self.volumes.values() if matches(v)]
+        return {"records": records, "num_records": len(records)}
+
+    def _export_policy_route(self, r: Recorded, parts: list[str]) -> tuple[int, dict[str, Any]]:
+        # /api/protocols/nfs/export-policies/{id}/rules[/{index}]
+        if len(parts) < 7 or parts[6] != "rules" or not parts[5].isdigit():
+            raise ApiError(404, f'API not found: "{r.path}"', "3")
+        policy = self.policies.get(int(parts[5]))
+        if policy is None:
+            raise ApiError(404, "entry doesn't exist", "4")
+        if len(parts) == 7 and r.method == "GET":
+            records = [rule.render(policy.id) for _, rule in sorted(policy.rules.items())]
+            return 200, {"records": records, "num_records": len(records)}
+        if len(parts) == 8 and r.method == "PATCH" and parts[7].isdigit():
+            rule = policy.rules.get(int(parts[7]))
+            if rule is None:
+                raise ApiError(404, "entry doesn't exist", "4")
+            self._patch_rule(rule, r.body or {})
+            return 200, {}
+        raise ApiError(405, f"method {r.method} not allowed on {r.path}", "4")
+
+    @staticmethod
+    def _patch_rule(rule: ExportRuleRecord, body: dict[str, Any]) -> None:
+        changes = {key: value for key, value in body.items() if key not in ("index", "policy")}
+        if body.get("index", rule.index) != rule.index:
+            raise ApiError(400, "this model does not move rules to another index", "262179")
+        unknown = set(changes) - {"ro_rule", "rw_rule"}
+        if unknown:
+            raise ApiError(400, f"this model changes ro_rule and rw_rule only, not {unknown}", "2")
+        for key, value in changes.items():
+            if not isinstance(value, list) or not set(value) <= SECURITY_FLAVOURS or not value:
+                raise ApiError(400, f'Invalid value "{value}" for field "{key}"', "262179")
+        for key, value in changes.items():
+            setattr(rule, key, list(value))
 
     @staticmethod
     def _advance(rel: Relationship) -> None:

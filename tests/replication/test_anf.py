@@ -719,3 +719,139 @@ def test_a_break_whose_state_cannot_be_read_back_says_anf_reported_it_done(
         run(provider.break_(timeout=T))
     assert "break: ANF reported it done, but its state could not be read back" in str(caught.value)
     assert server.model.mirror_state == "Broken"  # it was done
+
+
+# -- the storage fence -------------------------------------------------------------------
+
+
+def rules_of(server: ContractServer, name: str) -> list[dict[str, object]]:
+    return server.model.export_rules[volume_id(name)]
+
+
+def grants_writes(rules: list[dict[str, object]]) -> bool:
+    return any(rule.get("unixReadWrite") for rule in rules)
+
+
+@pytest.mark.parametrize(
+    ("replica", "name"), [("site1", SOURCE_VOLUME), ("dest1", DESTINATION_VOLUME)]
+)
+def test_fence_makes_every_export_rule_of_the_replicas_volume_read_only_and_saves_them(
+    server: ContractServer, provider: AnfProvider, replica: str, name: str
+) -> None:
+    before = [dict(rule) for rule in rules_of(server, name)]
+    result = run(provider.fence(replica, timeout=T))
+    assert (result.replica, result.changed) == (replica, True)
+    assert result.saved == {"rules": before}
+    after = rules_of(server, name)
+    assert [rule["unixReadOnly"] for rule in after] == [True, True]
+    assert not grants_writes(after)
+    # Everything but the access is kept: the same clients may still read.
+    assert [(r["ruleIndex"], r["allowedClients"]) for r in after] == [
+        (r["ruleIndex"], r["allowedClients"]) for r in before
+    ]
+    (patch,) = server.patches()
+    assert patch.volume == name
+    assert set(patch.body["properties"]) == {"exportPolicy"}
+    other = DESTINATION_VOLUME if name == SOURCE_VOLUME else SOURCE_VOLUME
+    assert grants_writes(rules_of(server, other))  # the other replica is untouched
+
+
+def test_unfence_restores_exactly_the_rules_the_fence_saved(
+    server: ContractServer, provider: AnfProvider
+) -> None:
+    before = [dict(rule) for rule in rules_of(server, SOURCE_VOLUME)]
+    fenced = run(provider.fence("site1", timeout=T))
+    result = run(provider.unfence("site1", fenced.saved, timeout=T))
+    assert result.changed is True and result.operation == "unfence"
+    assert rules_of(server, SOURCE_VOLUME) == before
+    assert len(server.patches()) == 2
+
+
+def test_fencing_a_fenced_replica_and_unfencing_an_unfenced_one_send_nothing(
+    server: ContractServer, provider: AnfProvider
+) -> None:
+    first = run(provider.fence("site1", timeout=T))
+    again = run(provider.fence("site1", timeout=T))
+    assert again.changed is False
+    assert not grants_writes(rules_of(server, SOURCE_VOLUME))
+    restored = run(provider.unfence("site1", first.saved, timeout=T))
+    repeated = run(provider.unfence("site1", first.saved, timeout=T))
+    assert (restored.changed, repeated.changed) == (True, False)
+    assert len(server.patches()) == 2
+
+
+def test_fence_tells_before_change_what_it_replaces_before_sending_anything(
+    server: ContractServer, provider: AnfProvider
+) -> None:
+    told: list[tuple[object, int]] = []
+
+    async def record(saved: dict[str, object]) -> None:
+        told.append((saved, len(server.patches())))
+
+    result = run(provider.fence("site1", timeout=T, before_change=record))
+    assert told == [(result.saved, 0)]
+
+
+def test_a_before_change_that_fails_leaves_the_rules_unchanged(
+    server: ContractServer, provider: AnfProvider
+) -> None:
+    async def fail(saved: dict[str, object]) -> None:
+        raise ProviderError("the journal is not writable")
+
+    with pytest.raises(ProviderError, match="journal"):
+        run(provider.fence("site1", timeout=T, before_change=fail))
+    assert server.patches() == []
+    assert grants_writes(rules_of(server, SOURCE_VOLUME))
+
+
+def test_an_update_while_another_operation_runs_is_refused_with_anfs_409(
+    server: ContractServer, provider: AnfProvider
+) -> None:
+    server.hold_operations()
+    with pytest.raises(ProviderTimeout, match="may still complete"):
+        run(provider.fence("site1", timeout=0.5))
+    with pytest.raises(ProviderError) as caught:
+        run(provider.fence("site1", timeout=T))
+    assert not isinstance(caught.value, ProviderTimeout)
+    assert caught.value.code == "OperationInProgress"
+    assert "HTTP 409" in str(caught.value) and "in progress" in str(caught.value)
+    assert len(server.patches()) == 2
+    assert grants_writes(rules_of(server, SOURCE_VOLUME))
+
+
+def test_a_server_error_on_the_update_is_a_provider_error_and_it_is_not_sent_again(
+    server: ContractServer, provider: AnfProvider
+) -> None:
+    server.answer_next(
+        "PATCH", "", Reply(500, {"error": {"code": "InternalServerError", "message": "Oops."}})
+    )
+    with pytest.raises(ProviderError, match="HTTP 500: InternalServerError: Oops") as caught:
+        run(provider.fence("site1", timeout=T))
+    assert caught.value.code == "InternalServerError"
+    assert len(server.patches()) == 1
+    assert grants_writes(rules_of(server, SOURCE_VOLUME))
+
+
+def test_an_update_that_ends_failed_is_a_provider_error_with_anfs_words(
+    server: ContractServer, provider: AnfProvider
+) -> None:
+    server.fail_next_operation("update", "VolumeUpdateFailed", "The export policy is locked.")
+    with pytest.raises(ProviderError, match="Failed: VolumeUpdateFailed") as caught:
+        run(provider.fence("site1", timeout=T))
+    assert caught.value.provider_message == "The export policy is locked."
+    assert grants_writes(rules_of(server, SOURCE_VOLUME))
+
+
+def test_a_replica_the_volume_does_not_have_cannot_be_fenced(provider: AnfProvider) -> None:
+    with pytest.raises(ProviderError, match="no replica site9") as caught:
+        run(provider.fence("site9", timeout=T))
+    assert caught.value.code == "config"
+
+
+def test_unfence_refuses_a_saved_state_without_rules(
+    server: ContractServer, provider: AnfProvider
+) -> None:
+    with pytest.raises(ProviderError, match="no export policy rules") as caught:
+        run(provider.unfence("site1", {"access": "rw"}, timeout=T))
+    assert caught.value.code == "bad_saved"
+    assert server.patches() == []

@@ -393,3 +393,57 @@ def test_a_forced_break_stops_a_running_transfer(
     finally:
         transferring.kill()
         transferring.wait()
+
+
+# -- the storage fence -------------------------------------------------------------------
+
+
+def test_a_fenced_source_refuses_writes_over_nfs_until_it_is_unfenced(
+    provider: LocalProvider, volume: Volume
+) -> None:
+    source = volume.replicas[0].export
+    asyncio.run(provider.transfer_now(timeout=T))
+    asyncio.run(provider.break_(timeout=T))  # both writable now: what a fence is for
+    fenced = asyncio.run(provider.fence("site1", timeout=T))
+    assert (fenced.changed, fenced.saved) == (True, {"access": "rw"})
+    with pytest.raises(ProtocolStatusError, match="NFS3ERR_ROFS"):
+        asyncio.run(nfs_write(source, "refused"))
+    again = asyncio.run(provider.fence("site1", timeout=T))
+    assert (again.changed, again.saved) == (False, {"access": "rw"})
+
+    unfenced = asyncio.run(provider.unfence("site1", fenced.saved, timeout=T))
+    assert unfenced.changed is True
+    asyncio.run(nfs_write(source, "taken"))
+    assert asyncio.run(provider.unfence("site1", fenced.saved, timeout=T)).changed is False
+
+
+def test_a_fence_holds_through_the_engines_own_changes_of_direction(
+    provider: LocalProvider, volume: Volume
+) -> None:
+    source = volume.replicas[0].export
+    asyncio.run(provider.transfer_now(timeout=T))
+    asyncio.run(provider.break_(timeout=T))
+    fenced = asyncio.run(provider.fence("site1", timeout=T))
+    asyncio.run(provider.reverse_resync(timeout=T))  # site1 a mirrored destination
+    asyncio.run(provider.break_(timeout=T))  # a broken destination takes writes, unless fenced
+    with pytest.raises(ProtocolStatusError, match="NFS3ERR_ROFS"):
+        asyncio.run(nfs_write(source, "refused while fenced"))
+    asyncio.run(provider.unfence("site1", fenced.saved, timeout=T))
+    asyncio.run(nfs_write(source, "taken once unfenced"))
+
+
+def test_a_fence_of_a_cut_off_replica_is_kept_and_confirmed_once_it_answers(
+    replication_lab: Lab, provider: LocalProvider, volume: Volume
+) -> None:
+    asyncio.run(provider.transfer_now(timeout=T))
+    asyncio.run(provider.break_(timeout=T))
+    replication_lab.outage("az1")
+    try:
+        with pytest.raises(ProviderError, match="did not become read-only"):
+            asyncio.run(provider.fence("site1", timeout=3))
+    finally:
+        replication_lab.restore("az1")
+    later = asyncio.run(provider.fence("site1", timeout=T))
+    assert (later.changed, later.saved) == (False, {"access": "rw"})
+    with pytest.raises(ProtocolStatusError, match="NFS3ERR_ROFS"):
+        asyncio.run(nfs_write(volume.replicas[0].export, "refused"))

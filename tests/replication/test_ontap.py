@@ -28,6 +28,7 @@ from tests.replication.ontap_contract_server import (
     JOBS,
     RELATIONSHIPS,
     ContractServer,
+    ExportRuleRecord,
     Relationship,
 )
 
@@ -976,3 +977,128 @@ def test_a_hung_break_patch_names_the_patch_and_says_ontap_may_have_acted(
     assert f"PATCH /api/snapmirror/relationships/{relationship.uuid}" in message
     assert "may have acted on it" in message
     assert len(server.calls("PATCH")) == 1
+
+
+# -- the storage fence -------------------------------------------------------------------
+
+RULES = "/api/protocols/nfs/export-policies"
+
+
+@pytest.mark.parametrize(("replica", "path"), [("site1", SOURCE), ("dest1", DESTINATION)])
+def test_fence_sets_rw_rule_never_on_every_rule_of_the_volumes_export_policy(
+    provider: OntapProvider, server: ContractServer, replica: str, path: str
+) -> None:
+    result = using(provider, lambda p: p.fence(replica, timeout=TIMEOUT))
+    assert (result.replica, result.changed) == (replica, True)
+    assert result.saved["volume"] == path
+    assert result.saved["rules"] == [
+        {"index": 1, "rw_rule": ["sys"]},
+        {"index": 2, "rw_rule": ["never"]},
+    ]
+    assert server.rw_rules(path) == [["never"], ["never"]]
+    other = DESTINATION if path == SOURCE else SOURCE
+    assert server.rw_rules(other) == [["sys"], ["never"]]  # the other replica is untouched
+    # Only the rule that granted writes is sent, with nothing but its rw_rule.
+    (patch,) = server.calls("PATCH", RULES)
+    assert patch.path.endswith("/rules/1") and patch.body == {"rw_rule": ["never"]}
+
+
+def test_unfence_gives_each_rule_its_saved_rw_rule_back(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    async def cycle(p: OntapProvider) -> tuple[bool, bool]:
+        fenced = await p.fence("site1", timeout=TIMEOUT)
+        first = await p.unfence("site1", fenced.saved, timeout=TIMEOUT)
+        again = await p.unfence("site1", fenced.saved, timeout=TIMEOUT)
+        return first.changed, again.changed
+
+    assert using(provider, cycle) == (True, False)
+    assert server.rw_rules(SOURCE) == [["sys"], ["never"]]
+    assert len(server.calls("PATCH", RULES)) == 2
+
+
+def test_fencing_a_fenced_replica_sends_nothing(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    async def twice(p: OntapProvider) -> bool:
+        await p.fence("site1", timeout=TIMEOUT)
+        return (await p.fence("site1", timeout=TIMEOUT)).changed
+
+    assert using(provider, twice) is False
+    assert len(server.calls("PATCH", RULES)) == 1
+
+
+def test_fence_tells_before_change_what_it_replaces_before_the_first_patch(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    told: list[tuple[object, int]] = []
+
+    async def record(saved: dict[str, object]) -> None:
+        told.append((saved, len(server.calls("PATCH", RULES))))
+
+    result = using(provider, lambda p: p.fence("site1", timeout=TIMEOUT, before_change=record))
+    assert told == [(result.saved, 0)]
+
+
+def test_a_fence_cut_short_after_one_rule_completes_on_the_next_try(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    server.policies[1].rules[3] = ExportRuleRecord(3, ["10.2.0.0/16"])
+    server.fail("PATCH", "/rules/3", 500, "Internal error.", "1")
+
+    async def interrupted_then_again(p: OntapProvider) -> tuple[object, bool]:
+        first: list[object] = []
+
+        async def record(saved: dict[str, object]) -> None:
+            first.append(saved["rules"])
+
+        with pytest.raises(ProviderError, match="HTTP 500"):
+            await p.fence("site1", timeout=TIMEOUT, before_change=record)
+        again = await p.fence("site1", timeout=TIMEOUT)
+        return first[0], again.changed
+
+    saved_first, changed = using(provider, interrupted_then_again)
+    assert server.rw_rules(SOURCE) == [["never"], ["never"], ["never"]]
+    assert changed is True
+    # What the first try saved is the state before any change: it is what unfence needs.
+    assert saved_first == [
+        {"index": 1, "rw_rule": ["sys"]},
+        {"index": 2, "rw_rule": ["never"]},
+        {"index": 3, "rw_rule": ["sys"]},
+    ]
+
+
+def test_an_export_policy_other_volumes_use_is_not_fenced(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    server.add_volume("svm1:home", policy=1)
+    with pytest.raises(ProviderError, match="used by svm1:home too") as caught:
+        using(provider, lambda p: p.fence("site1", timeout=TIMEOUT))
+    assert caught.value.code == "shared_policy"
+    assert server.calls("PATCH", RULES) == []
+
+
+def test_a_refused_rule_change_is_a_provider_error_with_ontaps_words(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    server.fail("PATCH", RULES, 403, "not authorized for that command", "6")
+    with pytest.raises(ProviderError, match="lacks a privilege") as caught:
+        using(provider, lambda p: p.fence("site1", timeout=TIMEOUT))
+    assert caught.value.code == "6"
+    assert server.rw_rules(SOURCE) == [["sys"], ["never"]]
+    assert len(server.calls("PATCH", RULES)) == 1  # never sent again
+
+
+def test_a_rule_change_without_an_answer_gives_provider_timeout_at_the_deadline(
+    provider: OntapProvider, server: ContractServer
+) -> None:
+    server.hang_next("PATCH", RULES)
+    with pytest.raises(ProviderTimeout, match="ONTAP may have acted on it"):
+        using(provider, lambda p: p.fence("site1", timeout=1.0))
+    assert len(server.calls("PATCH", RULES)) == 1
+
+
+def test_a_replica_the_volume_does_not_have_cannot_be_fenced(provider: OntapProvider) -> None:
+    with pytest.raises(ProviderError, match="no replica site9") as caught:
+        using(provider, lambda p: p.fence("site9", timeout=TIMEOUT))
+    assert caught.value.code == "config"

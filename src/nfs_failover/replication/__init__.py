@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from nfs_failover.replication.base import (
+    BeforeFence,
     Divergence,
+    FenceResult,
     MirrorState,
     OperationResult,
     Progress,
     Provider,
     RelationshipStatus,
     ReplicationStatus,
+    Saved,
     normalise_mirror_state,
     normalise_relationship_status,
 )
@@ -37,13 +40,16 @@ def open_provider(volume: Volume) -> Provider:
 
 
 __all__ = [
+    "BeforeFence",
     "Divergence",
+    "FenceResult",
     "MirrorState",
     "OperationResult",
     "Progress",
     "Provider",
     "RelationshipStatus",
     "ReplicationStatus",
+    "Saved",
     "normalise_mirror_state",
     "normalise_relationship_status",
     "open_provider",

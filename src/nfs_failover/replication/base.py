@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -105,6 +105,30 @@ class OperationResult:
     bytes_transferred: int | None = None
 
 
+# What a storage fence replaced, in the provider's own terms (ANF's export policy rules,
+# ONTAP's rw_rule lists, the local export's access): JSON-able, opaque to the caller, and
+# given back whole to ``unfence``.
+Saved = dict[str, object]
+# Told what a fence is about to replace, before the storage is changed (see ``fence``).
+BeforeFence = Callable[[Saved], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class FenceResult:
+    """The outcome of a storage fence: the replica now refuses writes at the storage.
+
+    ``saved`` is what the fence replaced, to be given back to ``unfence``; when the
+    replica was already fenced (``changed`` False) it is what the provider has recorded
+    of the first fence, or, for a provider that records nothing, what is there now.
+    ``detail`` says what was done, in the provider's words.
+    """
+
+    replica: str
+    changed: bool
+    saved: Saved
+    detail: str
+
+
 class Provider(abc.ABC):
     """One replication relationship between a volume's two replicas.
 
@@ -119,6 +143,9 @@ class Provider(abc.ABC):
       reverse resync only when broken. A violation raises ``PreconditionError`` and
       changes nothing.
     - Every other failure raises ``ProviderError`` with the provider's own code and words.
+    - ``fence`` and ``unfence`` act on one replica's exports, not on the relationship:
+      they keep the same rules (idempotent, deadline), and neither changes the mirror
+      state or direction.
     """
 
     name: str
@@ -163,6 +190,39 @@ class Provider(abc.ABC):
         raise ProviderError(
             f"{self.name}: cannot make the source read-only through the provider",
             code="unsupported",
+        )
+
+    async def fence(
+        self, replica: str, *, timeout: float, before_change: BeforeFence | None = None
+    ) -> FenceResult:
+        """Make ``replica`` refuse writes at the storage, whoever mounts it: a client that
+        no map steers (a hand-typed mount, a crashed agent) cannot write to it either.
+
+        Idempotent: fencing a fenced replica changes nothing (``changed=False``). Before
+        the storage is changed, ``before_change`` is awaited with what is about to be
+        replaced: a caller that must never lose it (the controller journals it) records
+        it there, so a crash between that and the change leaves it recorded; when it
+        raises, nothing is changed. The saved state is what ``unfence`` restores; a
+        caller that recorded one keeps its own record over a later fence's answer (after
+        a crash mid-fence the storage already shows the fence). Within ``timeout`` or
+        ``ProviderTimeout``; a replica that does not answer raises ``ProviderError``, and
+        the call is simply tried again later. Providers that cannot raise
+        ``ProviderError`` with code ``unsupported``.
+        """
+        raise ProviderError(
+            f"{self.name}: cannot fence {replica} at the storage", code="unsupported"
+        )
+
+    async def unfence(self, replica: str, saved: Saved, *, timeout: float) -> OperationResult:
+        """Undo ``fence``: give ``replica`` back exactly what the fence replaced
+        (``saved``, as ``fence`` returned or ``before_change`` was told it).
+
+        Idempotent: unfencing a replica that is not fenced changes nothing
+        (``changed=False``). Within ``timeout`` or ``ProviderTimeout``; providers that
+        cannot fence raise ``ProviderError`` with code ``unsupported``.
+        """
+        raise ProviderError(
+            f"{self.name}: cannot unfence {replica} at the storage", code="unsupported"
         )
 
     async def serve(  # noqa: B027 - a schedule the storage keeps needs no driving

@@ -40,13 +40,16 @@ from nfs_failover.pacing import Deadline, Pacer
 from nfs_failover.probe import Prober
 from nfs_failover.replication import schedule
 from nfs_failover.replication.base import (
+    BeforeFence,
     Divergence,
+    FenceResult,
     MirrorState,
     OperationResult,
     Progress,
     Provider,
     RelationshipStatus,
     ReplicationStatus,
+    Saved,
 )
 from nfs_failover.replication.manifest import Manifest, changed_since
 from nfs_failover.replication.tracker import Tracker
@@ -88,6 +91,9 @@ class RelationshipState:
     transfer_pid: int | None = None
     unhealthy: str | None = None
     quiesced: bool = False  # the source refuses writes until the next resync
+    # Replicas fenced at the storage (read-only whatever their side) until unfenced, each
+    # with the access its export had before the fence.
+    fenced: dict[str, str] = field(default_factory=dict)
     last_transfer: Transfer | None = None
     last_full_started: float | None = None  # the last transfer that walked the whole tree
     history: tuple[dict[str, object], ...] = field(default_factory=tuple)
@@ -311,6 +317,68 @@ class LocalProvider(Provider):
                 state.save(self._state_path)
             await self._apply_access(state, deadline, confirm_source=True)
             return self._result("quiesce", state, changed)
+
+    async def fence(
+        self, replica: str, *, timeout: float, before_change: BeforeFence | None = None
+    ) -> FenceResult:
+        """The replica's export becomes read-only (``Access_Type = RO``, confirmed over
+        NFS) and stays so through the engine's own changes of direction, until
+        ``unfence``: the fence is recorded in the relationship's state first."""
+        deadline = Deadline(timeout)
+        index = self._index(replica)
+        export = self._export(index)
+        if export is None:
+            raise ProviderError(
+                f"volume {self.volume.name}: {replica} has no Ganesha export in the"
+                " configuration, so it cannot be fenced at the storage",
+                code="unsupported",
+            )
+        async with self._locked(deadline):
+            state = self._load()
+            recorded = state.fenced.get(replica)
+            if recorded is None:
+                previous = ganesha.export_access(export.config, self._folder(index)) or "unknown"
+                if before_change is not None:
+                    await before_change({"access": previous})
+                fenced = {**state.fenced, replica: previous}
+                state = replace(state, fenced=fenced).noted("fence", replica=replica)
+                state.save(self._state_path)
+            await self._apply_access(state, deadline)
+            await self._confirm_access(index, True, deadline)
+            return FenceResult(
+                replica,
+                changed=recorded is None,
+                saved={"access": recorded or state.fenced[replica]},
+                detail=f"the export of {replica} is read-only (Access_Type = RO)",
+            )
+
+    async def unfence(self, replica: str, saved: Saved, *, timeout: float) -> OperationResult:
+        """The fence is dropped and the replica's export gets the access its side of the
+        relationship gives it now: writable as the source or a broken destination,
+        read-only as a mirrored destination (the access in ``saved`` was that of the side
+        it was on when fenced, which a failback has since changed)."""
+        deadline = Deadline(timeout)
+        index = self._index(replica)
+        async with self._locked(deadline):
+            state = self._load()
+            changed = replica in state.fenced
+            if changed:
+                fenced = {name: was for name, was in state.fenced.items() if name != replica}
+                state = replace(state, fenced=fenced).noted("unfence", replica=replica)
+                state.save(self._state_path)
+            await self._apply_access(state, deadline)
+            if changed:
+                await self._confirm_access(index, self._read_only(state, index), deadline)
+            return self._result("unfence", state, changed)
+
+    def _index(self, replica: str) -> int:
+        names = [r.name for r in self.volume.replicas]
+        if replica not in names:
+            raise ProviderError(
+                f"volume {self.volume.name} has no replica {replica} (it has {', '.join(names)})",
+                code="config",
+            )
+        return names.index(replica)
 
     async def resync(self, *, timeout: float, progress: Progress | None = None) -> OperationResult:
         return await self._resync(reverse=False, timeout=timeout, progress=progress)
@@ -574,23 +642,32 @@ class LocalProvider(Provider):
         self, state: RelationshipState, deadline: Deadline, *, confirm_source: bool = False
     ) -> None:
         """The destination is read-only until a break, the source writable unless
-        quiesced.
+        quiesced; a fenced replica is read-only whatever its side.
 
-        The destination's access is always confirmed over NFS; the source's only when it
-        had to change (or ``confirm_source``), since after an outage the source may not
-        answer at all.
+        The destination's access is always confirmed over NFS, unless it is fenced; the
+        source's only when it had to change (or ``confirm_source``), since after an outage
+        the source may not answer at all. A fenced replica's is confirmed by ``fence``:
+        the fence holds in the config even while the replica does not answer.
         """
         source, destination = self._sides(state)
-        protected = state.mirror_state != MirrorState.BROKEN
-        for index, read_only in ((source, state.quiesced), (destination, protected)):
+        for index in (source, destination):
             export = self._export(index)
             if export is None:
                 continue
+            read_only = self._read_only(state, index)
             changed = ganesha.set_access(export.config, self._folder(index), read_only=read_only)
             if changed:
                 ganesha.reload(export.pidfile)
-            if changed or index == destination or confirm_source:
+            fenced = self.volume.replicas[index].name in state.fenced
+            if not fenced and (changed or index == destination or confirm_source):
                 await self._confirm_access(index, read_only, deadline)
+
+    def _read_only(self, state: RelationshipState, index: int) -> bool:
+        if self.volume.replicas[index].name in state.fenced:
+            return True
+        if index == self._sides(state)[0]:
+            return state.quiesced
+        return state.mirror_state != MirrorState.BROKEN
 
     async def _confirm_access(self, index: int, read_only: bool, deadline: Deadline) -> None:
         """Wait until the export really refuses or takes writes over NFS (Ganesha reloads

@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypedDict, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
@@ -144,7 +144,7 @@ def _transient(exc: HttpResponseError) -> bool:
 
 
 async def watch_operation(
-    what: str, poller: LROPoller[None], deadline: Deadline, progress: Progress | None
+    what: str, poller: LROPoller[Any], deadline: Deadline, progress: Progress | None
 ) -> None:
     """Wait for a long-running operation to end, reporting each status it passes through.
 

@@ -37,18 +37,24 @@ from nfs_failover.replication.anf.calls import (
 from nfs_failover.replication.anf.records import (
     AnfReplicationInfo,
     endpoint_type,
+    export_rules,
     newest_snapmirror,
+    read_only_rule,
+    refuses_writes,
     replication_info,
     replication_status,
 )
 from nfs_failover.replication.base import (
+    BeforeFence,
     Divergence,
+    FenceResult,
     MirrorState,
     OperationResult,
     Progress,
     Provider,
     RelationshipStatus,
     ReplicationStatus,
+    Saved,
 )
 from nfs_failover.replication.nfs_divergence import divergence_over_nfs
 
@@ -103,6 +109,8 @@ class AnfProvider(Provider):
       destination again; the destination's changes are overwritten).
     - ``reverse_resync``: ``begin_resync_replication`` on the current source (destination
       to source; ANF overwrites newer data on the source, and the roles swap).
+    - ``fence`` / ``unfence``: ``begin_update`` of the replica's volume with every
+      export policy rule read-only / with the rules the fence saved.
     - ``list_replications``: ANF's own entries for a volume, for display.
 
     Lag is ``now - created`` of the newest ``snapmirror.*`` snapshot on the destination
@@ -247,6 +255,61 @@ class AnfProvider(Provider):
             timeout=deadline.left(),
         )
 
+    async def fence(
+        self, replica: str, *, timeout: float, before_change: BeforeFence | None = None
+    ) -> FenceResult:
+        """Every export policy rule of the replica's volume made read-only by a volume
+        update (PATCH of ``exportPolicy.rules``, a long-running operation); ``saved`` is
+        the rules as they were (``{"rules": [...]}``, ANF's REST form). Rules that already
+        grant no writes are left alone (``changed=False``, ``saved`` what is there). The
+        rules are read back once ANF reports the update done."""
+        deadline = Deadline(timeout)
+        side = self._side(replica)
+        rules = await self._export_rules(side, deadline)
+        if refuses_writes(rules):
+            return FenceResult(
+                replica,
+                changed=False,
+                saved={"rules": rules},
+                detail=f"no export policy rule of {side.volume.volume} grants writes",
+            )
+        saved: Saved = {"rules": rules}
+        if before_change is not None:
+            await before_change(saved)
+        fenced = [read_only_rule(rule) for rule in rules]
+        what = f"making the export policy rules of {replica} read-only"
+        await self._update_rules(what, side, fenced, deadline)
+        if not refuses_writes(await self._export_rules(side, deadline)):
+            raise ProviderError(
+                f"{what}: ANF reported the update done, but a rule of {side.volume.volume}"
+                " still grants writes",
+                code="not_fenced",
+            )
+        return FenceResult(
+            replica,
+            changed=True,
+            saved=saved,
+            detail=f"{len(rules)} export policy rules of {side.volume.volume} made read-only",
+        )
+
+    async def unfence(self, replica: str, saved: Saved, *, timeout: float) -> OperationResult:
+        """The volume's export policy rules set back to ``saved["rules"]`` by a volume
+        update; nothing is sent when they already are."""
+        deadline = Deadline(timeout)
+        side = self._side(replica)
+        wanted = saved.get("rules")
+        if not isinstance(wanted, list) or not all(isinstance(r, dict) for r in wanted):
+            raise ProviderError(
+                f"cannot unfence {replica}: the saved state holds no export policy rules"
+                f" ({str(saved)[:200]})",
+                code="bad_saved",
+            )
+        changed = await self._export_rules(side, deadline) != wanted
+        if changed:
+            what = f"restoring the export policy rules of {replica}"
+            await self._update_rules(what, side, wanted, deadline)
+        return await self._changed("unfence", deadline, changed=changed)
+
     async def close(self) -> None:
         """Close the clients and the credential this provider made; a client or credential
         passed in stays open (it is the caller's)."""
@@ -327,7 +390,52 @@ class AnfProvider(Provider):
         status = await self._with_lag(observed, deadline)
         return OperationResult(operation, status, changed=False)
 
-    async def _changed(self, operation: str, deadline: Deadline) -> OperationResult:
+    def _side(self, replica: str) -> _Side:
+        for side in (self._configured.source, self._configured.destination):
+            if side.replica == replica:
+                return side
+        names = f"{self._configured.source.replica}, {self._configured.destination.replica}"
+        raise ProviderError(f"no replica {replica} (the replicas are {names})", code="config")
+
+    async def _export_rules(self, side: _Side, deadline: Deadline) -> list[dict[str, object]]:
+        volume = await self._call(
+            f"reading the export policy of {side.replica}",
+            deadline,
+            side.volume,
+            lambda client, options: client.volumes.get(*_parts(side.volume), **options),
+            read=True,
+        )
+        return export_rules(volume)
+
+    async def _update_rules(
+        self, what: str, side: _Side, rules: list[dict[str, object]], deadline: Deadline
+    ) -> None:
+        """PATCH the volume's export policy with ``rules`` (ANF replaces the whole list)
+        and wait for the operation; sent once, never again on a guess."""
+        body = anf.VolumePatch(
+            properties=anf.VolumePatchProperties(
+                export_policy=anf.VolumePatchPropertiesExportPolicy(
+                    rules=[anf.ExportPolicyRule(rule) for rule in rules]
+                )
+            )
+        )
+        _log.info("%s (%s)", what, side.volume)
+        poller = await self._call(
+            what,
+            deadline,
+            side.volume,
+            lambda client, options: client.volumes.begin_update(
+                *_parts(side.volume),
+                body=body,
+                polling=lro_polling(deadline, self._lro_interval, _endpoint(client)),
+                **options,
+            ),
+        )
+        await watch_operation(what, poller, deadline, None)
+
+    async def _changed(
+        self, operation: str, deadline: Deadline, *, changed: bool = True
+    ) -> OperationResult:
         """The result of an operation ANF reported done: the status read afresh (asked
         again after transient errors). If it still cannot be read, the error says that ANF
         reported the operation done, so nobody takes it for a failed one."""
@@ -341,7 +449,7 @@ class AnfProvider(Provider):
                 provider_message=exc.provider_message,
             ) from exc
         status = await self._with_lag(observed, deadline)
-        return OperationResult(operation, status, changed=True)
+        return OperationResult(operation, status, changed=changed)
 
     async def _until_breakable(
         self, deadline: Deadline, force: bool, progress: Progress | None

@@ -1,5 +1,6 @@
 """ANF's records read into the project's types: a volume's replication status, its side
-of the replication, its SnapMirror snapshots, and the entries of ``listReplications``.
+of the replication, its SnapMirror snapshots, the entries of ``listReplications``, and
+its export policy rules (what a storage fence changes and saves).
 
 The SDK's models give enum members for the words they know and plain strings for the
 rest; both are read as ANF's own word. What cannot be read is None, never an exception.
@@ -96,6 +97,39 @@ def newest_snapmirror(snapshots: list[anf.Snapshot]) -> datetime | None:
         and snapshot.properties.created is not None
     ]
     return max(times, default=None)
+
+
+# The access flags of an export policy rule, each read-write flag with its read-only one.
+_ACCESS_FLAGS = (
+    ("unixReadWrite", "unixReadOnly"),
+    ("kerberos5ReadWrite", "kerberos5ReadOnly"),
+    ("kerberos5iReadWrite", "kerberos5iReadOnly"),
+    ("kerberos5pReadWrite", "kerberos5pReadOnly"),
+)
+
+
+def export_rules(volume: anf.Volume) -> list[dict[str, object]]:
+    """The volume's export policy rules as ANF sends them (REST names: ``ruleIndex``,
+    ``allowedClients``, ``unixReadOnly``, ...), JSON-able; [] when it has none."""
+    policy = volume.properties.export_policy if volume.properties else None
+    return [dict(rule.as_dict()) for rule in (policy.rules if policy and policy.rules else [])]
+
+
+def read_only_rule(rule: dict[str, object]) -> dict[str, object]:
+    """The same rule granting no writes: every read-write flag off; where one was on, its
+    read-only flag on instead (so the clients it named may still read). ``unixReadOnly``
+    is always set, ``unixReadWrite`` always cleared."""
+    fenced = dict(rule)
+    for write, read in _ACCESS_FLAGS:
+        if fenced.get(write) or write == "unixReadWrite":
+            fenced[write] = False
+            fenced[read] = True
+    return fenced
+
+
+def refuses_writes(rules: list[dict[str, object]]) -> bool:
+    """Whether no rule grants writes (an empty list grants nothing)."""
+    return all(not rule.get(write) for rule in rules for write, _ in _ACCESS_FLAGS)
 
 
 def _bytes(total_progress: str | None) -> int | None:

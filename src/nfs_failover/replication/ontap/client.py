@@ -26,9 +26,11 @@ from typing import Any, Generic, TypeVar
 import requests
 from netapp_ontap.error import NetAppRestError
 from netapp_ontap.host_connection import HostConnection, LoggingAdapter
+from netapp_ontap.resources.export_rule import ExportRule
 from netapp_ontap.resources.job import Job
 from netapp_ontap.resources.snapmirror_relationship import SnapmirrorRelationship
 from netapp_ontap.resources.snapmirror_transfer import SnapmirrorTransfer
+from netapp_ontap.resources.volume import Volume as OntapVolume
 from urllib3.util.retry import Retry
 
 from nfs_failover.config import OntapReplication
@@ -55,8 +57,12 @@ RELATIONSHIP_FIELDS = ",".join(
     )
 )
 JOB_FIELDS = "uuid,state,message,code,error"
+VOLUME_FIELDS = "uuid,name,svm.name,nas.export_policy.id,nas.export_policy.name"
+RULE_FIELDS = "index,clients,ro_rule,rw_rule"
 RELATIONSHIPS_PATH = "/api/snapmirror/relationships"
 JOBS_PATH = "/api/cluster/jobs"
+VOLUMES_PATH = "/api/storage/volumes"
+EXPORT_POLICIES_PATH = "/api/protocols/nfs/export-policies"
 MAX_REASON = 300
 # Server errors a load balancer or a busy cluster gives for a moment; an idempotent
 # request that met one is worth asking again.
@@ -304,6 +310,47 @@ class OntapClient:
             return records[0] if records else None
 
         return self._request("GET", f"{JOBS_PATH}?uuid={uuid}", f"reading ONTAP job {uuid}", call)
+
+    def volumes(self, query: Mapping[str, str]) -> Request[list[JsonObject]]:
+        """The volumes matching ``query`` (``name`` and ``svm.name``, or
+        ``nas.export_policy.id``), with their export policy."""
+
+        def call() -> list[JsonObject]:
+            params: dict[str, Any] = {"fields": VOLUME_FIELDS, **query}
+            found = OntapVolume.fast_get_collection(connection=self._connection, **params)
+            return [_object(raw.resource_data, "volume record") for raw in found]
+
+        path = f"{VOLUMES_PATH}?{_query_text(query)}"
+        return self._request("GET", path, "reading the volume's export policy", call)
+
+    def export_rules(self, policy: int) -> Request[list[JsonObject]]:
+        """The rules of export policy ``policy`` (its id), in index order."""
+
+        def call() -> list[JsonObject]:
+            found = ExportRule.fast_get_collection(
+                policy, connection=self._connection, fields=RULE_FIELDS
+            )
+            return [_object(raw.resource_data, "export rule record") for raw in found]
+
+        path = f"{EXPORT_POLICIES_PATH}/{policy}/rules"
+        return self._request("GET", path, f"reading the rules of export policy {policy}", call)
+
+    def change_export_rule(
+        self, policy: int, index: int, changes: Mapping[str, object]
+    ) -> Request[str | None]:
+        """PATCH one rule of an export policy; the job's uuid if ONTAP started one."""
+
+        def call() -> str | None:
+            rule = ExportRule(policy={"id": policy}, index=index)
+            rule.set_connection(self._connection)
+            for name, value in changes.items():
+                setattr(rule, name, value)
+            return _job_uuid(rule.patch(poll=False).http_response)
+
+        path = f"{EXPORT_POLICIES_PATH}/{policy}/rules/{index}"
+        return self._request(
+            "PATCH", path, f"changing rule {index} of export policy {policy}", call
+        )
 
     def close(self) -> None:
         if self._owned:

@@ -28,13 +28,16 @@ from nfs_failover.config import OntapReplication, Volume
 from nfs_failover.errors import PreconditionError, ProviderError, ProviderTimeout
 from nfs_failover.pacing import Deadline, Pacer
 from nfs_failover.replication.base import (
+    BeforeFence,
     Divergence,
+    FenceResult,
     MirrorState,
     OperationResult,
     Progress,
     Provider,
     RelationshipStatus,
     ReplicationStatus,
+    Saved,
 )
 from nfs_failover.replication.nfs_divergence import divergence_over_nfs
 from nfs_failover.replication.ontap.client import (
@@ -45,7 +48,15 @@ from nfs_failover.replication.ontap.client import (
     connect,
     read_credentials,
 )
-from nfs_failover.replication.ontap.records import OntapJob, OntapRecord, parse_lag_time
+from nfs_failover.replication.ontap.records import (
+    NEVER,
+    OntapJob,
+    OntapRecord,
+    RwRule,
+    export_policy,
+    parse_lag_time,
+    rw_rules,
+)
 
 __all__ = ["OntapProvider"]
 
@@ -201,8 +212,135 @@ class OntapProvider(Provider):
             timeout=deadline.left(),
         )
 
+    async def fence(
+        self, replica: str, *, timeout: float, before_change: BeforeFence | None = None
+    ) -> FenceResult:
+        """Every rule of the export policy of the replica's volume (its
+        ``nas.export_policy``) gets ``rw_rule: ["never"]``, one PATCH per rule that grants
+        writes; ``saved`` is the policy and each rule's ``rw_rule`` before. A policy other
+        volumes use too is refused (``shared_policy``): fencing it would fence them."""
+        deadline = Deadline(timeout)
+        path = await self._path_of(replica, deadline)
+        policy, name = await self._export_policy(path, deadline)
+        rules = await self._rules(policy, deadline)
+        saved: Saved = {"volume": path, "policy": {"id": policy, "name": name}, "rules": rules}
+        open_ = [rule for rule in rules if rule["rw_rule"] != NEVER]
+        if not open_:
+            detail = f"every rule of export policy {name} of {path} is rw_rule never"
+            return FenceResult(replica, changed=False, saved=saved, detail=detail)
+        if before_change is not None:
+            await before_change(saved)
+        for rule in open_:
+            await self._change_rule(policy, rule["index"], NEVER, deadline)
+        if any(rule["rw_rule"] != NEVER for rule in await self._rules(policy, deadline)):
+            raise ProviderError(
+                f"volume {self.volume.name}: ONTAP took the changes of export policy {name},"
+                " but a rule of it still grants writes",
+                code="not_fenced",
+            )
+        detail = f"{len(open_)} rules of export policy {name} of {path} set to rw_rule never"
+        return FenceResult(replica, changed=True, saved=saved, detail=detail)
+
+    async def unfence(self, replica: str, saved: Saved, *, timeout: float) -> OperationResult:
+        """Each rule of the saved export policy gets its saved ``rw_rule`` back; rules that
+        already have it are not sent."""
+        deadline = Deadline(timeout)
+        self._index(replica)
+        named, rules = saved.get("policy"), saved.get("rules")
+        policy = named.get("id") if isinstance(named, dict) else None
+        try:
+            wanted = rw_rules(rules) if isinstance(rules, list) else []
+        except ValueError:
+            wanted = []
+        if not isinstance(policy, int) or not wanted:
+            raise ProviderError(
+                f"cannot unfence {replica}: the saved state names no export policy and rules"
+                f" ({str(saved)[:200]})",
+                code="bad_saved",
+            )
+        now = {rule["index"]: rule["rw_rule"] for rule in await self._rules(policy, deadline)}
+        changed = False
+        for rule in wanted:
+            if now.get(rule["index"]) != rule["rw_rule"]:
+                await self._change_rule(policy, rule["index"], rule["rw_rule"], deadline)
+                changed = True
+        return self._result("unfence", await self._read(deadline), changed)
+
     async def close(self) -> None:
         await asyncio.to_thread(self._client.close)
+
+    # -- export policies (the storage fence) --------------------------------------------
+
+    def _index(self, replica: str) -> int:
+        names = [r.name for r in self.volume.replicas]
+        if replica not in names:
+            raise ProviderError(
+                f"volume {self.volume.name} has no replica {replica} (it has {', '.join(names)})",
+                code="config",
+            )
+        return names.index(replica)
+
+    async def _path_of(self, replica: str, deadline: Deadline) -> str:
+        """The ONTAP path ``svm:volume`` of a replica, learned from the relationship."""
+        index = self._index(replica)
+        if self._paths is None:
+            await self._read(deadline)
+        if self._paths is None:
+            raise ProviderError(
+                f"ONTAP did not report the paths of the relationship of {self.volume.name}",
+                code="bad_reply",
+            )
+        return self._paths[index]
+
+    async def _export_policy(self, path: str, deadline: Deadline) -> tuple[int, str]:
+        svm, _, name = path.partition(":")
+        found = await self._run(self._client.volumes({"name": name, "svm.name": svm}), deadline)
+        policy = export_policy(found[0]) if len(found) == 1 else None
+        if policy is None:
+            raise ProviderError(
+                f"ONTAP at {self._client.origin} shows {len(found)} volumes {path}"
+                + ("" if len(found) != 1 else ", without an export policy"),
+                code="not_found",
+            )
+        users = await self._run(
+            self._client.volumes({"nas.export_policy.id": str(policy[0])}), deadline
+        )
+        others = sorted(
+            f"{_part(user, 'svm')}:{user.get('name')}"
+            for user in users
+            if (user.get("name"), _part(user, "svm")) != (name, svm)
+        )
+        if others:
+            raise ProviderError(
+                f"export policy {policy[1]} of {path} is used by {', '.join(others)} too:"
+                f" fencing it would make them read-only; give {path} an export policy of its own",
+                code="shared_policy",
+            )
+        return policy
+
+    async def _rules(self, policy: int, deadline: Deadline) -> list[RwRule]:
+        records = await self._run(self._client.export_rules(policy), deadline)
+        try:
+            return rw_rules(records)
+        except ValueError as exc:
+            raise ProviderError(
+                f"ONTAP gave an unusable export rule: {exc}", code="bad_reply"
+            ) from None
+
+    async def _change_rule(
+        self, policy: int, index: int, rw_rule: list[str], deadline: Deadline
+    ) -> None:
+        """PATCH one rule's rw_rule (sent once); a job it starts is followed."""
+        job = await self._run(
+            self._client.change_export_rule(policy, index, {"rw_rule": rw_rule}), deadline
+        )
+        note = await self._follow_job(job, deadline, None)
+        if note is not None:
+            raise ProviderTimeout(
+                f"volume {self.volume.name}: rule {index} of export policy {policy} is not"
+                f" confirmed changed: {note}",
+                code="timeout",
+            )
 
     # -- operations --------------------------------------------------------------------
 
@@ -597,6 +735,12 @@ def _paths_by_export(volume: Volume, uuid: str, source: str, destination: str) -
         " volumes. Configure relationship as the destination path svm:volume instead",
         code="direction",
     )
+
+
+def _part(record: Mapping[str, object], key: str) -> object:
+    """The ``name`` of a nested record (``svm``), or None."""
+    value = record.get(key)
+    return value.get("name") if isinstance(value, dict) else None
 
 
 def _why(exc: ProviderError) -> str:

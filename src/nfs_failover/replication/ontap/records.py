@@ -1,5 +1,6 @@
 """ONTAP's records read into the project's types: a SnapMirror relationship, its
-``lag_time``, and a job.
+``lag_time``, a job, and a volume's export policy and its rules' ``rw_rule`` (what a
+storage fence changes and saves).
 
 Records come as plain JSON objects (the client skips the library's schema check), so
 every field is read defensively: a missing or mistyped one is None, and a state this
@@ -9,9 +10,10 @@ code does not know reaches the caller as ONTAP's word instead of raising.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 from nfs_failover.replication.base import (
     MirrorState,
@@ -20,7 +22,17 @@ from nfs_failover.replication.base import (
     normalise_relationship_status,
 )
 
-__all__ = ["OntapJob", "OntapRecord", "parse_lag_time"]
+__all__ = [
+    "NEVER",
+    "OntapJob",
+    "OntapRecord",
+    "RwRule",
+    "export_policy",
+    "parse_lag_time",
+    "rw_rules",
+]
+
+NEVER = ["never"]  # the rw_rule that grants writes to no client
 
 # transfer.state: a finished transfer is history, so the relationship is idle.
 _FINISHED_TRANSFER = frozenset({"success", "failed", "aborted", "hard_aborted"})
@@ -213,3 +225,35 @@ def _size(count: int) -> str:
         if size < 1000:
             return f"{size:.1f} {unit}"
     return f"{size / 1000:.1f} TB"
+
+
+def export_policy(volume: Mapping[str, object]) -> tuple[int, str] | None:
+    """The id and name of a volume record's ``nas.export_policy``, or None."""
+    policy = _mapping(_mapping(volume, "nas"), "export_policy")
+    ident, name = policy.get("id"), policy.get("name")
+    if not isinstance(ident, int) or isinstance(ident, bool):
+        return None
+    return ident, name if isinstance(name, str) else str(ident)
+
+
+class RwRule(TypedDict):
+    """One export rule's index and who may write through it, as a storage fence saves it."""
+
+    index: int
+    rw_rule: list[str]
+
+
+def rw_rules(records: Sequence[object]) -> list[RwRule]:
+    """Each export rule's ``index`` and ``rw_rule``; a record that is not an object with a
+    whole number index and a list of words as rw_rule raises ValueError."""
+    rules: list[RwRule] = []
+    for record in records:
+        if not isinstance(record, dict):
+            raise ValueError(f"an export rule that is not an object: {record!r}")
+        index, rw_rule = record.get("index"), record.get("rw_rule")
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise ValueError(f"an export rule without an index: {record}")
+        if not isinstance(rw_rule, list) or not all(isinstance(word, str) for word in rw_rule):
+            raise ValueError(f"export rule {index} has no rw_rule list: {record}")
+        rules.append(RwRule(index=index, rw_rule=list(rw_rule)))
+    return rules
