@@ -83,6 +83,7 @@ def test_a_volume_is_served_by_its_name(app: FastAPI) -> None:
         "active": "az2",
         "offered": ["az2"],
         "fenced": [],
+        "storage_fence": None,
         "replication": "mirrored",
         "lag_s": None,
         "health": {"az1": "down for 1m (no answer)", "az2": "up"},

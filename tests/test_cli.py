@@ -166,6 +166,7 @@ def test_status_prints_a_row_per_volume_from_the_controllers_snapshot(
         "normal",
         "az1",
         "-",
+        "-",
         "mirrored",
         "42s",
         "failback: done",

@@ -13,12 +13,14 @@ import pytest
 from pydantic import BaseModel
 
 from nfs_failover.config import Config, load_config
+from nfs_failover.controller import fence
 from nfs_failover.controller.loop import Controller
 from nfs_failover.controller.snapshot import (
     AbortResult,
     JournalEntry,
     PauseResult,
     PreservedCopy,
+    StorageFenceStatus,
     VolumeState,
     VolumeStatus,
     WorkflowResult,
@@ -36,6 +38,7 @@ STATUS_KEYS = [
     "active",
     "offered",
     "fenced",
+    "storage_fence",
     "replication",
     "lag_s",
     "health",
@@ -93,6 +96,7 @@ def test_a_volume_with_no_desired_state_yet_is_normal_with_every_key(
         "active": "site1",
         "offered": None,
         "fenced": [],
+        "storage_fence": None,
         "replication": "unknown",
         "lag_s": None,
         "health": {},
@@ -251,6 +255,7 @@ def test_the_api_docs_list_every_key_of_every_reply() -> None:
     assert list(documented.values()) == [
         keys_of(VolumeStatus),
         keys_of(PreservedCopy),
+        keys_of(StorageFenceStatus),
         keys_of(JournalEntry),
         keys_of(WorkflowResult),
         keys_of(AbortResult),
@@ -263,3 +268,36 @@ def test_the_controller_docs_list_the_volume_states() -> None:
 
     assert len(rows) == len(VolumeState)
     assert {row[0] for row in rows} == {state.value for state in VolumeState}
+
+
+def test_a_storage_fence_shows_in_status_until_the_failback_lifts_it_and_in_history(
+    controller: Controller, config: Config, store: SqliteStore
+) -> None:
+    store.set_desired(failed_over(config.volumes[0], 1), expected_generation=None)
+    record = asyncio.run(fence.want(store, "crr", "site1", 3))
+
+    (status,) = controller.status()
+    assert dumped(status)["storage_fence"] == {
+        "replica": "site1",
+        "state": "pending",
+        "since": record.since,
+        "replaced": None,
+        "reason": "storage fence of site1 wanted: the failover fenced its maps",
+        "error": None,
+    }
+    saved = {"rules": [{"index": 1, "rw_rule": ["sys"]}]}
+    done = record.after(fence.Happened.SAVING, saved=saved).after(fence.Happened.DONE)
+    store.append(Event("crr", fence.KIND, done.detail()))
+    (status,) = controller.status()
+    assert status.storage_fence is not None
+    assert (status.storage_fence.state, status.storage_fence.replaced) == ("fenced", saved)
+
+    lifted = done.after(fence.Happened.RESTORED)
+    store.append(Event("crr", fence.KIND, lifted.detail()))
+    assert controller.status()[0].storage_fence is None
+    kinds = [(e.kind, e.detail["state"]) for e in controller.history("crr", 0, 100)]
+    assert kinds == [
+        ("storage-fence", "pending"),
+        ("storage-fence", "fenced"),
+        ("storage-fence", "unfenced"),
+    ]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nfs_failover.config import Config, Hook, Volume
+from nfs_failover.controller import fence
 from nfs_failover.controller.workflows import (
     CRASH_ENV,
     CRASH_EXIT,
@@ -21,7 +22,7 @@ from nfs_failover.controller.workflows import (
     final_transfer,
     run,
 )
-from nfs_failover.errors import NfsFailoverError
+from nfs_failover.errors import NfsFailoverError, ProtocolStatusError
 from nfs_failover.lab import Lab
 from nfs_failover.probe import Prober
 from nfs_failover.replication import MirrorState
@@ -267,3 +268,37 @@ def test_the_final_transfer_is_given_the_policys_transfer_wait(
         final_transfer(Context(config, config.volumes[0], recording, store, step_timeout=7))
     )
     assert given == [42.0]
+
+
+def test_an_old_source_down_at_the_failover_is_fenced_at_the_storage_once_back_until_failback(
+    replication_lab: Lab, volume: Volume, provider: LocalProvider, tmp_path: Path
+) -> None:
+    asyncio.run(provider.transfer_now(timeout=T))
+    config = config_for(replication_lab, volume, tmp_path)
+    store = SqliteStore(tmp_path / "state.db")
+    replication_lab.outage("az1")
+    try:
+        failover(config, provider, store)
+        pending = fence.latest(store, "crr")
+        assert pending is not None and pending.state is fence.FenceState.PENDING
+    finally:
+        replication_lab.restore("az1")
+
+    async def retried() -> None:  # the loop's try, once the old source answers
+        retrier = fence.Retrier(store)
+        retrier.poke("crr", provider)
+        await retrier.settle()
+
+    asyncio.run(retried())
+    fenced = fence.latest(store, "crr")
+    assert fenced is not None and fenced.state is fence.FenceState.FENCED
+    assert fenced.saved == {"access": "rw"}
+    # A client no map steers, writing straight to the old source, is refused.
+    with pytest.raises(ProtocolStatusError, match="NFS3ERR_ROFS"):
+        asyncio.run(nfs_write(volume.replicas[0].export, "hand-typed mount"))
+
+    ctx = Context(config, config.volumes[0], provider, store, step_timeout=T)
+    asyncio.run(run(ctx, "failback"))
+    lifted = fence.latest(store, "crr")
+    assert lifted is not None and lifted.state is fence.FenceState.UNFENCED
+    asyncio.run(nfs_write(volume.replicas[0].export, "after-failback"))

@@ -364,6 +364,11 @@ class ContractServer:
         """The next ``count`` requests are read, then the connection is closed unanswered."""
         self._drops = count
 
+    def clear_faults(self) -> None:
+        """Scripted faults (``fail``, ``hang_next``) that have not run out are dropped."""
+        with self.lock:
+            self._faults.clear()
+
     def stop_answering(self) -> None:
         """From now on, requests are read and never answered (a hung management LIF)."""
         self._hanging.set()

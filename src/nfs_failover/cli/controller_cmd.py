@@ -129,8 +129,9 @@ def plan(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 
 def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Each volume: mode, state, active and fenced replicas, replication, last action; the
-    controller that holds the lease, and the store's error while it does not answer."""
+    """Each volume: mode, state, active and fenced replicas, the storage fence,
+    replication, last action; the controller that holds the lease, and the store's error
+    while it does not answer."""
     loaded = _config(config)
     volumes = _api(loaded, "GET", "/status", reply=_STATUS)
     if as_json:
@@ -142,16 +143,18 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     for error in errors:
         console.print(f"[yellow]store unreachable: {error}; showing what it last said[/]")
     table = Table()
-    columns = ("volume", "mode", "state", "active", "fenced", "replication", "lag")
-    for column in (*columns, "last action", "decision"):
+    columns = ("volume", "mode", "state", "active", "fenced", "storage fence", "replication")
+    for column in (*columns, "lag", "last action", "decision"):
         table.add_column(column)
     for v in volumes:
+        storage = v.storage_fence
         table.add_row(
             v.name,
             v.mode,
             v.state,
             v.active,
             ", ".join(v.fenced) or "-",
+            f"{storage.replica} {storage.state}" if storage else "-",
             v.replication,
             "-" if v.lag_s is None else f"{v.lag_s:.0f}s",
             v.last_action or "-",

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from nfs_failover.agent import Agent
 from nfs_failover.config import Config, Mode, Volume
-from nfs_failover.controller import workflows
+from nfs_failover.controller import fence, workflows
 from nfs_failover.controller.decide import Action, Decision, Observed, VolumeState, decide
 from nfs_failover.controller.lease import LeaseKeeper
 from nfs_failover.controller.snapshot import (
@@ -36,6 +36,7 @@ from nfs_failover.controller.snapshot import (
     LatencySample,
     PauseResult,
     PreservedCopy,
+    StorageFenceStatus,
     VolumeMetrics,
     VolumeStatus,
     WorkflowResult,
@@ -134,6 +135,24 @@ class _Shown:
     running: Workflow | None
     last: Workflow | None
     paused: bool
+    storage_fence: fence.StorageFence | None = None
+
+
+def _fences_maps(desired: VolumeDesired | None) -> bool:
+    return desired is not None and bool(desired.fenced)
+
+
+def _storage_fence(record: fence.StorageFence | None) -> StorageFenceStatus | None:
+    if record is None or record.state is fence.FenceState.UNFENCED:
+        return None
+    return StorageFenceStatus(
+        replica=record.replica,
+        state=record.state.value,
+        since=record.since,
+        replaced=record.saved,
+        reason=record.reason,
+        error=record.error,
+    )
 
 
 class Controller:
@@ -187,6 +206,7 @@ class Controller:
         self._kept_for = 0  # blocks that keep it renewed meanwhile (_lease_kept)
         self._kept_stop = asyncio.Event()
         self._kept_task: asyncio.Task[None] | None = None
+        self._fences = fence.Retrier(store, guard=self.keeper.guard)
 
     @property
     def leader(self) -> bool:
@@ -198,6 +218,7 @@ class Controller:
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self._fences.close()
         await self._prober.close()
         for provider in self.providers.values():
             await provider.close()
@@ -266,6 +287,7 @@ class Controller:
         stopped = [task.get_name() for task in self._tasks.values() if not task.done()]
         for task in self._tasks.values():
             task.cancel()
+        self._fences.cancel()
         if stopped:
             log.warning(
                 "%s cancelled (%s); the next leader resumes it at its step",
@@ -353,6 +375,9 @@ class Controller:
             decisions[volume.name] = decision
             if self.leader and decision.action is not Action.NONE:
                 await self._start(volume, decision)
+            elif self.leader and _fences_maps(stored.desired.get(volume.name)):
+                # A failed-over volume: its storage fence, if still pending, is tried again.
+                self._fences.poke(volume.name, self.providers[volume.name])
         return decisions
 
     def _unreachable(self, volume: str) -> Decision:
@@ -630,7 +655,7 @@ class Controller:
             desired = self.store.get_desired(volume)
         except UnreadableRecord:
             desired = None  # the decision says why
-        return _Shown(desired, running, last, paused)
+        return _Shown(desired, running, last, paused, fence.latest(self.store, volume))
 
     def _volume_status(self, volume: Volume, leader: str | None, error: str | None) -> VolumeStatus:
         stored = self._stored.get(volume.name) or _Shown(None, None, None, False)
@@ -649,6 +674,7 @@ class Controller:
             active=desired.active if desired else volume.replicas[0].name,
             offered=desired.offered if desired else None,
             fenced=desired.fenced if desired else (),
+            storage_fence=_storage_fence(stored.storage_fence),
             replication=status.mirror_state if status else MirrorState.UNKNOWN,
             lag_s=status.lag.total_seconds() if status and status.lag else None,
             health=health,

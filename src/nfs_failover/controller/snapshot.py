@@ -27,6 +27,7 @@ __all__ = [
     "PauseResult",
     "PreservedCopy",
     "Snapshot",
+    "StorageFenceStatus",
     "VolumeMetrics",
     "VolumeState",
     "VolumeStatus",
@@ -61,6 +62,26 @@ class PreservedCopy(Snapshot):
     """Paths that existed only on the other side: deleted here, so nothing to copy."""
 
 
+class StorageFenceStatus(Snapshot):
+    """The old source's fence at the storage, beside the maps' fence: what refuses writes
+    from clients no map steers."""
+
+    replica: str
+    """The replica fenced (the old source)."""
+    state: Literal["pending", "fencing", "fenced", "unsupported"]
+    """``pending`` until the storage takes it (tried each cycle), ``fencing`` while it is
+    being changed, ``fenced`` once done; ``unsupported`` where the provider cannot."""
+    since: float
+    """When the failover wanted it (Unix time)."""
+    replaced: dict[str, JsonValue] | None
+    """What the fence replaced, as the provider saved it (export rules, access); the
+    failback restores it. Null until saved."""
+    reason: str
+    """The last change, as one sentence."""
+    error: str | None
+    """Why the last try failed, while pending."""
+
+
 class VolumeStatus(Snapshot):
     """One volume as the controller sees it now: ``GET /status``, ``GET /volumes/{name}``."""
 
@@ -73,6 +94,8 @@ class VolumeStatus(Snapshot):
     """The replicas client maps list, in order; null before any desired state was written."""
     fenced: tuple[str, ...]
     """Replicas no client map lists until failback ends."""
+    storage_fence: StorageFenceStatus | None = None
+    """The old source's fence at the storage; null when there is none."""
     replication: MirrorState
     lag_s: float | None
     """Age of the newest data the destination has, in seconds; null while unknown."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nfs_failover.config import Config, Volume
+from nfs_failover.controller import fence
 from nfs_failover.controller.decide import replication_limitation
 from nfs_failover.controller.hooks import HookFailed, run_hook
 from nfs_failover.desired import VolumeDesired, failed_over, normal
@@ -112,6 +113,44 @@ async def confirm_writable(ctx: Context) -> None:
 
 async def fence_source(ctx: Context) -> None:
     await _set_desired(ctx, lambda current: failed_over(ctx.volume, current.generation + 1))
+
+
+async def fence_storage(ctx: Context) -> None:
+    """The old source refuses writes at the storage too, for clients no map steers. One
+    short try: when it does not answer (its zone is down), the fence stays pending and the
+    controller tries again each cycle (``controller/fence.py``)."""
+    workflow = ctx.data.get("workflow")
+    record = await fence.want(
+        ctx.store, ctx.volume.name, ctx.source, workflow if isinstance(workflow, int) else None
+    )
+    timeout = min(ctx.step_timeout, fence.FIRST_TRY)
+    record = await fence.attempt(ctx.store, ctx.provider, record, timeout=timeout, guard=ctx.guard)
+    ctx.data["storage_fence"] = record.state.value
+
+
+async def require_storage_fence(ctx: Context) -> None:
+    """A failback touches the old source only once it refuses writes at the storage: a
+    fence still pending is done now (the old source answers), or the failback waits."""
+    record = await fence.current(ctx.store, ctx.volume.name)
+    if record is None or not record.open:
+        return
+    record = await fence.attempt(
+        ctx.store, ctx.provider, record, timeout=ctx.step_timeout, guard=ctx.guard
+    )
+    ctx.data["storage_fence"] = record.state.value
+    if record.open:
+        raise NfsFailoverError(f"volume {ctx.volume.name}: {record.reason}; the failback waits")
+
+
+async def unfence_storage(ctx: Context) -> None:
+    """The old source gets back what the storage fence replaced, just before clients are
+    steered back to it (until then nobody needs to write there)."""
+    record = await fence.current(ctx.store, ctx.volume.name)
+    if record is None or record.state is fence.FenceState.UNFENCED:
+        return
+    ctx.check()
+    record = await fence.lift(ctx.store, ctx.provider, record, timeout=ctx.step_timeout)
+    ctx.data["storage_fence"] = record.state.value
 
 
 async def steer_to_destination(ctx: Context) -> None:
@@ -279,10 +318,12 @@ WORKFLOWS: dict[str, tuple[tuple[str, StepFn], ...]] = {
         ("break", break_replication),
         ("confirm-writable", confirm_writable),
         ("fence-source", fence_source),
+        ("fence-storage", fence_storage),
         ("post-hooks", _hooks("post_failover")),
     ),
     "failback": (
         ("check-source", check_source_answers),
+        ("fence-storage", require_storage_fence),
         ("preserve-old-source", _preserve("old-source")),
         ("pre-hooks", _hooks("pre_failback")),
         ("reverse-resync", reverse_resync),
@@ -291,6 +332,7 @@ WORKFLOWS: dict[str, tuple[tuple[str, StepFn], ...]] = {
         ("last-transfer", final_transfer),
         ("break-reverse", break_replication),
         ("preserve-late-writes", _preserve("late-writes")),
+        ("unfence-storage", unfence_storage),
         ("steer-back", steer_back),
         ("resync-original", reverse_resync),
         ("post-hooks", _hooks("post_failback")),
@@ -303,6 +345,7 @@ WORKFLOWS: dict[str, tuple[tuple[str, StepFn], ...]] = {
         ("break", break_replication),
         ("confirm-writable", confirm_writable),
         ("fence-source", fence_source),
+        ("fence-storage", fence_storage),
         ("post-hooks", _hooks("post_failover")),
     ),
     "failover-read-only": (("steer-to-destination", steer_to_destination),),
