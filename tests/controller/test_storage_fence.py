@@ -16,6 +16,7 @@ import pytest
 from nfs_failover.config import Config, Volume, load_config
 from nfs_failover.controller import fence
 from nfs_failover.controller.fence import FenceState, Happened, StorageFence
+from nfs_failover.controller.lease import LeaseLost
 from nfs_failover.controller.workflows import (
     CRASH_ENV,
     CRASH_EXIT,
@@ -299,3 +300,35 @@ def test_the_table_refuses_a_move_it_does_not_have_and_keeps_the_first_saved_sta
     assert again.reason == "site1 refuses writes at the storage"
     with pytest.raises(ValueError, match="wanted while fenced"):
         again.after(Happened.WANTED)
+
+
+def test_a_lease_lost_once_the_saved_rules_are_journaled_leaves_the_change_to_the_next_leader(
+    volume: Volume, store: SqliteStore, server: ContractServer
+) -> None:
+    checks: list[int] = []
+
+    def guard() -> None:  # the lease: valid at the try, lost once the saved state is journaled
+        checks.append(1)
+        if len(checks) > 1:
+            raise LeaseLost("not the leader any more")
+
+    async def go() -> StorageFence:
+        provider = OntapProvider(volume, poll_interval=POLL)
+        try:
+            record = await fence.want(store, "crr", "site1", 7)
+            with pytest.raises(LeaseLost):
+                await fence.attempt(store, provider, record, timeout=10, guard=guard)
+            assert server.rw_rules(SOURCE) == ORIGINAL
+            left = fence.latest(store, "crr")
+            assert left is not None and left.state is FenceState.FENCING
+            return await fence.attempt(store, provider, left, timeout=10)  # the next leader
+        finally:
+            await provider.close()
+
+    record = asyncio.run(go())
+    assert record.state is FenceState.FENCED
+    assert server.rw_rules(SOURCE) == FENCED
+    assert saved_rules(store) == [
+        {"index": 1, "rw_rule": ["sys"]},
+        {"index": 2, "rw_rule": ["never"]},
+    ]
