@@ -26,7 +26,7 @@ from nfs_failover import aio, files
 from nfs_failover.errors import LabError
 from nfs_failover.ganesha import export_access
 from nfs_failover.lab import clients as hosts
-from nfs_failover.lab import etcd, ganesha, netns, system
+from nfs_failover.lab import controller_host, etcd, ganesha, netns, system
 from nfs_failover.lab.clients import ClientHost, ClientStatus
 from nfs_failover.pacing import Deadline
 from nfs_failover.probe import probe_many
@@ -129,6 +129,7 @@ class Lab:
         self.bridge = f"nfo{self.tag}-cbr"
         self.forward_table = f"nfo{self.tag}_clients"
         self.clients = tuple(self._client(i) for i in range(1, hosts.MAX_CLIENTS + 1))
+        self.controller_hosts = controller_host.hosts(self.tag, self.client_gateway)
         self.etcd_bridge = f"nfo{self.tag}-ebr"
         self.etcd_members = etcd.members(self.tag, self.slot, self.state_dir)
 
@@ -178,6 +179,19 @@ class Lab:
         raise LabError(
             f"unknown client host {name!r}: expected client1 to client{hosts.MAX_CLIENTS}"
         )
+
+    def controller_host(self, name: str) -> controller_host.ControllerHost:
+        """The controller host ``name`` (ctl1, ctl2) on the client network, created if it
+        is missing; the client network must be up (``up`` with client hosts)."""
+        host = next((h for h in self.controller_hosts if h.name == name), None)
+        if host is None:
+            names = ", ".join(h.name for h in self.controller_hosts)
+            raise LabError(f"unknown controller host {name!r}: expected one of {names}")
+        if not netns.link_exists(self.bridge):
+            raise LabError("the client network is down: `lab up --clients N` builds it")
+        with self._locked():
+            controller_host.ensure(host, self.bridge)
+        return host
 
     def running_clients(self) -> list[ClientHost]:
         return [c for c in self.clients if hosts.qemu_pids(c.tap)]
@@ -533,6 +547,8 @@ class Lab:
                 say(f"{client.name}: powering off")
                 hosts.stop(client.tap)
             netns.remove_link(client.tap)
+        for host in self.controller_hosts:
+            controller_host.remove(host)
         netns.remove_link(self.bridge)
         if self.forward_table in system.run(["nft", "list", "tables"], check=False).split():
             system.run(["nft", "delete", "table", "inet", self.forward_table])
