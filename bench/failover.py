@@ -17,6 +17,7 @@ options; 0 acknowledged writes lost; 0 stale reads; 0 false failovers in 20 flap
 
 Run:  .venv/bin/python bench/failover.py [--runs 5] [--grace 5] [--flaps 20] [--quick]
                                          [--nfs-version 3|4.1]
+                                         [--setting default|tuned|read-only ...]
 """
 
 from __future__ import annotations
@@ -51,11 +52,11 @@ TOTALS = (
     "split_brain_instants",
     "false_failovers",
 )
-SETTINGS = (  # name, mode, watchdog
-    ("read-write, default clients (hang after 3 s)", Mode.READ_WRITE, 3.0),
-    ("read-write, tuned clients (hang after 1 s)", Mode.READ_WRITE, 1.0),
-    ("read-only", Mode.READ_ONLY, 3.0),
-)
+SETTINGS = {  # --setting: name, mode, watchdog
+    "default": ("read-write, default clients (hang after 3 s)", Mode.READ_WRITE, 3.0),
+    "tuned": ("read-write, tuned clients (hang after 1 s)", Mode.READ_WRITE, 1.0),
+    "read-only": ("read-only", Mode.READ_ONLY, 3.0),
+}
 
 
 def drill(lab: Lab, options: DrillOptions) -> DrillReport:
@@ -158,6 +159,12 @@ def main() -> None:
     parser.add_argument("--flaps", type=int, default=20)
     parser.add_argument("--nfs-version", choices=("3", "4.1"), default="3")
     parser.add_argument("--quick", action="store_true", help="2 runs per setting, 5 flaps")
+    parser.add_argument(
+        "--setting",
+        action="append",
+        choices=tuple(SETTINGS),
+        help="only this setting (repeatable; default: all of them)",
+    )
     args = parser.parse_args()
     os.environ[netguard.ENV] = "1"  # the lab's addresses and loopback only
     runs, flaps = (2, 5) if args.quick else (args.runs, args.flaps)
@@ -166,7 +173,7 @@ def main() -> None:
         lab.down()
         try:
             met = []
-            for name, mode, hang_after in SETTINGS:
+            for name, mode, hang_after in (SETTINGS[k] for k in args.setting or SETTINGS):
                 options = DrillOptions(
                     mode=mode,
                     grace=args.grace,
