@@ -344,13 +344,17 @@ class LocalProvider(Provider):
                 state = replace(state, fenced=fenced).noted("fence", replica=replica)
                 state.save(self._state_path)
             await self._apply_access(state, deadline)
-            await self._confirm_access(index, True, deadline)
-            return FenceResult(
-                replica,
-                changed=recorded is None,
-                saved={"access": recorded or state.fenced[replica]},
-                detail=f"the export of {replica} is read-only (Access_Type = RO)",
-            )
+        # Confirmed outside the lock, and not waited for when the replica does not answer
+        # at all (its zone is down: the usual case right after a failover): the fence is
+        # in its export's config already, the next try confirms it, and meanwhile the
+        # engine's other operations (a failback's, a transfer) need not wait.
+        await self._confirm_access(index, True, deadline, unanswered_ends=True)
+        return FenceResult(
+            replica,
+            changed=recorded is None,
+            saved={"access": recorded or state.fenced[replica]},
+            detail=f"the export of {replica} is read-only (Access_Type = RO)",
+        )
 
     async def unfence(self, replica: str, saved: Saved, *, timeout: float) -> OperationResult:
         """The fence is dropped and the replica's export gets the access its side of the
@@ -669,9 +673,12 @@ class LocalProvider(Provider):
             return state.quiesced
         return state.mirror_state != MirrorState.BROKEN
 
-    async def _confirm_access(self, index: int, read_only: bool, deadline: Deadline) -> None:
+    async def _confirm_access(
+        self, index: int, read_only: bool, deadline: Deadline, *, unanswered_ends: bool = False
+    ) -> None:
         """Wait until the export really refuses or takes writes over NFS (Ganesha reloads
-        exports asynchronously after SIGHUP)."""
+        exports asynchronously after SIGHUP). ``unanswered_ends``: a replica that does not
+        answer at all ends the wait at once (ProviderTimeout) instead of at the deadline."""
         replica = self.volume.replicas[index]
         pacer = Pacer.every(self.poll_interval, deadline)
         async with Prober(timeout=min(2.0, deadline.left()), keep=False) as prober:
@@ -679,6 +686,12 @@ class LocalProvider(Provider):
                 result = await prober.probe(replica.export, check_write=True)
                 if result.up and result.writable is not None and result.writable != read_only:
                     return
+                if unanswered_ends and not result.up:
+                    raise ProviderTimeout(
+                        f"{replica.name} ({replica.export}) does not answer: {result.summary()};"
+                        " its export is read-only in its configuration, to be confirmed once"
+                        " it answers"
+                    )
                 if not await pacer.pause_whole():
                     wanted = "read-only" if read_only else "writable"
                     raise ProviderTimeout(
