@@ -144,3 +144,13 @@ def test_the_committed_config_reference_matches_the_models() -> None:
 
     committed = (DOCS / "config.md").read_text()
     assert committed == render(), "run: nfs-failover config-reference > docs/config.md"
+
+
+def test_a_group_names_its_volumes_and_each_volume_knows_its_group() -> None:
+    from tests.config.helpers import TWO
+
+    config = parse_config(TWO + "groups:\n  - {name: app, volumes: [logs, crr]}\n", "g.yaml")
+    (group,) = config.groups
+    assert (group.name, group.volumes) == ("app", ("logs", "crr"))
+    assert config.group_of("crr") is group and config.group("app") is group
+    assert parse_config(TWO, "g.yaml").group_of("crr") is None
