@@ -80,6 +80,7 @@ def test_a_volume_is_served_by_its_name(app: FastAPI) -> None:
         "name": "tools",
         "mode": "read-only",
         "state": "failed-over-read-only",
+        "group": None,
         "active": "az2",
         "offered": ["az2"],
         "fenced": [],
@@ -411,6 +412,9 @@ def test_a_failover_with_the_token_runs_on_the_handle_and_returns_its_result(
         "volume": "crr",
         "workflow": 1,
         "status": "done",
+        "group": None,
+        "members": [],
+        "note": None,
     }
     assert controller.requests == [("failover", "crr", False)]
     assert TOKEN not in response.text
