@@ -963,3 +963,14 @@ def test_the_api_is_also_served_on_the_control_socket_and_removes_it_after(
     assert answer == {"status": "alive"}
     assert mode == 0o600 and (path.parent.stat().st_mode & 0o777) == 0o700
     assert not path.exists()
+
+
+def test_an_action_on_a_group_is_passed_to_the_handle_by_the_groups_name(
+    app: FastAPI, controller: RecordingController
+) -> None:
+    controller.volumes[0] = controller.volumes[0].model_copy(update={"group": "app"})
+
+    response = post(app, "/volumes/app/failover")
+
+    assert response.status_code == 200
+    assert controller.requests == [("failover", "app", False)]

@@ -303,6 +303,42 @@ def test_abort_of_a_member_ends_its_groups_workflow_and_refuses_past_the_break(
         assert last is not None and last.status == "aborted"
 
 
+def test_a_switchover_of_the_group_runs_every_step_for_each_member_in_turn(
+    config: Config,
+    store: SqliteStore,
+    servers: dict[str, ContractServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stand_in = dict(with_stand_in())["confirm-writable"]
+    steps = [
+        (name, stand_in if name == "confirm-writable" else step)
+        for name, step in workflows.WORKFLOWS["switchover"]
+    ]
+    monkeypatch.setitem(workflows.WORKFLOWS, "switchover", tuple(steps))
+    ctl = controller(config, store, servers)
+
+    async def main() -> object:
+        try:
+            return await ctl.request("switchover", "app")
+        finally:
+            await ctl.close()
+
+    result = asyncio.run(main())
+
+    assert (getattr(result, "group", None), getattr(result, "note", "")) == ("app", None)
+    assert breaks(servers) == {"data": 1, "logs": 1}
+    done = [e for e in store.events("app") if e.phase == "after"]
+    assert [e.step for e in done][5:9] == [
+        "withdraw-destination:data",
+        "withdraw-destination:logs",
+        "final-transfer:data",
+        "final-transfer:logs",
+    ]
+    members = done[-1].detail["members"]
+    assert isinstance(members, dict)
+    assert str(members["logs"]["final_transfer"]).startswith("skipped: ")  # ANF has none
+
+
 # -- killed at any step --------------------------------------------------------------------------
 
 _GROUP_FAILOVER = """
