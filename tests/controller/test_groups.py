@@ -339,6 +339,25 @@ def test_a_switchover_of_the_group_runs_every_step_for_each_member_in_turn(
     assert str(members["logs"]["final_transfer"]).startswith("skipped: ")  # ANF has none
 
 
+def test_a_paused_group_shows_each_member_paused_and_decides_nothing(
+    config: Config, store: SqliteStore, servers: dict[str, ContractServer]
+) -> None:
+    ctl = controller(config, store, servers)
+
+    async def main() -> dict[str, object]:
+        try:
+            await ctl.request("pause", "app")
+            return dict(await ctl.cycle())
+        finally:
+            await ctl.close()
+
+    decisions = asyncio.run(main())
+
+    assert list(decisions) == ["app"]
+    assert str(decisions["app"]).startswith("paused: no automatic action")
+    assert {s.name: s.paused for s in ctl.status()} == {"data": True, "logs": True}
+
+
 # -- killed at any step --------------------------------------------------------------------------
 
 _GROUP_FAILOVER = """

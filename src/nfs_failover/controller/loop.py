@@ -639,8 +639,11 @@ class Controller:
     # -- pause, and the operator's requests --------------------------------------------------
 
     def paused(self, volume: str) -> bool:
-        last = self.store.last_events(["*", volume], ["pause", "resume"])
-        return _paused(last.get("*"), last.get(volume))
+        """Whether ``volume`` is paused: itself, every volume, or its group."""
+        group = self.config.group_of(volume)
+        names = [volume] if group is None else [volume, group.name]
+        last = self.store.last_events(["*", *names], ["pause", "resume"])
+        return any(_paused(last.get("*"), last.get(name)) for name in names)
 
     async def request(
         self, action: str, volume: str | None, *, force: bool = False
