@@ -80,6 +80,7 @@ def test_a_volume_is_served_by_its_name(app: FastAPI) -> None:
         "name": "tools",
         "mode": "read-only",
         "state": "failed-over-read-only",
+        "group": None,
         "active": "az2",
         "offered": ["az2"],
         "fenced": [],
@@ -411,6 +412,9 @@ def test_a_failover_with_the_token_runs_on_the_handle_and_returns_its_result(
         "volume": "crr",
         "workflow": 1,
         "status": "done",
+        "group": None,
+        "members": [],
+        "note": None,
     }
     assert controller.requests == [("failover", "crr", False)]
     assert TOKEN not in response.text
@@ -959,3 +963,14 @@ def test_the_api_is_also_served_on_the_control_socket_and_removes_it_after(
     assert answer == {"status": "alive"}
     assert mode == 0o600 and (path.parent.stat().st_mode & 0o777) == 0o700
     assert not path.exists()
+
+
+def test_an_action_on_a_group_is_passed_to_the_handle_by_the_groups_name(
+    app: FastAPI, controller: RecordingController
+) -> None:
+    controller.volumes[0] = controller.volumes[0].model_copy(update={"group": "app"})
+
+    response = post(app, "/volumes/app/failover")
+
+    assert response.status_code == 200
+    assert controller.requests == [("failover", "app", False)]

@@ -196,7 +196,15 @@ def test_status_json_prints_every_key_the_api_sends(
         (["pause"], {"action": "pause", "volume": "*", "done": True}),
         (
             ["failover", "crr", "--force"],
-            {"action": "failover", "volume": "crr", "workflow": 1, "status": "done"},
+            {
+                "action": "failover",
+                "volume": "crr",
+                "workflow": 1,
+                "status": "done",
+                "group": None,
+                "members": [],
+                "note": None,
+            },
         ),
     ],
 )

@@ -26,6 +26,7 @@ _ORDER = [
     "EtcdTls",
     "Hooks",
     "Hook",
+    "Group",
 ]
 
 _HEADER = """\

@@ -19,6 +19,19 @@ volumes:
     replication: {provider: local, source_path: /srv/az1/vol, destination_path: /srv/az2/vol}
 """
 
+# Two valid read-write volumes, for groups.
+TWO = (
+    VALID
+    + """\
+  - name: logs
+    mode: read-write
+    replicas:
+      - {name: site1, export: "10.1.13.5:/crr-logs1", zone: AZ01}
+      - {name: dest1, export: "10.2.13.5:/crr-logs2", zone: AZ02}
+    replication: {provider: local, source_path: /srv/az1/logs, destination_path: /srv/az2/logs}
+"""
+)
+
 FULL = f"""\
 volumes:
   - name: crr

@@ -21,8 +21,9 @@ from nfs_failover.config import (
     PolicyOverride,
     StoreUrl,
     parse_config,
+    summary,
 )
-from tests.config.helpers import FULL, VALID
+from tests.config.helpers import FULL, TWO, VALID
 from tests.helpers import DOCS
 
 
@@ -144,3 +145,12 @@ def test_the_committed_config_reference_matches_the_models() -> None:
 
     committed = (DOCS / "config.md").read_text()
     assert committed == render(), "run: nfs-failover config-reference > docs/config.md"
+
+
+def test_a_group_names_its_volumes_and_each_volume_knows_its_group() -> None:
+    config = parse_config(TWO + "groups:\n  - {name: app, volumes: [logs, crr]}\n", "g.yaml")
+    (group,) = config.groups
+    assert (group.name, group.volumes) == ("app", ("logs", "crr"))
+    assert config.group_of("crr") is group and config.group("app") is group
+    assert parse_config(TWO, "g.yaml").group_of("crr") is None
+    assert summary(config).startswith("g.yaml: 2 volumes (2 read-write), 1 group, 4 replicas,")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from nfs_failover.config import load_config, parse_config
 from nfs_failover.errors import ConfigError
-from tests.config.helpers import ANF_SOURCE, FULL, VALID
+from tests.config.helpers import ANF_SOURCE, FULL, TWO, VALID
 
 
 def _with(old: str, new: str, text: str = VALID) -> str:
@@ -404,7 +404,8 @@ BAD_CONFIGS = [
         VALID + 'hooks: {post_failback: [[quiesce, "{vol}"], [notify]]}\n',
         [
             'crr.yaml: hooks.post_failback[0][1]: unknown placeholder "{vol}"; known: {volume},'
-            " {event}, {from_replica}, {to_replica}, {from_export}, {to_export}",
+            " {event}, {from_replica}, {to_replica}, {from_export}, {to_export}, {group},"
+            " {members}",
             "crr.yaml: hooks.post_failback[1][0]: expected the absolute path of the program,"
             ' got "notify"',
         ],
@@ -490,6 +491,59 @@ BAD_CONFIGS = [
         "volumes: [crr\n",
         ["crr.yaml: 2:1: invalid YAML: expected ',' or ']', but got '<stream end>'"],
         id="yaml-unclosed-bracket",
+    ),
+    # -- groups ----------------------------------------------------------------------------
+    pytest.param(
+        TWO + "groups:\n  - {name: app, volumes: [crr, logz]}\n",
+        ['crr.yaml: groups[0].volumes[1]: no volume "logz"'],
+        id="group-unknown-volume",
+    ),
+    pytest.param(
+        TWO + "groups:\n  - {name: app, volumes: [crr]}\n",
+        [
+            "crr.yaml: groups[0].volumes: expected at least 2 volumes (a volume alone fails"
+            " over on its own), got 1"
+        ],
+        id="group-of-one-volume",
+    ),
+    pytest.param(
+        TWO + "groups:\n  - {name: app, volumes: [crr, logs, crr]}\n",
+        ['crr.yaml: groups[0].volumes[2]: volume "crr" listed twice (also volumes[0])'],
+        id="group-lists-a-volume-twice",
+    ),
+    pytest.param(
+        TWO
+        + "groups:\n  - {name: app, volumes: [crr, logs]}\n  - {name: web, volumes: [logs, crr]}\n",
+        [
+            'crr.yaml: groups[1].volumes[0]: volume "logs" is already in group "app"'
+            " (groups[0]); a volume is in at most one group",
+            'crr.yaml: groups[1].volumes[1]: volume "crr" is already in group "app"'
+            " (groups[0]); a volume is in at most one group",
+        ],
+        id="volume-in-two-groups",
+    ),
+    pytest.param(
+        TWO + "groups:\n  - {name: logs, volumes: [crr, logs]}\n",
+        ['crr.yaml: groups[0].name: "logs" is a volume\'s name; a group needs a name of its own'],
+        id="group-named-like-a-volume",
+    ),
+    pytest.param(
+        _with("mode: read-write", "mode: read-only", TWO)
+        + "groups:\n  - {name: app, volumes: [crr, logs]}\n",
+        [
+            "crr.yaml: groups[0].volumes: mixes read-write and read-only volumes (crr read-only,"
+            " logs read-write); a group has one mode"
+        ],
+        id="group-mixes-modes",
+    ),
+    pytest.param(
+        TWO + "groups:\n  - {name: app, volumes: [crr, logs]}\n  - {name: app, volumes: [x, y]}\n",
+        [
+            'crr.yaml: groups[1].name: duplicate group name "app" (also groups[0])',
+            'crr.yaml: groups[1].volumes[0]: no volume "x"',
+            'crr.yaml: groups[1].volumes[1]: no volume "y"',
+        ],
+        id="group-name-twice",
     ),
     pytest.param(
         "", ["crr.yaml: the file is empty; expected a mapping with volumes"], id="empty-file"

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from nfs_failover.config import Config, Failback, Mode, load_config
-from nfs_failover.controller.decide import Action, Observed, VolumeState, decide
+from nfs_failover.controller.decide import (
+    Action,
+    Decision,
+    GroupObserved,
+    Observed,
+    VolumeState,
+    decide,
+    decide_group,
+)
 from nfs_failover.health import EndpointHealth, EndpointState
 from nfs_failover.replication import MirrorState, RelationshipStatus, ReplicationStatus
 from tests.helpers import EXAMPLES
@@ -150,3 +159,128 @@ def test_pause_stops_automatic_action_and_a_running_workflow_resumes_first(
     assert decide(observed(config, paused=True)).reason.startswith("paused")
     running = observed(config, paused=True, running_workflow="failover at step 3 (break)")
     assert decide(running).action is Action.RESUME
+
+
+# -- groups ------------------------------------------------------------------------------------
+
+
+def member(
+    config: Config,
+    name: str,
+    *,
+    source: EndpointState = EndpointState.UP,
+    destination: EndpointState = EndpointState.UP,
+    **extra: object,
+) -> Observed:
+    seen = observed(config, source=source, destination=destination, **extra)
+    volume = seen.volume.model_copy(update={"name": name})
+    reason = "down: 1 of 1 vantage points, grace 1m passed" if source is EndpointState.DOWN else ""
+    return replace(
+        seen,
+        volume=volume,
+        source=health("site1", source, reason or "up"),
+        destination=health("dest1", destination),
+    )
+
+
+def group(*members: Observed, **extra: object) -> GroupObserved:
+    return GroupObserved("app", members, **extra)  # type: ignore[arg-type]
+
+
+def test_one_members_source_down_fails_the_whole_group_over(config: Config) -> None:
+    decision = decide_group(
+        group(member(config, "data", source=EndpointState.DOWN), member(config, "logs"))
+    )
+    assert decision.action is Action.FAILOVER
+    assert decision.reason == (
+        "source site1 of data down (down: 1 of 1 vantage points, grace 1m passed); breaking"
+        " the replication of group app (data, logs)"
+    )
+
+
+def test_a_member_over_max_lag_refuses_the_group_and_is_named(config: Config) -> None:
+    late = mirrored(lag=timedelta(minutes=31))
+    decision = decide_group(
+        group(
+            member(config, "data", source=EndpointState.DOWN),
+            member(config, "logs", replication=late),
+        )
+    )
+    assert (decision.action, decision.refused) == (Action.NONE, True)
+    assert decision.reason == (
+        "no failover of group app: source site1 of data is down but logs: lag 31m exceeds"
+        " max_lag 20m"
+    )
+
+
+def test_a_member_whose_destination_is_down_refuses_the_group(config: Config) -> None:
+    decision = decide_group(
+        group(
+            member(config, "data", source=EndpointState.DOWN),
+            member(config, "logs", destination=EndpointState.DOWN),
+        )
+    )
+    assert (decision.action, decision.refused) == (Action.NONE, True)
+    assert decision.reason == (
+        "no failover of group app: source site1 of data is down but logs: destination dest1"
+        " is down (down)"
+    )
+
+
+def test_a_group_whose_sources_are_up_does_nothing_and_says_so_per_member(config: Config) -> None:
+    decision = decide_group(group(member(config, "data"), member(config, "logs")))
+    reason = "no action: data: source site1 up; logs: source site1 up"
+    assert decision == Decision(Action.NONE, reason)
+
+
+def test_a_group_whose_members_disagree_does_nothing(config: Config) -> None:
+    decision = decide_group(
+        group(member(config, "data", state=VolumeState.FAILED_OVER), member(config, "logs"))
+    )
+    assert (decision.action, decision.refused) == (Action.NONE, True)
+    assert decision.reason.startswith(
+        "no action: the volumes of group app are not in one state (data failed-over, logs normal)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("failback", "action", "reason"),
+    [
+        (
+            Failback.MANUAL,
+            Action.NONE,
+            "the sources of group app are back; its clients stay on the destinations until"
+            " `failback app` (failback: manual)",
+        ),
+        (
+            Failback.AUTOMATIC,
+            Action.FAILBACK,
+            "the sources of group app are back and stable; failing back",
+        ),
+    ],
+)
+def test_a_failed_over_group_fails_back_only_when_every_source_is_back(
+    config: Config, failback: Failback, action: Action, reason: str
+) -> None:
+    state = VolumeState.FAILED_OVER
+    back = group(
+        member(config, "data", state=state, failback=failback),
+        member(config, "logs", state=state, failback=failback),
+    )
+    assert decide_group(back) == Decision(action, reason)
+    away = group(
+        member(config, "data", state=state, failback=failback),
+        member(config, "logs", state=state, failback=failback, source=EndpointState.DOWN),
+    )
+    decision = decide_group(away)
+    assert decision.action is Action.NONE
+    assert decision.reason.startswith("group app failed over: logs: source site1 down")
+
+
+def test_a_running_group_workflow_is_resumed_and_a_paused_group_waits(config: Config) -> None:
+    down = member(config, "data", source=EndpointState.DOWN)
+    where = "failover of group app at step 5 (break:data)"
+    resumed = decide_group(group(down, member(config, "logs"), running_workflow=where))
+    assert resumed == Decision(Action.RESUME, f"resuming {where}")
+    paused = decide_group(group(down, member(config, "logs"), paused=True))
+    assert paused.action is Action.NONE and paused.reason.startswith("paused:")

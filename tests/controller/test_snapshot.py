@@ -35,6 +35,7 @@ STATUS_KEYS = [
     "name",
     "mode",
     "state",
+    "group",
     "active",
     "offered",
     "fenced",
@@ -93,6 +94,7 @@ def test_a_volume_with_no_desired_state_yet_is_normal_with_every_key(
         "name": "crr",
         "mode": "read-write",
         "state": "normal",
+        "group": None,
         "active": "site1",
         "offered": None,
         "fenced": [],
@@ -176,6 +178,8 @@ def test_abort_answers_where_it_ended_the_workflow_and_the_state_it_left(
         "kind": "failover",
         "at": "check-replication",
         "state": "normal",
+        "group": None,
+        "states": {},
     }
     (event,) = [e for e in store.events("crr") if e.kind == "abort"]
     assert event.detail["state"] == "normal"

@@ -119,7 +119,7 @@ def add_action_routes(app: FastAPI, handle: ControllerHandle) -> None:
 async def _act(
     handle: ControllerHandle, action: str, volume: str | None, *, force: bool = False
 ) -> ActionResult | JSONResponse:
-    if volume is not None and _find_volume(handle, volume) is None:
+    if volume is not None and not _known(handle, volume):
         return _no_volume(volume)
     target = "every volume" if volume is None else f"volume {volume!r}"
     log.info("API: %s of %s requested%s", action, target, " (forced)" if force else "")
@@ -153,6 +153,11 @@ def _log_outcome(what: str, action: asyncio.Future[ActionResult]) -> None:
 
 def _find_volume(handle: ControllerHandle, name: str) -> VolumeStatus | None:
     return next((entry for entry in handle.status() if entry.name == name), None)
+
+
+def _known(handle: ControllerHandle, name: str) -> bool:
+    """A volume's name, or a group's: an action on a group moves all its volumes."""
+    return any(name in (entry.name, entry.group) for entry in handle.status())
 
 
 def _no_volume(name: str) -> JSONResponse:

@@ -149,7 +149,7 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     for v in volumes:
         storage = v.storage_fence
         table.add_row(
-            v.name,
+            v.name if v.group is None else f"{v.name} (group {v.group})",
             v.mode,
             v.state,
             v.active,
@@ -165,15 +165,22 @@ def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 def history(
     config: ConfigOpt = None,
-    volume: Annotated[str | None, typer.Option("--volume", help="Only this volume.")] = None,
+    volume: Annotated[
+        str | None,
+        typer.Option("--volume", help="Only this volume (and its group's entries), or group."),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="The newest N entries.")] = 200,
     as_json: JsonOpt = False,
 ) -> None:
     """The journal as a timeline (read from the store; no controller needed)."""
     loaded = _config(config)
     store = open_store(loaded.store, etcd=loaded.etcd)
+    group = loaded.group_of(volume) if volume is not None else None
     try:
-        events = store.recent_events(volume, limit=limit)
+        # A member's journal comes with its group's entries (the group's workflows).
+        names = [volume] if group is None else [volume, group.name]
+        found = [e for name in names for e in store.recent_events(name, limit=limit)]
+        events = sorted(found, key=lambda e: e.id)[-limit:]
     finally:
         store.close()
     entries = [JournalEntry.of(e) for e in events]

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         AutofsSettings,
         Config,
         EtcdTls,
+        Group,
         LocalReplication,
         Policy,
         Replica,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "anf_volume_problems",
     "autofs_problems",
+    "check_members",
     "check_replicas",
     "config_problems",
     "etcd_tls_problems",
@@ -180,6 +182,7 @@ def config_problems(config: Config) -> list[tuple[Loc, str]]:
         _name_conflicts(config.volumes)
         + _export_conflicts(config.volumes)
         + [p for i, v in enumerate(config.volumes) for p in _volume_policy_conflicts(config, i, v)]
+        + group_problems(config.volumes, config.groups)
     )
 
 
@@ -240,6 +243,59 @@ def _volume_policy_conflicts(config: Config, index: int, volume: Volume) -> list
             f" failover would be refused for lag, got {format_duration(replication.schedule)}"
         )
         problems.append((("volumes", index, "replication", "schedule"), text))
+    return problems
+
+
+# -- groups ------------------------------------------------------------------------------
+
+
+def check_members(volumes: tuple[str, ...]) -> tuple[str, ...]:
+    """A group's own list: at least two volumes, none listed twice."""
+    if len(volumes) < 2:
+        alone = "a volume alone fails over on its own"
+        raise ValueError(f"expected at least 2 volumes ({alone}), got {len(volumes)}")
+    problems: list[tuple[Loc, str]] = []
+    for index, name in enumerate(volumes):
+        if name in volumes[:index]:
+            text = f"volume {describe(name)} listed twice (also volumes[{volumes.index(name)}])"
+            problems.append(((index,), text))
+    report(problems)
+    return volumes
+
+
+def group_problems(volumes: Sequence[Volume], groups: Sequence[Group]) -> list[tuple[Loc, str]]:
+    """Groups whose name is taken, that name unknown volumes, share a volume, or mix modes."""
+    known = {volume.name: volume for volume in volumes}
+    problems: list[tuple[Loc, str]] = []
+    names: dict[str, int] = {}
+    member_of: dict[str, int] = {}
+    for index, group in enumerate(groups):
+        here: Loc = ("groups", index)
+        if group.name in names:
+            text = f"duplicate group name {describe(group.name)} (also groups[{names[group.name]}])"
+            problems.append(((*here, "name"), text))
+        elif group.name in known:
+            text = f"{describe(group.name)} is a volume's name; a group needs a name of its own"
+            problems.append(((*here, "name"), text))
+        names.setdefault(group.name, index)
+        for number, name in enumerate(group.volumes):
+            if name not in known:
+                problems.append(((*here, "volumes", number), f"no volume {describe(name)}"))
+            elif name in member_of and member_of[name] != index:
+                first = groups[member_of[name]].name
+                text = (
+                    f"volume {describe(name)} is already in group {describe(first)}"
+                    f" (groups[{member_of[name]}]); a volume is in at most one group"
+                )
+                problems.append(((*here, "volumes", number), text))
+            member_of.setdefault(name, index)
+        modes = {known[name].mode for name in group.volumes if name in known}
+        if len(modes) > 1:
+            shown = ", ".join(
+                f"{name} {known[name].mode.value}" for name in group.volumes if name in known
+            )
+            text = f"mixes read-write and read-only volumes ({shown}); a group has one mode"
+            problems.append(((*here, "volumes"), text))
     return problems
 
 

@@ -55,7 +55,16 @@ __all__ = [
 
 _E = TypeVar("_E", bound=StrEnum)
 
-HOOK_PLACEHOLDERS = ("volume", "event", "from_replica", "to_replica", "from_export", "to_export")
+HOOK_PLACEHOLDERS = (
+    "volume",
+    "event",
+    "from_replica",
+    "to_replica",
+    "from_export",
+    "to_export",
+    "group",
+    "members",
+)
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _MAP_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")

@@ -98,7 +98,8 @@ def summary(config: Config, source: str | Path | None = None) -> str:
     """One line describing the config, led by its file name when known.
 
     For example ``crr.yaml: 2 volumes (1 read-write, 1 read-only), 4 replicas, providers:
-    anf, local; failover after 60s, max lag 20m``; a value that volumes override differently
+    anf, local; failover after 60s, max lag 20m`` (with ``, 1 group`` after the modes when
+    the file has groups); a value that volumes override differently
     is shown as a range (``10s to 60s``).
     """
     name = str(source) if source is not None else config.source
@@ -111,8 +112,10 @@ def summary(config: Config, source: str | Path | None = None) -> str:
     providers = sorted({volume.replication.provider for volume in volumes})
     policies = [config.effective_policy(volume) for volume in volumes]
     replicas = sum(len(volume.replicas) for volume in volumes)
+    grouped = f", {_count(len(config.groups), 'group')}" if config.groups else ""
     text = (
-        f"{_count(len(volumes), 'volume')} ({', '.join(modes)}), {_count(replicas, 'replica')},"
+        f"{_count(len(volumes), 'volume')} ({', '.join(modes)}){grouped},"
+        f" {_count(replicas, 'replica')},"
         f" {'provider' if len(providers) == 1 else 'providers'}: {', '.join(providers)};"
         f" failover after {_span(p.failover_after for p in policies)},"
         f" max lag {_span(p.max_lag for p in policies)}"

@@ -68,6 +68,7 @@ __all__ = [
     "EtcdSettings",
     "EtcdTls",
     "GaneshaExport",
+    "Group",
     "Hook",
     "Hooks",
     "LocalReplication",
@@ -466,7 +467,9 @@ class Hook(_Model):
     argv: Argv = Field(
         description="Program (absolute path) and arguments. Placeholders: "
         + ", ".join(f"{{{name}}}" for name in HOOK_PLACEHOLDERS)
-        + " (from_/to_ name the replica clients leave and the one they go to)."
+        + " (from_/to_ name the replica clients leave and the one they go to; {group} is the"
+        " volume's group or empty, {members} the group's volumes comma-separated, or the"
+        " volume alone)."
     )
     timeout: PositiveDuration | None = Field(
         None, description="Deadline for this hook; defaults to hooks.timeout."
@@ -530,6 +533,22 @@ class EtcdSettings(_Model):
     )
 
 
+class Group(_Model):
+    """Volumes that fail over, fail back and switch over together: the data and the logs of
+    one application. The decision is the group's (any member's source down past its grace
+    fails the whole group over), every member's guardrails are checked before any member
+    is broken, and one workflow moves them all (docs/controller.md, Groups)."""
+
+    name: Name = Field(
+        description="Name of the group, unique in the file and no volume's name: manual"
+        " actions and the journal use it (`nfs-failover failover GROUP`)."
+    )
+    volumes: Annotated[tuple[Name, ...], AfterValidator(checks.check_members)] = Field(
+        description="Names of its volumes, at least two, all of one mode; a volume is in at"
+        " most one group. The workflow handles them in this order."
+    )
+
+
 def _at_least_one(volumes: tuple[Volume, ...]) -> tuple[Volume, ...]:
     if not volumes:
         raise ValueError("expected at least one volume")
@@ -558,6 +577,9 @@ class Config(_Model):
     )
     api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP API.")
     hooks: Hooks = Field(default_factory=Hooks, description="Programs run around transitions.")
+    groups: tuple[Group, ...] = Field(
+        (), description="Volumes that fail over together; a volume in no group acts alone."
+    )
 
     _source: str | None = PrivateAttr(None)
 
@@ -572,6 +594,17 @@ class Config(_Model):
             if volume.name == name:
                 return volume
         raise KeyError(name)
+
+    def group(self, name: str) -> Group:
+        """The group called ``name``; ``KeyError`` if there is none."""
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise KeyError(name)
+
+    def group_of(self, volume: str) -> Group | None:
+        """The group ``volume`` belongs to, or None when it acts alone."""
+        return next((g for g in self.groups if volume in g.volumes), None)
 
     def effective_policy(self, volume: Volume | str) -> Policy:
         """The global policy with the volume's overrides applied."""

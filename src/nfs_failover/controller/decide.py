@@ -146,3 +146,104 @@ def _back(seen: Observed, action: Action, clients: str) -> Decision:
             f"`failback {seen.volume.name}` (failback: manual)",
         )
     return Decision(action, f"source {source.replica} is back and stable; failing back")
+
+
+# -- groups ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupObserved:
+    """What the controller knows of a group when it decides: each member observed as a
+    volume alone would be (its own health, quorum, grace and guardrails)."""
+
+    name: str
+    members: tuple[Observed, ...]
+    paused: bool = False  # the group, every volume, or one of its members is paused
+    running_workflow: str | None = None  # the group's, e.g. "failover at step 7 (break:data)"
+
+
+def decide_group(seen: GroupObserved) -> Decision:
+    """The one thing to do now for the whole group, with its reason: a member's source
+    down past its grace fails the group over, once every member may fail over."""
+    if seen.running_workflow is not None:
+        return Decision(Action.RESUME, f"resuming {seen.running_workflow}")
+    if seen.paused:
+        return Decision(Action.NONE, "paused: no automatic action (manual commands still run)")
+    states = {member.state for member in seen.members}
+    if len(states) > 1:
+        shown = ", ".join(f"{m.volume.name} {m.state}" for m in seen.members)
+        return Decision(
+            Action.NONE,
+            f"no action: the volumes of group {seen.name} are not in one state ({shown});"
+            " take the group out of the config to act on each alone",
+            refused=True,
+        )
+    (state,) = states
+    if state is VolumeState.NORMAL:
+        return _group_normal(seen)
+    back = _FAILBACK.get(state)
+    if back is not None:
+        return _group_back(seen, back)
+    return Decision(Action.NONE, f"{state}: waiting for its workflow")
+
+
+_FAILBACK = {
+    VolumeState.FAILED_OVER_RO: Action.FAILBACK_READ_ONLY,
+    VolumeState.FAILED_OVER: Action.FAILBACK,
+}
+
+
+def _group_normal(seen: GroupObserved) -> Decision:
+    down = [m for m in seen.members if m.source.state is EndpointState.DOWN]
+    if not down:
+        sources = "; ".join(
+            f"{m.volume.name}: source {m.source.replica} {m.source.reason}" for m in seen.members
+        )
+        return Decision(Action.NONE, f"no action: {sources}")
+    first = down[0]
+    trigger = f"source {first.source.replica} of {first.volume.name}"
+    refusals = [f"{m.volume.name}: {why}" for m in seen.members if (why := _member_limitation(m))]
+    if refusals:
+        return Decision(
+            Action.NONE,
+            f"no failover of group {seen.name}: {trigger} is down but {'; '.join(refusals)}",
+            refused=True,
+        )
+    names = ", ".join(m.volume.name for m in seen.members)
+    if first.volume.mode is Mode.READ_ONLY:
+        return Decision(
+            Action.FAILOVER_READ_ONLY,
+            f"{trigger} down ({first.source.reason}); clients of group {seen.name} ({names})"
+            " read from their destinations",
+        )
+    return Decision(
+        Action.FAILOVER,
+        f"{trigger} down ({first.source.reason}); breaking the replication of group"
+        f" {seen.name} ({names})",
+    )
+
+
+def _member_limitation(seen: Observed) -> str | None:
+    """Why this member may not fail over with its group now, or None."""
+    destination = seen.destination
+    if destination.state is not EndpointState.UP:
+        return f"destination {destination.replica} is {destination.state} ({destination.reason})"
+    if seen.volume.mode is Mode.READ_ONLY:
+        return None
+    return failover_limitation(seen)
+
+
+def _group_back(seen: GroupObserved, action: Action) -> Decision:
+    away = [m for m in seen.members if m.source.state is not EndpointState.UP]
+    if away:
+        sources = "; ".join(
+            f"{m.volume.name}: source {m.source.replica} {m.source.reason}" for m in away
+        )
+        return Decision(Action.NONE, f"group {seen.name} failed over: {sources}")
+    if any(m.policy.failback is Failback.MANUAL for m in seen.members):
+        return Decision(
+            Action.NONE,
+            f"the sources of group {seen.name} are back; its clients stay on the destinations"
+            f" until `failback {seen.name}` (failback: manual)",
+        )
+    return Decision(action, f"the sources of group {seen.name} are back and stable; failing back")

@@ -19,15 +19,23 @@ import os
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from nfs_failover.agent import Agent
-from nfs_failover.config import Config, Mode, Volume
-from nfs_failover.controller import fence, workflows
-from nfs_failover.controller.decide import Action, Decision, Observed, VolumeState, decide
+from nfs_failover.config import Config, Group, Mode, Volume
+from nfs_failover.controller import fence, groups, workflows
+from nfs_failover.controller.decide import (
+    Action,
+    Decision,
+    GroupObserved,
+    Observed,
+    VolumeState,
+    decide,
+    decide_group,
+)
 from nfs_failover.controller.lease import LeaseKeeper
 from nfs_failover.controller.snapshot import (
     AbortResult,
@@ -58,6 +66,7 @@ ACTION_WORKFLOW = {
 }
 MANUAL = {"failover": "failover", "failback": "failback", "switchover": "switchover"}
 MANUAL_READ_ONLY = {"failover": "failover-read-only", "failback": "failback-read-only"}
+DONE = {"failover": "failed over", "failback": "failed back", "switchover": "switched over"}
 # The seconds a reason counts ("down for 4.2s of a 60s grace") move every cycle: a decision
 # is journaled and logged when its action or the rest of its reason changed, not once a
 # cycle per volume for as long as a replica is suspect.
@@ -101,9 +110,10 @@ class Stored:
     paused: frozenset[str]
 
     @classmethod
-    def read(cls, store: Store, volumes: Sequence[str]) -> Stored:
+    def read(cls, store: Store, volumes: Sequence[str], groups: Sequence[str] = ()) -> Stored:
         """Blocking: call it in a worker thread. A volume missing from ``all_desired`` is
-        read alone, so that an unreadable record is its error, never "no record"."""
+        read alone, so that an unreadable record is its error, never "no record". A group
+        has no desired state of its own: only its pause is read."""
         desired = dict(store.all_desired())
         unreadable = {}
         for volume in volumes:
@@ -116,8 +126,9 @@ class Stored:
                 continue
             if found is not None:
                 desired[volume] = found
-        last = store.last_events(["*", *volumes], ["pause", "resume"])
-        paused = frozenset(v for v in volumes if _paused(last.get("*"), last.get(v)))
+        names = [*volumes, *groups]
+        last = store.last_events(["*", *names], ["pause", "resume"])
+        paused = frozenset(v for v in names if _paused(last.get("*"), last.get(v)))
         return cls(desired, unreadable, store.running_workflows(), paused)
 
 
@@ -177,6 +188,7 @@ class Controller:
         self.agents = tuple(agents)
         self.step_timeout = step_timeout
         self._names = [v.name for v in config.volumes]
+        self._groups = [g.name for g in config.groups]
         policies = {v.name: config.effective_policy(v) for v in config.volumes}
         self.tracker = HealthTracker(lambda name: HealthSettings.from_policy(policies[name]))
         self.interval = min(p.probe_interval for p in policies.values()).total_seconds()
@@ -363,22 +375,60 @@ class Controller:
         return decisions
 
     async def _decide_all(self, now: float) -> dict[str, Decision]:
+        """A decision for each volume alone and for each group (under the group's name)."""
         await self._observe(now)
-        stored = await asyncio.to_thread(Stored.read, self.store, self._names)
+        stored = await asyncio.to_thread(Stored.read, self.store, self._names, self._groups)
         decisions: dict[str, Decision] = {}
         for volume in self.config.volumes:
-            decision = await self._decide(volume, now, stored)
-            if not self.leader:
-                holder = self.keeper.seen_holder or "another controller"
-                decision = Decision(Action.NONE, f"standby: {holder} holds the lease")
-            await asyncio.to_thread(self._remember, volume.name, decision)
-            decisions[volume.name] = decision
-            if self.leader and decision.action is not Action.NONE:
-                await self._start(volume, decision)
-            elif self.leader and _fences_maps(stored.desired.get(volume.name)):
-                # A failed-over volume: its storage fence, if still pending, is tried again.
-                self._fences.poke(volume.name, self.providers[volume.name])
+            if self.config.group_of(volume.name) is None:
+                decisions[volume.name] = await self._act_alone(volume, now, stored)
+        for group in self.config.groups:
+            solo = self._solo_member(group, stored)
+            if solo is not None:  # its own workflow, from before the group: it ends first
+                decisions[solo.name] = await self._act_alone(solo, now, stored)
+                kind = stored.running[solo.name].kind
+                reason = f"no action: volume {solo.name} runs a {kind} of its own; the group waits"
+                decision = self._standby_or(Decision(Action.NONE, reason))
+            else:
+                decision = self._standby_or(await self._decide_group(group, now, stored))
+            await asyncio.to_thread(self._remember, group.name, decision, group.volumes)
+            decisions[group.name] = decision
+            if not self.leader or solo is not None:
+                continue
+            if decision.action is not Action.NONE:
+                await self._start_group(group, decision)
+                continue
+            for name in group.volumes:
+                self._poke_fence(name, stored)
         return decisions
+
+    async def _act_alone(self, volume: Volume, now: float, stored: Stored) -> Decision:
+        decision = self._standby_or(await self._decide(volume, now, stored))
+        await asyncio.to_thread(self._remember, volume.name, decision)
+        if self.leader and decision.action is not Action.NONE:
+            await self._start(volume, decision)
+        elif self.leader:
+            self._poke_fence(volume.name, stored)
+        return decision
+
+    def _standby_or(self, decision: Decision) -> Decision:
+        if self.leader:
+            return decision
+        holder = self.keeper.seen_holder or "another controller"
+        return Decision(Action.NONE, f"standby: {holder} holds the lease")
+
+    def _poke_fence(self, volume: str, stored: Stored) -> None:
+        """A failed-over volume: its storage fence, if still pending, is tried again."""
+        if _fences_maps(stored.desired.get(volume)):
+            self._fences.poke(volume, self.providers[volume])
+
+    def _solo_member(self, group: Group, stored: Stored) -> Volume | None:
+        """A member running a workflow of its own (started before it joined the group)."""
+        for name in group.volumes:
+            running = stored.running.get(name)
+            if running is not None and not groups.is_claim(running):
+                return self.config.volume(name)
+        return None
 
     def _unreachable(self, volume: str) -> Decision:
         """The decision while the store does not answer: nothing, said once (not journaled:
@@ -395,11 +445,16 @@ class Controller:
         no workflow started)."""
         now = time.time()
         await self._observe(now)
-        stored = await asyncio.to_thread(Stored.read, self.store, self._names)
+        stored = await asyncio.to_thread(Stored.read, self.store, self._names, self._groups)
         plans = {}
         for volume in self.config.volumes:
-            plans[volume.name] = await self._decide(volume, now, stored)
-            self._decisions[volume.name] = plans[volume.name]
+            if self.config.group_of(volume.name) is None:
+                plans[volume.name] = await self._decide(volume, now, stored)
+                self._decisions[volume.name] = plans[volume.name]
+        for group in self.config.groups:
+            plans[group.name] = await self._decide_group(group, now, stored)
+            for name in (group.name, *group.volumes):
+                self._decisions[name] = plans[group.name]
         return plans
 
     async def _observe(self, now: float) -> None:
@@ -421,15 +476,15 @@ class Controller:
             if health.changed:
                 log.info("%s/%s: %s", health.volume, health.replica, health.reason)
 
-    async def _decide(self, volume: Volume, now: float, stored: Stored) -> Decision:
+    async def _observed(self, volume: Volume, now: float, stored: Stored) -> Observed | Decision:
+        """What the controller knows of the volume now, or the decision when it cannot know."""
         running = stored.running.get(volume.name)
         if volume.name in stored.unreadable:  # this volume waits for a readable row
             return Decision(Action.NONE, f"no action: {stored.unreadable[volume.name]}")
         desired = stored.desired.get(volume.name)
         status, error = await self._replication_status(volume)
         source, destination = (self._health_of(volume.name, r.name, now) for r in volume.replicas)
-        in_flight = volume.name in self._tasks and not self._tasks[volume.name].done()
-        seen = Observed(
+        return Observed(
             volume=volume,
             policy=self.config.effective_policy(volume),
             state=volume_state(volume, desired, running.kind if running else None),
@@ -439,12 +494,50 @@ class Controller:
             replication_error=error,
             paused=volume.name in stored.paused,
             running_workflow=(
-                f"{running.kind} at step {running.step}" if running and not in_flight else None
+                f"{running.kind} at step {running.step}"
+                if running and not self._in_flight(volume.name)
+                else None
             ),
         )
-        if in_flight:
+
+    def _in_flight(self, name: str) -> bool:
+        return name in self._tasks and not self._tasks[name].done()
+
+    async def _decide(self, volume: Volume, now: float, stored: Stored) -> Decision:
+        seen = await self._observed(volume, now, stored)
+        if isinstance(seen, Decision):
+            return seen
+        running = stored.running.get(volume.name)
+        if self._in_flight(volume.name):
             return Decision(Action.NONE, f"{running.kind if running else 'workflow'} in progress")
+        if running is not None and groups.is_claim(running):  # its group left the config
+            held = running.data.get(groups.GROUP_WORKFLOW)
+            return Decision(
+                Action.NONE,
+                f"no action: held by the {running.kind} of group {running.data.get('group')}"
+                f" (workflow {held}), which the config no longer has; `abort {volume.name}`"
+                " ends the hold",
+            )
         return decide(seen)
+
+    async def _decide_group(self, group: Group, now: float, stored: Stored) -> Decision:
+        members = []
+        for name in group.volumes:
+            seen = await self._observed(self.config.volume(name), now, stored)
+            if isinstance(seen, Decision):  # a member's record cannot be read: the group waits
+                return seen
+            members.append(seen)
+        running = stored.running.get(group.name)
+        if self._in_flight(group.name):
+            kind = running.kind if running else "workflow"
+            return Decision(Action.NONE, f"{kind} of group {group.name} in progress")
+        where = None
+        if running is not None:
+            steps = [n for n, _ in groups.group_steps(running.kind, group)]
+            at = steps[running.step] if running.step < len(steps) else "its end"
+            where = f"{running.kind} of group {group.name} at step {running.step} ({at})"
+        paused = group.name in stored.paused or any(m.paused for m in members)
+        return decide_group(GroupObserved(group.name, tuple(members), paused, where))
 
     def _health_of(self, volume: str, replica: str, now: float) -> EndpointHealth:
         return self._health.get((volume, replica)) or self.tracker.evaluate(volume, replica, now)
@@ -460,9 +553,11 @@ class Controller:
         self._replication[volume.name] = status
         return status, None
 
-    def _remember(self, volume: str, decision: Decision) -> None:
+    def _remember(self, volume: str, decision: Decision, members: Sequence[str] = ()) -> None:
+        """Journal the decision when it changed; a group's is each member's too (status)."""
         before = self._decisions.get(volume)
-        self._decisions[volume] = decision
+        for name in (volume, *members):
+            self._decisions[name] = decision
         if before is None or _gist(before) != _gist(decision):
             log.info("%s: %s", volume, decision)
             self.store.append(
@@ -484,10 +579,20 @@ class Controller:
             volume, kind, resume=running if running and running.kind == kind else None, force=force
         )
 
-    def _launch(
-        self, volume: Volume, kind: str, *, resume: Workflow | None = None, force: bool = False
-    ) -> asyncio.Task[None]:
-        ctx = workflows.Context(
+    async def _start_group(self, group: Group, decision: Decision) -> None:
+        running = await asyncio.to_thread(self.store.running_workflow, group.name)
+        kind = (
+            running.kind
+            if decision.action is Action.RESUME and running
+            else ACTION_WORKFLOW.get(decision.action)
+        )
+        if kind is None:
+            return
+        resume = running if running and running.kind == kind else None
+        self._launch_group(group, kind, resume=resume)
+
+    def _context(self, volume: Volume, *, force: bool = False) -> workflows.Context:
+        return workflows.Context(
             self.config,
             volume,
             self.providers[volume.name],
@@ -498,24 +603,47 @@ class Controller:
             guard=self.keeper.guard,
         )
 
+    def _launch(
+        self, volume: Volume, kind: str, *, resume: Workflow | None = None, force: bool = False
+    ) -> asyncio.Task[None]:
+        ctx = self._context(volume, force=force)
+        return self._supervise(volume.name, kind, workflows.run(ctx, kind, resume=resume))
+
+    def _launch_group(
+        self, group: Group, kind: str, *, resume: Workflow | None = None, force: bool = False
+    ) -> asyncio.Task[None]:
+        members = {n: self._context(self.config.volume(n), force=force) for n in group.volumes}
+        ctx = groups.GroupContext(
+            self.config, group, members, self.store, force=force, guard=self.keeper.guard
+        )
+        return self._supervise(group.name, kind, groups.run_group(ctx, kind, resume=resume))
+
+    def _supervise(
+        self, name: str, kind: str, running: Coroutine[object, object, Workflow]
+    ) -> asyncio.Task[None]:
+        """The workflow as a task of ``name`` (a volume or a group), its end logged."""
+
         async def go() -> None:
             try:
-                await workflows.run(ctx, kind, resume=resume)
-                log.info("%s: %s done", volume.name, kind)
+                await running
+                log.info("%s: %s done", name, kind)
             except workflows.Refused as exc:
-                log.warning("%s: %s refused: %s", volume.name, kind, exc)
+                log.warning("%s: %s refused: %s", name, kind, exc)
             except NfsFailoverError as exc:
-                log.error("%s: %s stopped, to be resumed: %s", volume.name, kind, exc)
+                log.error("%s: %s stopped, to be resumed: %s", name, kind, exc)
 
-        task = asyncio.create_task(go(), name=f"{kind}:{volume.name}")
-        self._tasks[volume.name] = task
+        task = asyncio.create_task(go(), name=f"{kind}:{name}")
+        self._tasks[name] = task
         return task
 
     # -- pause, and the operator's requests --------------------------------------------------
 
     def paused(self, volume: str) -> bool:
-        last = self.store.last_events(["*", volume], ["pause", "resume"])
-        return _paused(last.get("*"), last.get(volume))
+        """Whether ``volume`` is paused: itself, every volume, or its group."""
+        group = self.config.group_of(volume)
+        names = [volume] if group is None else [volume, group.name]
+        last = self.store.last_events(["*", *names], ["pause", "resume"])
+        return any(_paused(last.get("*"), last.get(name)) for name in names)
 
     async def request(
         self, action: str, volume: str | None, *, force: bool = False
@@ -536,6 +664,9 @@ class Controller:
                 self.store.append, Event(volume or "*", action, {"by": "operator"})
             )
             return PauseResult(action=action, volume=volume or "*", done=True)
+        group = self._group_named(volume)
+        if group is not None and volume is not None and action in MANUAL:
+            return await self._act_group(action, group, volume, force=force)
         target = next((v for v in self.config.volumes if v.name == volume), None)
         read_only = target is not None and target.mode is Mode.READ_ONLY
         kind = (MANUAL_READ_ONLY if read_only else MANUAL).get(action)
@@ -545,7 +676,52 @@ class Controller:
             raise NfsFailoverError(f"unknown action {action!r} or volume {volume!r}")
         if await asyncio.to_thread(self.store.running_workflow, target.name) is not None:
             raise NfsFailoverError(f"volume {target.name}: a workflow is already running")
-        task = self._launch(target, kind, force=force)
+        await self._wait_for(self._launch(target, kind, force=force), f"{kind} {target.name}")
+        last = await self._ended(target.name, f"{kind} {target.name}")
+        return WorkflowResult(action=action, volume=target.name, workflow=last.id, status="done")
+
+    def _group_named(self, name: str | None) -> Group | None:
+        """The group called ``name``, or the group of the volume called so: a manual
+        action on a member acts on its whole group."""
+        if name is None:
+            return None
+        found = next((g for g in self.config.groups if g.name == name), None)
+        return found or self.config.group_of(name)
+
+    async def _act_group(
+        self, action: str, group: Group, asked: str, *, force: bool
+    ) -> WorkflowResult:
+        members = [self.config.volume(name) for name in group.volumes]
+        read_only = members[0].mode is Mode.READ_ONLY
+        kind = (MANUAL_READ_ONLY if read_only else MANUAL).get(action)
+        if kind is None:
+            raise NfsFailoverError(f"group {group.name}: {action} needs read-write volumes")
+        for name in (group.name, *group.volumes):
+            if await asyncio.to_thread(self.store.running_workflow, name) is not None:
+                what = "group" if name == group.name else "volume"
+                raise NfsFailoverError(f"{what} {name}: a workflow is already running")
+        note = None
+        if asked != group.name:
+            every = ", ".join(group.volumes)
+            note = (
+                f"volume {asked} is in group {group.name}: the whole group {DONE[action]} ({every})"
+            )
+            log.info("%s of volume %s acts on its group %s (%s)", action, asked, group.name, every)
+        label = f"{kind} of group {group.name}"
+        await self._wait_for(self._launch_group(group, kind, force=force), label)
+        last = await self._ended(group.name, label)
+        return WorkflowResult(
+            action=action,
+            volume=asked,
+            workflow=last.id,
+            status="done",
+            group=group.name,
+            members=group.volumes,
+            note=note,
+        )
+
+    async def _wait_for(self, task: asyncio.Task[None], label: str) -> None:
+        """Until the workflow's task ends; a lease lost meanwhile is this request's error."""
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -553,20 +729,28 @@ class Controller:
             if not task.cancelled() or (current is not None and current.cancelling()):
                 raise  # the request itself was cancelled: the workflow goes on
             raise NfsFailoverError(
-                f"{kind} {target.name}: stopped, this controller lost its lease; the next"
+                f"{label}: stopped, this controller lost its lease; the next"
                 " leader resumes it at its step"
             ) from None
-        last = await asyncio.to_thread(self.store.last_workflow, target.name)
+
+    async def _ended(self, name: str, label: str) -> Workflow:
+        """The workflow of ``name`` that just ended, done; or its refusal, as the error."""
+        last = await asyncio.to_thread(self.store.last_workflow, name)
         if last is None or last.status != "done":
-            refusal = await asyncio.to_thread(self._last_refusal, target.name)
+            refusal = await asyncio.to_thread(self._last_refusal, name)
             reason = refusal or "stopped; it resumes on the next cycle"
-            raise NfsFailoverError(f"{kind} {target.name}: {reason}")
-        return WorkflowResult(action=action, volume=target.name, workflow=last.id, status="done")
+            raise NfsFailoverError(f"{label}: {reason}")
+        return last
 
     async def _abort(self, volume: str | None, *, force: bool) -> AbortResult:
         """End the running workflow where it stands (journaled): the way out of one that
         cannot finish. Refused past its point of no return (a break, a reverse resync)
         unless forced; the answer says what state the volume is left in."""
+        group = self._group_named(volume)
+        if group is not None and volume is not None:
+            own = await asyncio.to_thread(self.store.running_workflow, volume)
+            if volume == group.name or own is None or groups.is_claim(own):
+                return await self._abort_group(group, volume, force=force)
         target = next((v for v in self.config.volumes if v.name == volume), None)
         if target is None:
             raise NfsFailoverError(f"unknown volume {volume!r}")
@@ -576,16 +760,14 @@ class Controller:
         steps = [name for name, _ in workflows.WORKFLOWS[running.kind]]
         at = steps[running.step] if running.step < len(steps) else "its end"
         past = workflows.past_no_return(running.kind, running.step)
+        if groups.is_claim(running):
+            past = None  # a group's hold, left by a group the config no longer has
         if past and not force:
             raise NfsFailoverError(
                 f"volume {target.name}: {running.kind} is past {past} (at {at}); aborting it"
                 " leaves the replication as that step left it: use --force to abort anyway"
             )
-        task = self._tasks.get(target.name)
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, NfsFailoverError):
-                await task
+        await self._cancel(target.name)
         await asyncio.to_thread(self.store.finish_workflow, running.id, "aborted")
         desired = await asyncio.to_thread(self.store.get_desired, target.name)
         state = volume_state(target, desired, None)
@@ -612,6 +794,58 @@ class Controller:
             kind=running.kind,
             at=at,
             state=state,
+        )
+
+    async def _cancel(self, name: str) -> None:
+        task = self._tasks.get(name)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, NfsFailoverError):
+                await task
+
+    async def _abort_group(self, group: Group, asked: str, *, force: bool) -> AbortResult:
+        """``abort`` of a group, or of one of its members: the group's workflow ends, and
+        every member's hold with it."""
+        running = await asyncio.to_thread(self.store.running_workflow, group.name)
+        if running is None:
+            raise NfsFailoverError(f"group {group.name}: no workflow is running")
+        steps = [name for name, _ in groups.group_steps(running.kind, group)]
+        at = steps[running.step] if running.step < len(steps) else "its end"
+        past = groups.past_no_return(running.kind, group, running.step)
+        if past and not force:
+            raise NfsFailoverError(
+                f"group {group.name}: {running.kind} is past {past} (at {at}); aborting it"
+                " leaves the replication as that step left it: use --force to abort anyway"
+            )
+        await self._cancel(group.name)
+        await groups.finish_group(self.store, group, running.id, "aborted", running.data)
+        states = {}
+        for name in group.volumes:
+            desired = await asyncio.to_thread(self.store.get_desired, name)
+            states[name] = volume_state(self.config.volume(name), desired, None)
+        detail: dict[str, object] = {
+            "by": "operator",
+            "workflow": running.id,
+            "kind": running.kind,
+            "at": at,
+            "forced": force,
+            "states": {name: state.value for name, state in states.items()},
+        }
+        await asyncio.to_thread(self.store.append, Event(group.name, "abort", detail))
+        shown = ", ".join(f"{name} {state.value}" for name, state in states.items())
+        log.warning(
+            "group %s: %s aborted at %s by the operator; %s", group.name, running.kind, at, shown
+        )
+        first = group.volumes[0] if asked == group.name else asked
+        return AbortResult(
+            action="abort",
+            volume=asked,
+            workflow=running.id,
+            kind=running.kind,
+            at=at,
+            state=states[first],
+            group=group.name,
+            states=states,
         )
 
     def _last_refusal(self, volume: str) -> str | None:
@@ -667,10 +901,12 @@ class Controller:
             for r in volume.replicas
             if (volume.name, r.name) in self._health
         }
+        group = self.config.group_of(volume.name)
         return VolumeStatus(
             name=volume.name,
             mode=volume.mode,
             state=volume_state(volume, desired, running.kind if running else None),
+            group=group.name if group else None,
             active=desired.active if desired else volume.replicas[0].name,
             offered=desired.offered if desired else None,
             fenced=desired.fenced if desired else (),
@@ -688,7 +924,18 @@ class Controller:
         )
 
     def history(self, volume: str | None, after: int, limit: int) -> list[JournalEntry]:
-        return [JournalEntry.of(e) for e in self.store.events(volume, after=after, limit=limit)]
+        """The journal; a member's comes with its group's entries (the group's workflows)."""
+        group = self.config.group_of(volume) if volume is not None else None
+        if group is None:
+            events = self.store.events(volume, after=after, limit=limit)
+        else:
+            both = [
+                e
+                for n in (volume, group.name)
+                for e in self.store.events(n, after=after, limit=limit)
+            ]
+            events = sorted(both, key=lambda e: e.id)[:limit]
+        return [JournalEntry.of(e) for e in events]
 
     def alive(self) -> bool:
         return time.monotonic() - self._last_cycle < max(3 * self.interval, 10.0)
@@ -704,6 +951,9 @@ class Controller:
         if error is None:
             try:
                 failovers = self.store.count_events(item.name, "fence-source", "after")
+                if item.group is not None:  # the failovers of its group's workflows
+                    step = f"fence-source:{item.name}"
+                    failovers += self.store.count_events(item.group, step, "after")
             except StoreError as exc:
                 error = str(exc)
         return VolumeMetrics(

@@ -88,6 +88,8 @@ class VolumeStatus(Snapshot):
     name: str
     mode: Mode
     state: VolumeState
+    group: str | None = None
+    """The group the volume fails over with, or null when it acts alone."""
     active: str
     """The replica clients are steered to."""
     offered: tuple[str, ...] | None
@@ -175,9 +177,16 @@ class WorkflowResult(Snapshot):
 
     action: Literal["failover", "failback", "switchover"]
     volume: str
+    """The volume or the group asked for."""
     workflow: int
-    """The workflow's id in the journal."""
+    """The workflow's id in the journal (the group's, for a group)."""
     status: Literal["done"]
+    group: str | None = None
+    """The group that acted as one, or null for a volume alone."""
+    members: tuple[str, ...] = ()
+    """The group's volumes, every one of them moved."""
+    note: str | None = None
+    """Set when a member was asked for: its whole group acted."""
 
 
 class AbortResult(Snapshot):
@@ -191,6 +200,11 @@ class AbortResult(Snapshot):
     at: str
     """The step it was at, or ``its end``."""
     state: VolumeState
+    """The state the volume is left in (for a group asked by its name, its first volume's)."""
+    group: str | None = None
+    """The group whose workflow was aborted, or null for a volume's own."""
+    states: dict[str, VolumeState] = Field(default_factory=dict)
+    """For a group: the state each of its volumes is left in."""
 
 
 ActionResult = Annotated[PauseResult | WorkflowResult | AbortResult, Field(discriminator="action")]

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from nfs_failover.config import Config, Volume
 from nfs_failover.controller import fence
@@ -28,7 +29,8 @@ from nfs_failover.probe import Prober
 from nfs_failover.replication import Progress, Provider
 from nfs_failover.store import Event, Store, Workflow
 
-CRASH_ENV = "NFS_FAILOVER_CRASH_AT"  # "KIND:STEP": exit hard before that step (tests)
+# "KIND:STEP" ("group-KIND:STEP" for a group's): exit hard before that step (tests)
+CRASH_ENV = "NFS_FAILOVER_CRASH_AT"
 CRASH_EXIT = 70
 
 
@@ -175,6 +177,7 @@ def _hooks(kind: str) -> StepFn:
         leave, go = ctx.volume.replicas
         if kind.endswith("failback"):
             leave, go = go, leave
+        group = ctx.config.group_of(ctx.volume.name)
         values = {
             "volume": ctx.volume.name,
             "event": kind,
@@ -182,6 +185,8 @@ def _hooks(kind: str) -> StepFn:
             "to_replica": go.name,
             "from_export": str(leave.export),
             "to_export": str(go.export),
+            "group": group.name if group else "",
+            "members": ",".join(group.volumes if group else (ctx.volume.name,)),
         }
         for hook in getattr(hooks, kind):
             try:
@@ -368,8 +373,23 @@ def past_no_return(kind: str, step: int) -> str | None:
     return name
 
 
+class Journaled(Protocol):
+    """What ``run_steps`` needs of a workflow's context: a volume's, or a group's."""
+
+    store: Store
+    force: bool
+    data: dict[str, object]
+
+    def check(self) -> None: ...
+
+
+C = TypeVar("C", bound=Journaled)
+Steps = Sequence[tuple[str, Callable[[C], Awaitable[None]]]]
+Finish = Callable[[Workflow, str], Awaitable[None]]
+
+
 async def run(ctx: Context, kind: str, *, resume: Workflow | None = None) -> Workflow:
-    """Run (or resume) a workflow to its end; journal every step before and after.
+    """Run (or resume) a volume's workflow to its end; journal every step before and after.
 
     A refusal ends the workflow as "refused" and is raised; any other error, the guard's
     included, leaves it running, to be resumed from the interrupted step. So does a
@@ -377,21 +397,45 @@ async def run(ctx: Context, kind: str, *, resume: Workflow | None = None) -> Wor
     says the step has not ended, or the progress has not moved past it, and the next
     leader runs that step again (each is idempotent).
     """
-    steps = WORKFLOWS[kind]
-    store, volume = ctx.store, ctx.volume.name
+    store = ctx.store
+
+    async def finish(workflow: Workflow, status: str) -> None:
+        await asyncio.to_thread(store.finish_workflow, workflow.id, status)
+
+    return await run_steps(
+        ctx, ctx.volume.name, kind, WORKFLOWS[kind], resume=resume, label=kind, finish=finish
+    )
+
+
+async def run_steps(
+    ctx: C,
+    subject: str,
+    kind: str,
+    steps: Steps[C],
+    *,
+    resume: Workflow | None,
+    label: str,
+    finish: Finish,
+    start: dict[str, object] | None = None,
+) -> Workflow:
+    """``run`` for any subject whose workflow record and journal entries go under the name
+    ``subject`` (a volume, or a group): ``finish`` ends the record, ``label`` names the
+    workflow for ``NFS_FAILOVER_CRASH_AT`` and ``start`` is the new record's data."""
+    store = ctx.store
     # Every journal write in a worker thread: the event loop never waits for the store.
     workflow = resume
     ctx.check()
     if workflow is None:
-        workflow = await asyncio.to_thread(store.start_workflow, volume, kind, {"force": ctx.force})
+        data = {"force": ctx.force, **(start or {})}
+        workflow = await asyncio.to_thread(store.start_workflow, subject, kind, data)
     ctx.data = {**workflow.data, "workflow": workflow.id}
     for index in range(workflow.step, len(steps)):
         name, step = steps[index]
         ctx.check()
         await _journal(
-            store, Event(volume, kind, {}, workflow=workflow.id, step=name, phase="before")
+            store, Event(subject, kind, {}, workflow=workflow.id, step=name, phase="before")
         )
-        _crash_here(kind, index)
+        _crash_here(label, index)
         ctx.check()
         try:
             await step(ctx)
@@ -399,19 +443,19 @@ async def run(ctx: Context, kind: str, *, resume: Workflow | None = None) -> Wor
             refused: dict[str, object] = {"refused": str(exc)}
             ctx.check()
             await _journal(
-                store, Event(volume, kind, refused, workflow=workflow.id, step=name, phase="after")
+                store, Event(subject, kind, refused, workflow=workflow.id, step=name, phase="after")
             )
-            await asyncio.to_thread(store.finish_workflow, workflow.id, "refused")
+            await finish(workflow, "refused")
             raise
         ctx.check()
         await _journal(
             store,
-            Event(volume, kind, dict(ctx.data), workflow=workflow.id, step=name, phase="after"),
+            Event(subject, kind, dict(ctx.data), workflow=workflow.id, step=name, phase="after"),
         )
         ctx.check()
         await asyncio.to_thread(store.advance_workflow, workflow.id, index + 1, ctx.data)
     ctx.check()
-    await asyncio.to_thread(store.finish_workflow, workflow.id, "done")
+    await finish(workflow, "done")
     return workflow
 
 
@@ -423,7 +467,7 @@ def _strings(value: object) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
-def _crash_here(kind: str, index: int) -> None:
+def _crash_here(label: str, index: int) -> None:
     """The test hook behind the kill-at-every-step proof: exit hard, no clean-up."""
-    if os.environ.get(CRASH_ENV) == f"{kind}:{index}":
+    if os.environ.get(CRASH_ENV) == f"{label}:{index}":
         os._exit(CRASH_EXIT)
