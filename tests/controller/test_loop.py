@@ -239,6 +239,8 @@ def test_abort_ends_a_stuck_workflow_and_says_where_it_left_the_volume(
         "kind": "failover",
         "at": "check-replication",
         "state": "normal",
+        "group": None,  # a volume alone
+        "states": {},
     }
     assert store.running_workflow("crr") is None
     last = store.last_workflow("crr")
