@@ -200,7 +200,10 @@ def _action(action: str, volume: str | None, force: bool, config: Path | None) -
         path = control.path_for("volumes", volume, action)
     else:
         path = control.path_for(action, query={"volume": volume} if volume else None)
-    result = _api(loaded, "POST", path, {"force": force}, reply=action_result, timeout=3600)
+    # A body only where the route reads one: a controller that answers without reading
+    # it may close before it is sent, and a request that looks undelivered is sent again.
+    body = {"force": force} if action in ("failover", "abort") else None
+    result = _api(loaded, "POST", path, body, reply=action_result, timeout=3600)
     typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
 
 
